@@ -1,0 +1,295 @@
+//! Versioned ClickHouse migrations.
+//!
+//! Each migration has a number and DDL written once as a template; the server's
+//! version decides how a template renders ([`ServerFeatures`]). Applied versions
+//! are recorded in `schema_migrations`, so a second run is a no-op. Every
+//! statement is also written `IF NOT EXISTS`, so a run interrupted between a DDL
+//! and its bookkeeping row converges on the next run.
+//!
+//! The logical schema (columns, types, keys) is identical on every server; only
+//! storage details differ. See `docs/clickhouse-schema.md`.
+
+use clickhouse::Client;
+use serde::Deserialize;
+
+use crate::rows::table;
+
+/// What the connected server supports, decided from `SELECT version()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerFeatures {
+    pub version: (u32, u32),
+    /// `LowCardinality(String)` without the experimental setting (19.x+; we require 20.1+).
+    pub low_cardinality: bool,
+    /// Table TTL expressions (19.6+; we require 20.1+). Without them retention drops partitions.
+    pub ttl: bool,
+}
+
+impl ServerFeatures {
+    /// Features from a version string such as `18.16.1` or `25.8.2.29`.
+    pub fn from_version(version: &str) -> Result<ServerFeatures, MigrationError> {
+        let mut parts = version.trim().split('.').map(str::parse::<u32>);
+        let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) else {
+            return Err(MigrationError::Version(version.to_string()));
+        };
+        // One cut-off keeps the matrix small: 20.1 has both features by default.
+        let modern = (major, minor) >= (20, 1);
+        Ok(ServerFeatures {
+            version: (major, minor),
+            low_cardinality: modern,
+            ttl: modern,
+        })
+    }
+
+    /// Asks the server.
+    pub async fn detect(client: &Client) -> Result<ServerFeatures, MigrationError> {
+        let version: String = client.query("SELECT version()").fetch_one().await?;
+        Self::from_version(&version)
+    }
+}
+
+/// Options that shape the rendered DDL.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrateOptions {
+    /// Data older than this is deleted: by TTL where the server has it, by the
+    /// consumer's partition janitor otherwise. At most 7 days by product policy.
+    pub retention_days: u32,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions { retention_days: 7 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("cannot parse the server version {0:?}")]
+    Version(String),
+    #[error("invalid database name {0:?}: use letters, digits and underscores")]
+    DatabaseName(String),
+    #[error("retention of {0} days is outside 1..=7")]
+    Retention(u32),
+}
+
+/// One migration: a version, a name, and DDL templates.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    statements: &'static [&'static str],
+}
+
+/// Every migration, in order. Append only: never edit one that has shipped.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial: samples, stacks, ingest_ledger, target_status",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS samples (
+            service {lc}, profile_type {lc}, window_start DateTime,
+            cluster {lc}, namespace {lc}, pod String, container {lc}, node {lc},
+            target_id UInt64, stack_id UInt64, value Int64, count Int64
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toDate(window_start)
+        ORDER BY (service, profile_type, window_start, target_id, stack_id)
+        {ttl:window_start}",
+        "CREATE TABLE IF NOT EXISTS stacks (
+            service {lc}, stack_id UInt64, frames Array(String), last_seen DateTime
+        ) ENGINE = ReplacingMergeTree(last_seen)
+        PARTITION BY toDate(last_seen)
+        ORDER BY (service, stack_id)
+        {ttl:last_seen}",
+        "CREATE TABLE IF NOT EXISTS ingest_ledger (
+            window_id UInt64, service {lc}, profile_type {lc}, window_start DateTime,
+            window_start_ms Int64, window_end_ms Int64, target_id UInt64, pod String,
+            part_index UInt32, part_count UInt32,
+            raw_events UInt64, parsed_events UInt64, stacks UInt64,
+            dropped_events UInt64, dropped_stacks UInt64, truncated UInt8,
+            jfr_bytes UInt64, parse_micros UInt64,
+            topic String, partition Int32, offset Int64,
+            status {lc}, reason String, ingested_at DateTime, ingest_latency_ms Int64
+        ) ENGINE = ReplacingMergeTree(ingested_at)
+        PARTITION BY toDate(window_start)
+        ORDER BY (service, window_start, window_id)
+        {ttl:window_start}",
+        "CREATE TABLE IF NOT EXISTS target_status (
+            service {lc}, target_id UInt64, cluster {lc}, namespace {lc}, pod String,
+            container {lc}, node {lc}, pid UInt32, state {lc}, recorder {lc},
+            last_error String, observed_at DateTime, agent_version String
+        ) ENGINE = ReplacingMergeTree(observed_at)
+        PARTITION BY toDate(observed_at)
+        ORDER BY (service, target_id)
+        {ttl:observed_at}",
+    ],
+}];
+
+impl Migration {
+    /// The statements as they will run on a server with `features`.
+    pub fn render(&self, features: ServerFeatures, options: MigrateOptions) -> Vec<String> {
+        self.statements
+            .iter()
+            .map(|template| render(template, features, options))
+            .collect()
+    }
+}
+
+fn render(template: &str, features: ServerFeatures, options: MigrateOptions) -> String {
+    let lc = if features.low_cardinality {
+        "LowCardinality(String)"
+    } else {
+        "String"
+    };
+    let mut sql = template.replace("{lc}", lc);
+    for column in ["window_start", "last_seen", "observed_at"] {
+        let ttl = if features.ttl {
+            format!("TTL {column} + INTERVAL {} DAY", options.retention_days)
+        } else {
+            String::new()
+        };
+        sql = sql.replace(&format!("{{ttl:{column}}}"), &ttl);
+    }
+    sql
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub features: ServerFeatures,
+    pub applied: Vec<u32>,
+    pub already_applied: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct AppliedVersion {
+    version: u32,
+}
+
+/// Creates `database` if needed and applies every pending migration in order.
+///
+/// `server` must not have a database selected (it may not exist yet).
+pub async fn migrate(
+    server: &Client,
+    database: &str,
+    options: MigrateOptions,
+) -> Result<MigrationReport, MigrationError> {
+    validate_database_name(database)?;
+    if !(1..=7).contains(&options.retention_days) {
+        return Err(MigrationError::Retention(options.retention_days));
+    }
+    let features = ServerFeatures::detect(server).await?;
+    // Identifiers cannot be bound as values; the name was validated above.
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .execute()
+        .await?;
+    let db = server.clone().with_database(database);
+    db.query(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (version UInt32, name String, applied_at DateTime)
+         ENGINE = MergeTree ORDER BY version",
+        table::SCHEMA_MIGRATIONS
+    ))
+    .execute()
+    .await?;
+    let done: Vec<u32> = db
+        .query(&format!(
+            "SELECT DISTINCT version FROM {}",
+            table::SCHEMA_MIGRATIONS
+        ))
+        .fetch_all::<AppliedVersion>()
+        .await?
+        .into_iter()
+        .map(|row| row.version)
+        .collect();
+
+    let mut report = MigrationReport {
+        features,
+        applied: vec![],
+        already_applied: vec![],
+    };
+    for migration in MIGRATIONS {
+        if done.contains(&migration.version) {
+            report.already_applied.push(migration.version);
+            continue;
+        }
+        for statement in migration.render(features, options) {
+            db.query(&statement).execute().await?;
+        }
+        db.query(&format!(
+            "INSERT INTO {} (version, name, applied_at) VALUES (?, ?, now())",
+            table::SCHEMA_MIGRATIONS
+        ))
+        .bind(migration.version)
+        .bind(migration.name)
+        .execute()
+        .await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        report.applied.push(migration.version);
+    }
+    Ok(report)
+}
+
+/// Database names are spliced into DDL, so only plain identifiers are allowed.
+pub fn validate_database_name(name: &str) -> Result<(), MigrationError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(MigrationError::DatabaseName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_decide_features() {
+        let old = ServerFeatures::from_version("18.16.1").expect("parses");
+        assert!(!old.ttl && !old.low_cardinality);
+        let new = ServerFeatures::from_version("25.8.2.29").expect("parses");
+        assert!(new.ttl && new.low_cardinality);
+        assert!(ServerFeatures::from_version("banana").is_err());
+    }
+
+    #[test]
+    fn rendering_differs_only_in_storage_details() {
+        let old = ServerFeatures::from_version("18.16.1").expect("parses");
+        let new = ServerFeatures::from_version("24.3.1").expect("parses");
+        for migration in MIGRATIONS {
+            for (a, b) in migration
+                .render(old, MigrateOptions::default())
+                .iter()
+                .zip(migration.render(new, MigrateOptions::default()))
+            {
+                assert!(
+                    !a.contains('{') && !b.contains('{'),
+                    "unrendered placeholder"
+                );
+                assert!(!a.contains("LowCardinality") && !a.contains("TTL"));
+                assert!(b.contains("LowCardinality(String)") && b.contains("TTL"));
+                assert!(b.contains("INTERVAL 7 DAY"));
+            }
+        }
+    }
+
+    #[test]
+    fn database_names_are_plain_identifiers() {
+        assert!(validate_database_name("javelin_test_1").is_ok());
+        for bad in ["", "1abc", "a;DROP", "a b", "a`b"] {
+            assert!(validate_database_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn migration_versions_are_increasing() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+    }
+}

@@ -1,0 +1,96 @@
+//! ClickHouse row types. Field order is column order: rows travel as plain
+//! RowBinary (validation off, which Debian's ClickHouse 18.16 needs), so a
+//! mismatch with [`crate::migrations`] would corrupt data. The migration tests
+//! insert and read back each row type on the real server to pin this.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+/// Table names, shared by the consumer (writes) and the query API (reads).
+pub mod table {
+    pub const SAMPLES: &str = "samples";
+    pub const STACKS: &str = "stacks";
+    pub const INGEST_LEDGER: &str = "ingest_ledger";
+    pub const TARGET_STATUS: &str = "target_status";
+    pub const SCHEMA_MIGRATIONS: &str = "schema_migrations";
+}
+
+/// One aggregated stack of one target in one window. Unique per
+/// (service, profile_type, window_start, target_id, stack_id): a re-delivered
+/// window collapses into the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub service: String,
+    pub profile_type: String,
+    /// Seconds since the epoch (ClickHouse `DateTime`).
+    pub window_start: u32,
+    pub cluster: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub node: String,
+    pub target_id: u64,
+    pub stack_id: u64,
+    pub value: i64,
+    pub count: i64,
+}
+
+/// The frames of a stack, root first, written once per (service, stack id) and day.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct StackRow {
+    pub service: String,
+    pub stack_id: u64,
+    pub frames: Vec<String>,
+    /// Seconds since the epoch; the newest copy wins and keeps the stack alive under retention.
+    pub last_seen: u32,
+}
+
+/// One row per ingested (or rejected) window part: the agent's accounting plus
+/// where the consumer found it and what it did with it.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub window_id: u64,
+    pub service: String,
+    pub profile_type: String,
+    pub window_start: u32,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub target_id: u64,
+    pub pod: String,
+    pub part_index: u32,
+    pub part_count: u32,
+    pub raw_events: u64,
+    pub parsed_events: u64,
+    pub stacks: u64,
+    pub dropped_events: u64,
+    pub dropped_stacks: u64,
+    pub truncated: u8,
+    pub jfr_bytes: u64,
+    pub parse_micros: u64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// `accepted`, `truncated` or `rejected`.
+    pub status: String,
+    pub reason: String,
+    pub ingested_at: u32,
+    pub ingest_latency_ms: i64,
+}
+
+/// The latest known state of a profiling target.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct TargetStatusRow {
+    pub service: String,
+    pub target_id: u64,
+    pub cluster: String,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub node: String,
+    pub pid: u32,
+    pub state: String,
+    pub recorder: String,
+    pub last_error: String,
+    pub observed_at: u32,
+    pub agent_version: String,
+}
