@@ -1,1 +1,22 @@
+//! The Javelin node agent.
+//!
+//! # Pipeline (one task per JVM)
+//! [`discovery`] finds HotSpot JVMs in /proc → [`attach`] speaks the HotSpot
+//! attach protocol → [`recorder`] runs a built-in JFR recording and collects the
+//! new chunks every window → [`jfr_parse`] decodes them behind guards →
+//! [`aggregate`] folds samples by stack under explicit bounds → [`publish`] sends
+//! the window parts to Kafka. [`target`] runs that loop for one JVM; [`agent`]
+//! supervises the targets.
 
+pub mod agent;
+pub mod aggregate;
+pub mod attach;
+pub mod config;
+pub mod discovery;
+pub mod jfr_parse;
+pub mod publish;
+pub mod recorder;
+pub mod target;
+
+/// This agent's version, carried in every message.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

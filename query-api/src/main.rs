@@ -1,1 +1,83 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use javelin_query::api::{AppState, Limits, router};
+use javelin_query::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "javelin-query", version, about = "Javelin query API and UI")]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    #[arg(long, env = "JAVELIN_LISTEN", default_value = "127.0.0.1:4040")]
+    listen: String,
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "JAVELIN_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse_url: String,
+    /// ClickHouse database.
+    #[arg(long, env = "JAVELIN_CLICKHOUSE_DATABASE", default_value = "javelin")]
+    database: String,
+    #[arg(long, env = "JAVELIN_CLICKHOUSE_USER", default_value = "default")]
+    clickhouse_user: String,
+    #[arg(
+        long,
+        env = "JAVELIN_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    clickhouse_password: String,
+    /// Flamegraph nodes returned when a request does not say.
+    #[arg(long, env = "JAVELIN_DEFAULT_MAX_NODES", default_value_t = 8192)]
+    default_max_nodes: usize,
+    /// Largest `max_nodes` a request may ask for.
+    #[arg(long, env = "JAVELIN_MAX_NODES_LIMIT", default_value_t = 1 << 20)]
+    max_nodes_limit: usize,
+    /// Longest query range, in hours.
+    #[arg(long, env = "JAVELIN_MAX_RANGE_HOURS", default_value_t = 7 * 24)]
+    max_range_hours: i64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    javelin_schema::migrations::validate_database_name(&args.database)?;
+    anyhow::ensure!(
+        (2..=args.max_nodes_limit).contains(&args.default_max_nodes),
+        "--default-max-nodes must be between 2 and --max-nodes-limit"
+    );
+    let client = clickhouse::Client::default()
+        .with_url(&args.clickhouse_url)
+        .with_user(&args.clickhouse_user)
+        .with_password(&args.clickhouse_password)
+        .with_database(&args.database)
+        .with_validation(false);
+    let state = AppState {
+        store: Store::new(client),
+        limits: Limits {
+            default_max_nodes: args.default_max_nodes,
+            max_nodes_limit: args.max_nodes_limit,
+            max_range_ms: args.max_range_hours * 3_600_000,
+        },
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests read this line to find the port.
+    println!("javelin-query listening on http://{addr}/");
+    tracing::info!(%addr, database = %args.database, "serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -285,7 +285,9 @@ mod tests {
         w.profile_type = 42;
         assert!(ProfileWindow::decode_valid(&w.to_bytes()).is_err());
         let mut w = sample_window();
-        w.target.as_mut().map(|t| t.service.clear());
+        if let Some(t) = w.target.as_mut() {
+            t.service.clear();
+        }
         assert!(ProfileWindow::decode_valid(&w.to_bytes()).is_err());
     }
 

@@ -1,0 +1,116 @@
+//! Consumer configuration: subcommands and flags, each with an environment variable and a documented default.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "javelin-consumer",
+    version,
+    about = "Javelin consumer: Kafka → ClickHouse"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume profile windows and target status into ClickHouse.
+    Run(RunArgs),
+    /// Create the database and apply pending schema migrations, then exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "JAVELIN_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    pub clickhouse_url: String,
+    /// ClickHouse database.
+    #[arg(long, env = "JAVELIN_CLICKHOUSE_DATABASE", default_value = "javelin")]
+    pub database: String,
+    /// ClickHouse user.
+    #[arg(long, env = "JAVELIN_CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+    /// ClickHouse password.
+    #[arg(
+        long,
+        env = "JAVELIN_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: String,
+}
+
+impl ClickHouseArgs {
+    /// A client without a database selected (the database may not exist yet).
+    pub fn server_client(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.clickhouse_url)
+            .with_user(&self.clickhouse_user)
+            .with_password(&self.clickhouse_password)
+            // Plain RowBinary: Debian's ClickHouse 18.16 lacks RowBinaryWithNamesAndTypes validation.
+            .with_validation(false)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    /// Days of data kept (1–7).
+    #[arg(long, env = "JAVELIN_RETENTION_DAYS", default_value_t = 7)]
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Consumer group id; every consumer of one deployment shares it.
+    #[arg(long, env = "JAVELIN_GROUP_ID", default_value = "javelin-consumer")]
+    pub group_id: String,
+    #[arg(long, env = "JAVELIN_PROFILES_TOPIC", default_value = javelin_schema::topics::PROFILES)]
+    pub profiles_topic: String,
+    #[arg(long, env = "JAVELIN_STATUS_TOPIC", default_value = javelin_schema::topics::STATUS)]
+    pub status_topic: String,
+    #[arg(long, env = "JAVELIN_DLQ_TOPIC", default_value = javelin_schema::topics::DLQ)]
+    pub dlq_topic: String,
+    /// Extra librdkafka consumer property, `key=value`; repeatable.
+    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// A batch is inserted once it has this many rows…
+    #[arg(long, env = "JAVELIN_BATCH_MAX_ROWS", default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub batch_max_rows: usize,
+    /// …or this many message bytes…
+    #[arg(long, env = "JAVELIN_BATCH_MAX_BYTES", default_value_t = 32 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub batch_max_bytes: usize,
+    /// …or when this many milliseconds have passed since the batch started.
+    #[arg(long, env = "JAVELIN_BATCH_LINGER_MS", default_value_t = 1000)]
+    pub batch_linger_ms: u64,
+    /// Entries of the (service, stack id) cache that avoids re-writing known stacks.
+    #[arg(long, env = "JAVELIN_STACK_CACHE_ENTRIES", default_value_t = 1_000_000)]
+    pub stack_cache_entries: usize,
+}
+
+impl RunArgs {
+    pub fn clickhouse_client(&self) -> clickhouse::Client {
+        self.clickhouse
+            .server_client()
+            .with_database(&self.clickhouse.database)
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}

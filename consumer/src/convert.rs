@@ -1,0 +1,120 @@
+//! Wire messages → ClickHouse rows.
+
+use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, TargetStatusRow};
+use javelin_schema::wire::{DecodeError, ProfileWindow, TargetState, TargetStatus};
+use prost::Message;
+
+/// Where a message came from, for the ledger and the dead-letter headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The rows one profile window part becomes.
+#[derive(Debug, Default, Clone)]
+pub struct WindowRows {
+    pub samples: Vec<SampleRow>,
+    pub stacks: Vec<StackRow>,
+    pub ledger: Option<LedgerRow>,
+}
+
+fn secs(ms: i64) -> u32 {
+    u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+/// Decodes a profile window and turns it into rows.
+pub fn window_rows(
+    payload: &[u8],
+    source: &Source,
+    now_ms: i64,
+) -> Result<WindowRows, DecodeError> {
+    let window = ProfileWindow::decode_valid(payload)?;
+    let target = window.target.clone().unwrap_or_default();
+    let kind = window.kind().name().to_string();
+    let window_start = secs(window.window_start_ms);
+    let acc = window.accounting.unwrap_or_default();
+    let mut rows = WindowRows::default();
+    for stack in &window.stacks {
+        rows.samples.push(SampleRow {
+            service: target.service.clone(),
+            profile_type: kind.clone(),
+            window_start,
+            cluster: target.cluster.clone(),
+            namespace: target.namespace.clone(),
+            pod: target.pod.clone(),
+            container: target.container.clone(),
+            node: target.node.clone(),
+            target_id: target.target_id,
+            stack_id: stack.stack_id,
+            value: stack.value,
+            count: stack.count,
+        });
+        rows.stacks.push(StackRow {
+            service: target.service.clone(),
+            stack_id: stack.stack_id,
+            frames: window.frames(stack).map(str::to_string).collect(),
+            last_seen: secs(now_ms),
+        });
+    }
+    rows.ledger = Some(LedgerRow {
+        window_id: window.window_id,
+        service: target.service.clone(),
+        profile_type: kind,
+        window_start,
+        window_start_ms: window.window_start_ms,
+        window_end_ms: window.window_end_ms,
+        target_id: target.target_id,
+        pod: target.pod.clone(),
+        part_index: window.part_index,
+        part_count: window.part_count,
+        raw_events: acc.raw_events,
+        parsed_events: acc.parsed_events,
+        stacks: acc.stacks,
+        dropped_events: acc.dropped_events,
+        dropped_stacks: acc.dropped_stacks,
+        truncated: u8::from(acc.truncated),
+        jfr_bytes: acc.jfr_bytes,
+        parse_micros: acc.parse_micros,
+        topic: source.topic.clone(),
+        partition: source.partition,
+        offset: source.offset,
+        status: if acc.truncated {
+            "truncated"
+        } else {
+            "accepted"
+        }
+        .into(),
+        reason: String::new(),
+        ingested_at: secs(now_ms),
+        ingest_latency_ms: (now_ms - window.window_end_ms).max(0),
+    });
+    Ok(rows)
+}
+
+/// Decodes a target status message into its row.
+pub fn status_row(payload: &[u8]) -> Result<TargetStatusRow, DecodeError> {
+    let status = TargetStatus::decode(payload)?;
+    let Some(target) = status.target else {
+        return Err(DecodeError::Invalid(
+            "status without target identity".into(),
+        ));
+    };
+    let state = TargetState::try_from(status.state).unwrap_or(TargetState::Unspecified);
+    Ok(TargetStatusRow {
+        service: target.service,
+        target_id: target.target_id,
+        cluster: target.cluster,
+        namespace: target.namespace,
+        pod: target.pod,
+        container: target.container,
+        node: target.node,
+        pid: target.pid,
+        state: state.name().into(),
+        recorder: status.recorder,
+        last_error: status.last_error,
+        observed_at: secs(status.observed_at_ms),
+        agent_version: status.agent_version,
+    })
+}

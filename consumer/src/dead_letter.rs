@@ -1,0 +1,98 @@
+//! The dead-letter topic: messages the consumer cannot ingest, unchanged, with
+//! why in headers, so nothing is lost and the partition keeps flowing.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::convert::Source;
+
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    consumer_id: String,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetters {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        consumer_id: &str,
+    ) -> Result<DeadLetters, rdkafka::error::KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(DeadLetters {
+            producer,
+            topic: topic.to_string(),
+            consumer_id: consumer_id.to_string(),
+        })
+    }
+
+    /// Sends one message to the dead-letter topic; resolves once the broker has it.
+    pub async fn send(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        source: &Source,
+        reason: &str,
+        error_class: &str,
+        now_ms: i64,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let partition = source.partition.to_string();
+        let offset = source.offset.to_string();
+        let time = now_ms.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "javelin.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "javelin.error_class",
+                value: Some(error_class),
+            })
+            .insert(Header {
+                key: "javelin.source_topic",
+                value: Some(source.topic.as_str()),
+            })
+            .insert(Header {
+                key: "javelin.source_partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "javelin.source_offset",
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: "javelin.consumer_id",
+                value: Some(self.consumer_id.as_str()),
+            })
+            .insert(Header {
+                key: "javelin.time_ms",
+                value: Some(time.as_str()),
+            });
+        let mut record = FutureRecord::to(&self.topic)
+            .payload(payload)
+            .headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}

@@ -1,0 +1,286 @@
+//! The walking skeleton, end to end on real parts: the demo JVM, the agent
+//! (own attach protocol + built-in JFR), tansu, the consumer, ClickHouse and the
+//! query API. Needs `dev/stack up` and `cargo build --workspace --bins` first
+//! (the README's test command does both).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use javelin_schema::testkit::{
+    clickhouse_url, create_topics, kafka_brokers, unique_name, wait_for,
+};
+use serde::Deserialize;
+
+/// A child process killed (SIGKILL) and reaped when the test ends, pass or fail.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    let me = PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest"));
+    me.parent().expect("target dir").to_path_buf()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+fn spawn(name: &'static str, logs: &Path, mut cmd: Command) -> Proc {
+    let log = logs.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    cmd.stderr(file).stdin(Stdio::null());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
+    Proc { name, child, log }
+}
+
+fn binary(name: &str) -> Command {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    Command::new(path)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, Deserialize)]
+struct Flamegraph {
+    names: Vec<String>,
+    levels: Vec<Vec<i64>>,
+    total: i64,
+}
+
+impl Flamegraph {
+    /// Total of all nodes named `name` that are not inside another `name` node: its share of the profile.
+    fn total_of(&self, name: &str) -> i64 {
+        self.levels
+            .iter()
+            .flat_map(|level| level.chunks(4))
+            .filter(|t| self.names.get(t[3] as usize).is_some_and(|n| n == name))
+            .map(|t| t[1])
+            .sum()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
+    let run = unique_name("e2e");
+    let logs = repo_root().join("target").join("e2e-logs").join(&run);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let (profiles, status, dlq) = (
+        format!("{run}.profiles"),
+        format!("{run}.status"),
+        format!("{run}.dlq"),
+    );
+    let database = run.clone();
+    create_topics(&[&profiles, &status, &dlq], 2).await;
+
+    let migrate = binary("javelin-consumer")
+        .args([
+            "migrate",
+            "--clickhouse-url",
+            &clickhouse_url(),
+            "--database",
+            &database,
+        ])
+        .output()
+        .expect("migrate runs");
+    assert!(
+        migrate.status.success(),
+        "migrate failed: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    // The demo workload, compiled fresh.
+    let classes = logs.join("classes");
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(repo_root().join("loadtest/java/src/JavelinDemo.java"))
+        .status()
+        .expect("javac runs");
+    assert!(javac.success(), "javac failed");
+    let mut java = Command::new("java");
+    java.arg("-cp")
+        .arg(&classes)
+        .arg("JavelinDemo")
+        .env("JAVELIN_SERVICE", "javelin-demo")
+        .stdout(Stdio::null());
+    let started = std::time::Instant::now();
+    let demo = spawn("demo", &logs, java);
+    let pid = demo.child.id().to_string();
+
+    let mut agent = binary("javelin-agent");
+    agent.args([
+        "--brokers",
+        &kafka_brokers(),
+        "--profiles-topic",
+        &profiles,
+        "--status-topic",
+        &status,
+        "--pid",
+        &pid,
+        "--window-secs",
+        "5",
+        "--min-jvm-age-secs",
+        "0",
+        "--discovery-interval-secs",
+        "1",
+        "--recording-name",
+        &run,
+    ]);
+    let agent = spawn("agent", &logs, agent);
+
+    let mut consumer = binary("javelin-consumer");
+    consumer.args([
+        "run",
+        "--clickhouse-url",
+        &clickhouse_url(),
+        "--database",
+        &database,
+        "--brokers",
+        &kafka_brokers(),
+        "--group-id",
+        &run,
+        "--profiles-topic",
+        &profiles,
+        "--status-topic",
+        &status,
+        "--dlq-topic",
+        &dlq,
+    ]);
+    let consumer = spawn("consumer", &logs, consumer);
+
+    let mut query = binary("javelin-query");
+    query
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--clickhouse-url",
+            &clickhouse_url(),
+            "--database",
+            &database,
+        ])
+        .stdout(Stdio::piped());
+    let mut query = spawn("query", &logs, query);
+    let base = {
+        use std::io::BufRead;
+        let stdout = query.child.stdout.take().expect("query stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("query prints its address");
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .expect("url")
+            .trim_end_matches('/')
+            .to_string()
+    };
+
+    let http = reqwest::Client::new();
+    let procs = [&demo, &agent, &consumer, &query];
+    let context = || {
+        procs
+            .iter()
+            .map(|p| format!("{}: {}", p.name, p.log.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fg: Flamegraph = wait_for(
+        "a CPU flamegraph where JavelinDemo.cpuBurn has ≥ 30% of the total",
+        Duration::from_secs(60),
+        || {
+            let http = http.clone();
+            let url = format!(
+                "{base}/api/v1/flamegraph?service=javelin-demo&type=cpu&from={}&to={}",
+                now_ms() - 600_000,
+                now_ms()
+            );
+            async move {
+                let fg: Flamegraph = http.get(&url).send().await.ok()?.json().await.ok()?;
+                (fg.total > 0 && fg.total_of("JavelinDemo.cpuBurn") * 10 >= fg.total * 3)
+                    .then_some(fg)
+            }
+        },
+    )
+    .await;
+    let share = fg.total_of("JavelinDemo.cpuBurn") as f64 / fg.total as f64;
+    eprintln!(
+        "cpuBurn share {:.1}% of {} ns after {:?}; logs: {}",
+        share * 100.0,
+        fg.total,
+        started.elapsed(),
+        context()
+    );
+    assert!(
+        started.elapsed() <= Duration::from_secs(75),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fg.names[0], "total");
+
+    // The services listing sees the demo.
+    let services: serde_json::Value = http
+        .get(format!(
+            "{base}/api/v1/services?from={}&to={}",
+            now_ms() - 600_000,
+            now_ms()
+        ))
+        .send()
+        .await
+        .expect("services")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(services["services"], serde_json::json!(["javelin-demo"]));
+
+    // Bad input is a clear 400, not a crash.
+    let bad = http
+        .get(format!(
+            "{base}/api/v1/flamegraph?service=javelin-demo&type=wall&from=1&to=2"
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.expect("json error");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown profile type")),
+        "{body}"
+    );
+
+    // The UI page is served.
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("ui")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("<canvas id=\"flamegraph\""));
+}

@@ -1,0 +1,328 @@
+//! The HotSpot dynamic attach protocol, spoken directly (no jattach, no JDK tools
+//! on the node).
+//!
+//! Handshake: connect to `<target root>/tmp/.java_pid<nspid>`; if the socket is
+//! not there, create `.attach_pid<nspid>` in the target's cwd (else its tmp),
+//! send SIGQUIT (only when the process catches it: SIGQUIT's default action
+//! kills a non-JVM), and poll for the socket with a deadline.
+//!
+//! Requests use v1 framing (`1\0<cmd>\0<arg0>\0<arg1>\0<arg2>\0`), which every
+//! HotSpot since JDK 6 accepts (JDK 25 included). The reply is a status line and
+//! free text; a `0` status can still carry a failure (`jcmd` errors, JDK 21+ `load`),
+//! so callers check the text too ([`Reply::expect`]).
+//!
+//! Everything here is blocking and runs on a blocking thread: no setns/seteuid,
+//! which would affect every thread of the agent. `/proc/<pid>/root` paths reach
+//! into the target's mount namespace as root.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Longest command name the JVM accepts.
+const MAX_COMMAND_LEN: usize = 16;
+/// Longest argument the JVM accepts (`AttachOperation::arg_length_max`).
+const MAX_ARG_LEN: usize = 1024;
+/// v1 requests carry exactly three arguments.
+const ARG_COUNT: usize = 3;
+/// Replies larger than this are cut: the agent never needs more, and a target must not make it allocate without bound.
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("attach is disabled in the target (-XX:+DisableAttachMechanism)")]
+    Disabled,
+    #[error(
+        "process {0} does not catch SIGQUIT; not signalling it (not a HotSpot JVM, or started with -Xrs before its listener came up)"
+    )]
+    NoSigQuitHandler(u32),
+    #[error("the attach listener of process {pid} did not appear within {waited:?}")]
+    ListenerTimeout { pid: u32, waited: Duration },
+    #[error("request too large: {0}")]
+    RequestTooLarge(String),
+    #[error("the JVM answered status {status}: {message}")]
+    Failed { status: i32, message: String },
+    #[error("unexpected reply: {0:?}")]
+    Malformed(String),
+    #[error("attach I/O on process {pid}: {source}")]
+    Io {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A JVM reachable through `/proc/<pid>/root`.
+#[derive(Debug, Clone)]
+pub struct AttachTarget {
+    /// pid in the agent's (host) pid namespace.
+    pub pid: u32,
+    /// pid inside the target's own pid namespace (names the socket).
+    pub nspid: u32,
+    /// How long to wait for each reply.
+    pub timeout: Duration,
+}
+
+/// A parsed reply: the status code and the text after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: i32,
+    pub text: String,
+}
+
+impl Reply {
+    /// Succeeds only if the status is 0 and the text contains `marker`: DCmds report
+    /// many failures with status 0 and an explanation.
+    pub fn expect(self, marker: &str) -> Result<Reply, AttachError> {
+        if self.status == 0 && self.text.contains(marker) {
+            Ok(self)
+        } else {
+            Err(AttachError::Failed {
+                status: self.status,
+                message: self.text.trim().to_string(),
+            })
+        }
+    }
+}
+
+/// Encodes a v1 request, checking the JVM's limits first.
+pub fn encode_request(command: &str, args: &[&str]) -> Result<Vec<u8>, AttachError> {
+    if command.is_empty() || command.len() > MAX_COMMAND_LEN || command.contains('\0') {
+        return Err(AttachError::RequestTooLarge(format!("command {command:?}")));
+    }
+    if args.len() > ARG_COUNT {
+        return Err(AttachError::RequestTooLarge(format!(
+            "{} arguments (v1 allows {ARG_COUNT})",
+            args.len()
+        )));
+    }
+    if let Some(arg) = args
+        .iter()
+        .find(|a| a.len() > MAX_ARG_LEN || a.contains('\0'))
+    {
+        return Err(AttachError::RequestTooLarge(format!(
+            "argument of {} bytes (limit {MAX_ARG_LEN}, no NUL): {:.60}…",
+            arg.len(),
+            arg
+        )));
+    }
+    let mut out =
+        Vec::with_capacity(8 + command.len() + args.iter().map(|a| a.len() + 1).sum::<usize>());
+    out.extend_from_slice(b"1\0");
+    out.extend_from_slice(command.as_bytes());
+    out.push(0);
+    for i in 0..ARG_COUNT {
+        out.extend_from_slice(args.get(i).copied().unwrap_or("").as_bytes());
+        out.push(0);
+    }
+    Ok(out)
+}
+
+/// Parses `"<status>\n<text>"`. A non-zero status is an error carrying the text.
+pub fn parse_reply(raw: &[u8]) -> Result<Reply, AttachError> {
+    let text = String::from_utf8_lossy(raw);
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let status: i32 = first
+        .trim()
+        .parse()
+        .map_err(|_| AttachError::Malformed(text.chars().take(200).collect()))?;
+    if status != 0 {
+        return Err(AttachError::Failed {
+            status,
+            message: rest.trim().to_string(),
+        });
+    }
+    Ok(Reply {
+        status,
+        text: rest.to_string(),
+    })
+}
+
+impl AttachTarget {
+    fn proc_path(&self, rest: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/{rest}", self.pid))
+    }
+
+    /// The target's `/tmp`, seen from the agent.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.proc_path("root/tmp")
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.tmp_dir().join(format!(".java_pid{}", self.nspid))
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> AttachError + '_ {
+        move |source| AttachError::Io {
+            pid: self.pid,
+            source,
+        }
+    }
+
+    /// Runs one diagnostic command line (`jcmd` operation), e.g. `JFR.check`.
+    pub fn jcmd(&self, line: &str) -> Result<Reply, AttachError> {
+        self.execute("jcmd", &[line])
+    }
+
+    /// Sends one request and reads the whole reply. The JVM serves one
+    /// operation at a time; callers serialize per target.
+    pub fn execute(&self, command: &str, args: &[&str]) -> Result<Reply, AttachError> {
+        let request = encode_request(command, args)?;
+        self.ensure_listener()?;
+        let mut stream = UnixStream::connect(self.socket_path()).map_err(self.io())?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(self.io())?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(self.io())?;
+        stream.write_all(&request).map_err(self.io())?;
+        let mut raw = Vec::new();
+        stream
+            .take(MAX_REPLY_BYTES)
+            .read_to_end(&mut raw)
+            .map_err(self.io())?;
+        parse_reply(&raw)
+    }
+
+    fn listener_ready(&self) -> bool {
+        std::fs::metadata(self.socket_path()).is_ok_and(|m| m.file_type().is_socket())
+    }
+
+    /// Starts the JVM's attach listener if it is not running yet.
+    fn ensure_listener(&self) -> Result<(), AttachError> {
+        if self.listener_ready() {
+            return Ok(());
+        }
+        if !catches_sigquit(self.pid).map_err(self.io())? {
+            return Err(AttachError::NoSigQuitHandler(self.pid));
+        }
+        let trigger = self.create_trigger()?;
+        let result = self.signal_and_wait();
+        let _ = std::fs::remove_file(&trigger);
+        result
+    }
+
+    /// `.attach_pid<nspid>` in the target's cwd, else in its tmp (the JVM looks in both).
+    fn create_trigger(&self) -> Result<PathBuf, AttachError> {
+        let name = format!(".attach_pid{}", self.nspid);
+        let cwd = self.proc_path("cwd").join(&name);
+        if std::fs::write(&cwd, b"").is_ok() {
+            return Ok(cwd);
+        }
+        let tmp = self.tmp_dir().join(&name);
+        std::fs::write(&tmp, b"").map_err(self.io())?;
+        Ok(tmp)
+    }
+
+    fn signal_and_wait(&self) -> Result<(), AttachError> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
+        let send = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
+        send().map_err(|e| self.io()(e.into()))?;
+        let start = Instant::now();
+        let deadline = self.timeout.min(Duration::from_secs(10));
+        let mut step = Duration::from_millis(20);
+        let mut resent = false;
+        while start.elapsed() < deadline {
+            std::thread::sleep(step);
+            if self.listener_ready() {
+                return Ok(());
+            }
+            // The process may have exited meanwhile.
+            nix::sys::signal::kill(pid, None).map_err(|e| self.io()(e.into()))?;
+            // Like JDK 24+'s client, signal once more halfway: the first signal can
+            // race with the JVM installing its handler.
+            if !resent && start.elapsed() > deadline / 2 {
+                resent = true;
+                send().map_err(|e| self.io()(e.into()))?;
+            }
+            step = (step + Duration::from_millis(20)).min(Duration::from_millis(200));
+        }
+        Err(AttachError::ListenerTimeout {
+            pid: self.pid,
+            waited: deadline,
+        })
+    }
+}
+
+/// Whether `SigCgt` in /proc/<pid>/status has SIGQUIT (signal 3, bit 2) set.
+pub fn catches_sigquit(pid: u32) -> std::io::Result<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(parse_sigcgt(&status).is_some_and(|mask| mask & (1 << 2) != 0))
+}
+
+fn parse_sigcgt(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_framing_pads_to_three_arguments() {
+        let bytes = encode_request("jcmd", &["JFR.check"]).expect("valid");
+        assert_eq!(bytes, b"1\0jcmd\0JFR.check\0\0\0");
+        let bytes = encode_request("load", &["/tmp/lib.so", "true", "start"]).expect("valid");
+        assert_eq!(bytes, b"1\0load\0/tmp/lib.so\0true\0start\0");
+    }
+
+    #[test]
+    fn framing_enforces_the_jvm_limits() {
+        assert!(encode_request("", &[]).is_err());
+        assert!(encode_request("a_command_longer_than_16", &[]).is_err());
+        assert!(encode_request("jcmd", &["a", "b", "c", "d"]).is_err());
+        assert!(encode_request("jcmd", &[&"x".repeat(1025)]).is_err());
+        assert!(encode_request("jcmd", &[&"x".repeat(1024)]).is_ok());
+        assert!(encode_request("jcmd", &["a\0b"]).is_err());
+    }
+
+    #[test]
+    fn replies_are_parsed_by_status_and_text() {
+        let ok = parse_reply(b"0\nStarted recording 1.\n").expect("status 0");
+        assert_eq!(ok.status, 0);
+        assert!(ok.clone().expect("Started recording").is_ok());
+        // Status 0 but the DCmd failed: the text decides.
+        let failed = parse_reply(b"0\nCould not stop recording \"nope\".\n").expect("status 0");
+        let err = failed
+            .expect("Stopped recording")
+            .expect_err("text says failure");
+        assert!(
+            err.to_string().contains("Could not stop recording"),
+            "{err}"
+        );
+        match parse_reply(b"-1\njava.lang.IllegalArgumentException: Unknown diagnostic command\n") {
+            Err(AttachError::Failed {
+                status: -1,
+                message,
+            }) => assert!(message.contains("Unknown diagnostic")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse_reply(b"101\n"),
+            Err(AttachError::Failed { status: 101, .. })
+        ));
+        assert!(matches!(parse_reply(b""), Err(AttachError::Malformed(_))));
+        assert!(matches!(
+            parse_reply(b"garbage"),
+            Err(AttachError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn sigcgt_bit_for_sigquit() {
+        let status = "Name:\tjava\nSigBlk:\t0000000000000000\nSigCgt:\t2000000181005ccf\n";
+        assert_eq!(parse_sigcgt(status), Some(0x2000000181005ccf));
+        assert!(parse_sigcgt(status).is_some_and(|m| m & 4 != 0));
+        assert_eq!(
+            parse_sigcgt("Name:\tsleep\nSigCgt:\t0000000000000000\n"),
+            Some(0)
+        );
+        assert_eq!(parse_sigcgt("Name:\tx\n"), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! Agent configuration: flags, each with an environment variable and a documented default.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::aggregate::Bounds;
+use crate::publish::PublisherConfig;
+use crate::recorder::JfrSettings;
+use crate::target::TargetConfig;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "javelin-agent",
+    version,
+    about = "Javelin node agent: profiles HotSpot JVMs and publishes to Kafka"
+)]
+pub struct AgentArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic for profile windows (key = service).
+    #[arg(long, env = "JAVELIN_PROFILES_TOPIC", default_value = javelin_schema::topics::PROFILES)]
+    pub profiles_topic: String,
+    /// Topic for target status (key = target id).
+    #[arg(long, env = "JAVELIN_STATUS_TOPIC", default_value = javelin_schema::topics::STATUS)]
+    pub status_topic: String,
+    /// Extra librdkafka producer property, `key=value` (TLS, SASL, tuning); repeatable.
+    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Cluster name carried in every target identity.
+    #[arg(long, env = "JAVELIN_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// Node name (in Kubernetes: the downward API's spec.nodeName). Defaults to the host name.
+    #[arg(long, env = "JAVELIN_NODE_NAME")]
+    pub node: Option<String>,
+    /// Profile window length in seconds.
+    #[arg(long, env = "JAVELIN_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub window_secs: u64,
+    /// Only profile these pids (repeatable); default: every HotSpot JVM.
+    #[arg(long = "pid", env = "JAVELIN_PIDS", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Leave JVMs younger than this many seconds alone.
+    #[arg(long, env = "JAVELIN_MIN_JVM_AGE_SECS", default_value_t = 10)]
+    pub min_jvm_age_secs: u64,
+    /// How often /proc is scanned for new JVMs, in seconds.
+    #[arg(long, env = "JAVELIN_DISCOVERY_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub discovery_interval_secs: u64,
+    /// Most JVMs profiled at once; further JVMs wait for a free slot.
+    #[arg(long, env = "JAVELIN_MAX_TARGETS", default_value_t = 64)]
+    pub max_targets: usize,
+    /// Name of the JFR recording the agent owns inside each JVM.
+    #[arg(long, env = "JAVELIN_RECORDING_NAME", default_value = "javelin")]
+    pub recording_name: String,
+    /// Timeout for one attach operation, in seconds (the first JFR.start can take seconds).
+    #[arg(long, env = "JAVELIN_ATTACH_TIMEOUT_SECS", default_value_t = 30)]
+    pub attach_timeout_secs: u64,
+    /// jdk.ExecutionSample period, in milliseconds.
+    #[arg(long, env = "JAVELIN_CPU_PERIOD_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cpu_period_ms: u64,
+    /// Most JFR events decoded per target and window; the rest are counted as dropped.
+    #[arg(long, env = "JAVELIN_MAX_EVENTS_PER_WINDOW", default_value_t = Bounds::default().max_events_per_window)]
+    pub max_events_per_window: u64,
+    /// Most distinct stacks per target, type and window; the rest fold into `[truncated]`.
+    #[arg(long, env = "JAVELIN_MAX_STACKS_PER_WINDOW", default_value_t = Bounds::default().max_stacks_per_window, value_parser = clap::value_parser!(u64).range(2..))]
+    pub max_stacks_per_window: u64,
+    /// Most frames per stack; deeper stacks keep their leaf end.
+    #[arg(long, env = "JAVELIN_MAX_FRAMES_PER_STACK", default_value_t = Bounds::default().max_frames_per_stack, value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_frames_per_stack: u32,
+    /// Largest Kafka message, in bytes; bigger windows split into parts.
+    #[arg(long, env = "JAVELIN_MAX_MESSAGE_BYTES", default_value_t = Bounds::default().max_message_bytes, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_message_bytes: u64,
+    /// Largest JFR dump read per target and window, in bytes.
+    #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = JfrSettings::default().max_dump_bytes)]
+    pub max_dump_bytes: u64,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+impl AgentArgs {
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "unknown".into(), |h| h.trim().into())
+        })
+    }
+
+    pub fn publisher(&self) -> PublisherConfig {
+        PublisherConfig {
+            brokers: self.brokers.clone(),
+            profiles_topic: self.profiles_topic.clone(),
+            status_topic: self.status_topic.clone(),
+            send_timeout: Duration::from_secs(30),
+            properties: self.kafka_properties.clone(),
+        }
+    }
+
+    pub fn target(&self) -> TargetConfig {
+        TargetConfig {
+            cluster: self.cluster.clone(),
+            node: self.node_name(),
+            window: Duration::from_secs(self.window_secs),
+            recording_name: self.recording_name.clone(),
+            attach_timeout: Duration::from_secs(self.attach_timeout_secs),
+            jfr: JfrSettings {
+                cpu_period: Duration::from_millis(self.cpu_period_ms),
+                max_dump_bytes: self.max_dump_bytes,
+                max_age: Duration::from_secs((self.window_secs * 3).max(60)),
+                ..JfrSettings::default()
+            },
+            bounds: Bounds {
+                max_events_per_window: self.max_events_per_window,
+                max_stacks_per_window: self.max_stacks_per_window,
+                max_frames_per_stack: self.max_frames_per_stack,
+                max_message_bytes: self.max_message_bytes,
+            },
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Finds HotSpot JVMs in /proc and resolves who they are.
+//!
+//! A process is a HotSpot JVM when its maps contain `libjvm.so` and not OpenJ9's
+//! `libj9vm`. Processes younger than `min_age` are left alone: a JVM that is
+//! still starting may not have its signal handlers installed yet.
+//!
+//! Service name, first match wins: `JAVELIN_SERVICE` in the process environment,
+//! then the main class or jar name from the command line. (The pod label and
+//! container name steps of the documented chain come with Kubernetes metadata.)
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One discovered JVM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JvmProcess {
+    pub pid: u32,
+    pub nspid: u32,
+    /// Process start, ms since the epoch.
+    pub start_ms: i64,
+    pub service: String,
+    /// Started with `-XX:+DisableAttachMechanism`: never attach.
+    pub attach_disabled: bool,
+}
+
+/// Reads a /proc tree (the real one, or a fixture in tests).
+#[derive(Debug, Clone)]
+pub struct ProcFs {
+    root: PathBuf,
+    boot_time_ms: i64,
+    clock_ticks: i64,
+}
+
+impl ProcFs {
+    pub fn new(root: impl Into<PathBuf>) -> std::io::Result<ProcFs> {
+        let root = root.into();
+        let stat = std::fs::read_to_string(root.join("stat"))?;
+        let btime = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or_else(|| std::io::Error::other("no btime in /proc/stat"))?;
+        let clock_ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .map_or(100, i64::from);
+        Ok(ProcFs {
+            root,
+            boot_time_ms: btime * 1000,
+            clock_ticks,
+        })
+    }
+
+    /// Every HotSpot JVM older than `min_age`, skipping processes that vanish or
+    /// cannot be read mid-scan.
+    pub fn scan(&self, now_ms: i64, min_age: Duration) -> Vec<JvmProcess> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut found: Vec<JvmProcess> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| self.inspect(pid))
+            .filter(|jvm| now_ms - jvm.start_ms >= min_age.as_millis() as i64)
+            .collect();
+        found.sort_by_key(|j| j.pid);
+        found
+    }
+
+    /// The JVM with this pid, if it is one.
+    pub fn inspect(&self, pid: u32) -> Option<JvmProcess> {
+        let dir = self.root.join(pid.to_string());
+        let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
+        if !is_hotspot(&maps) {
+            return None;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let cmdline = read_nul_separated(&dir.join("cmdline"));
+        let environ = read_nul_separated(&dir.join("environ"));
+        let start_ticks = parse_start_ticks(&stat)?;
+        let service = environ
+            .iter()
+            .find_map(|kv| kv.strip_prefix("JAVELIN_SERVICE="))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| main_name(&cmdline))
+            .unwrap_or_else(|| format!("java-{pid}"));
+        Some(JvmProcess {
+            pid,
+            nspid: parse_nspid(&status).unwrap_or(pid),
+            start_ms: self.boot_time_ms + start_ticks * 1000 / self.clock_ticks,
+            service,
+            attach_disabled: cmdline.iter().any(|a| a == "-XX:+DisableAttachMechanism"),
+        })
+    }
+}
+
+fn read_nul_separated(path: &Path) -> Vec<String> {
+    std::fs::read(path)
+        .map(|bytes| {
+            bytes
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// HotSpot maps libjvm.so; OpenJ9 maps libj9vm*.so (and speaks another attach protocol).
+fn is_hotspot(maps: &str) -> bool {
+    maps.contains("/libjvm.so") && !maps.contains("libj9vm")
+}
+
+/// The innermost pid of `NStgid:` (the pid inside the target's namespace).
+fn parse_nspid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NStgid:"))
+        .and_then(|ids| ids.split_whitespace().last()?.parse().ok())
+}
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks after boot). The
+/// command name (field 2) may contain spaces and parentheses, so count from the last ')'.
+fn parse_start_ticks(stat: &str) -> Option<i64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Main class or jar name from a java command line: `-jar app.jar` → `app`,
+/// `-m mod/com.x.Main` → `Main`, `com.x.Main` → `Main`.
+fn main_name(cmdline: &[String]) -> Option<String> {
+    // Options whose value is the next argument.
+    const WITH_VALUE: &[&str] = &[
+        "-cp",
+        "-classpath",
+        "--class-path",
+        "-p",
+        "--module-path",
+        "--add-modules",
+        "--add-opens",
+        "--add-exports",
+        "--add-reads",
+        "--patch-module",
+        "--limit-modules",
+        "--upgrade-module-path",
+    ];
+    let mut args = cmdline.iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "-jar" {
+            let jar = args.next()?;
+            let file = jar.rsplit('/').next()?;
+            return Some(file.strip_suffix(".jar").unwrap_or(file).to_string());
+        }
+        if arg == "-m" || arg == "--module" {
+            let module = args.next()?;
+            return module.rsplit(['/', '.']).next().map(str::to_string);
+        }
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        return arg.rsplit('.').next().map(str::to_string);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split(' ').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn main_names_from_command_lines() {
+        assert_eq!(
+            main_name(&args(
+                "java -Xmx1g -jar /app/orders-service.jar --port 8080"
+            )),
+            Some("orders-service".into())
+        );
+        assert_eq!(
+            main_name(&args("java -cp a.jar:b.jar com.acme.Billing arg")),
+            Some("Billing".into())
+        );
+        assert_eq!(
+            main_name(&args("java -m com.acme/com.acme.Main")),
+            Some("Main".into())
+        );
+        assert_eq!(
+            main_name(&args("java -XX:+UseG1GC JavelinDemo")),
+            Some("JavelinDemo".into())
+        );
+        assert_eq!(main_name(&args("java -version")), None);
+    }
+
+    #[test]
+    fn nspid_is_the_innermost_namespace_pid() {
+        assert_eq!(parse_nspid("Name:\tjava\nNStgid:\t4242\t7\n"), Some(7));
+        assert_eq!(parse_nspid("NStgid:\t4242\n"), Some(4242));
+        assert_eq!(parse_nspid("Name:\tjava\n"), None);
+    }
+
+    #[test]
+    fn start_ticks_survive_odd_command_names() {
+        let stat = "4242 (java (main) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 30 0 98765 1000 200";
+        assert_eq!(parse_start_ticks(stat), Some(98765));
+    }
+
+    #[test]
+    fn openj9_is_not_hotspot() {
+        assert!(is_hotspot(
+            "7f00 r-xp /usr/lib/jvm/17/lib/server/libjvm.so\n"
+        ));
+        assert!(!is_hotspot(
+            "7f00 r-xp /opt/openj9/lib/default/libj9vm29.so\n/x/lib/server/libjvm.so"
+        ));
+        assert!(!is_hotspot("7f00 r-xp /usr/bin/python3\n"));
+    }
+
+    #[test]
+    fn finds_this_test_process_is_not_a_jvm() {
+        let proc = ProcFs::new("/proc").expect("procfs");
+        assert_eq!(proc.inspect(std::process::id()), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! The built-in JFR recorder, driven over the attach protocol (`jcmd` operations).
+//!
+//! Start: one minimal `settings=none` recording with only the events Javelin
+//! uses. Each window: `JFR.dump` to a unique file in the target's /tmp, read it
+//! through `/proc/<pid>/root`, delete it, and keep only chunks not seen before
+//! (every dump rotates the chunk and repeats the older ones still in the
+//! recording, so chunks are de-duplicated by their start time).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::attach::{AttachError, AttachTarget};
+use crate::jfr_parse::{ChunkInfo, JfrError, scan_chunks};
+
+/// JFR event settings for the recording.
+#[derive(Debug, Clone)]
+pub struct JfrSettings {
+    pub cpu_period: Duration,
+    /// `jdk.ObjectAllocationSample` throttle, e.g. `300/s`.
+    pub alloc_throttle: String,
+    pub lock_threshold: Duration,
+    pub park_threshold: Duration,
+    /// How long the JVM keeps recorded data (bounds the size of every dump).
+    pub max_age: Duration,
+    /// Largest dump the agent reads; a larger one is dropped and reported.
+    pub max_dump_bytes: u64,
+}
+
+impl Default for JfrSettings {
+    fn default() -> Self {
+        JfrSettings {
+            cpu_period: Duration::from_millis(10),
+            alloc_throttle: "300/s".into(),
+            lock_threshold: Duration::from_millis(10),
+            park_threshold: Duration::from_millis(10),
+            max_age: Duration::from_secs(120),
+            max_dump_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("reading the dump {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dump has {size} bytes, over the {limit}-byte limit; window dropped")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+/// New JFR data from one window.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub bytes: Vec<u8>,
+    /// Chunks of `bytes` not seen in earlier windows.
+    pub new_chunks: Vec<ChunkInfo>,
+    /// Problem with the rest of the file, if any (reported, never fatal).
+    pub error: Option<JfrError>,
+}
+
+/// One JFR recording in one JVM, owned by this agent.
+#[derive(Debug)]
+pub struct JfrRecorder {
+    target: AttachTarget,
+    name: String,
+    settings: JfrSettings,
+    /// Start times of chunks already collected, oldest first; bounded.
+    seen: VecDeque<i64>,
+    dumps: u64,
+}
+
+/// Chunk start times remembered for de-duplication: far more than `max_age` can hold.
+const SEEN_CHUNKS: usize = 4096;
+
+impl JfrRecorder {
+    pub fn new(target: AttachTarget, name: String, settings: JfrSettings) -> JfrRecorder {
+        JfrRecorder {
+            target,
+            name,
+            settings,
+            seen: VecDeque::new(),
+            dumps: 0,
+        }
+    }
+
+    /// The `JFR.start` line: a minimal recording with only the events we aggregate.
+    pub fn start_command(&self) -> String {
+        let s = &self.settings;
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let stack = |e: &str| format!("+{e}#enabled=true +{e}#stackTrace=true");
+        [
+            format!("JFR.start name={} settings=none", self.name),
+            stack("jdk.ExecutionSample"),
+            format!("+jdk.ExecutionSample#period={}", ms(s.cpu_period)),
+            stack("jdk.ObjectAllocationSample"),
+            format!("+jdk.ObjectAllocationSample#throttle={}", s.alloc_throttle),
+            stack("jdk.JavaMonitorEnter"),
+            format!("+jdk.JavaMonitorEnter#threshold={}", ms(s.lock_threshold)),
+            stack("jdk.ThreadPark"),
+            format!("+jdk.ThreadPark#threshold={}", ms(s.park_threshold)),
+            format!("maxage={}s", s.max_age.as_secs().max(1)),
+        ]
+        .join(" ")
+    }
+
+    /// Starts the recording, replacing one of the same name left by an earlier
+    /// agent run, so a JVM never carries two of ours.
+    pub fn start(&mut self) -> Result<(), RecorderError> {
+        // Status 0 and "Could not stop" when there is none: both fine.
+        let _ = self.target.jcmd(&format!("JFR.stop name={}", self.name));
+        self.target
+            .jcmd(&self.start_command())?
+            .expect("Started recording")?;
+        Ok(())
+    }
+
+    /// Dumps the recording and returns the chunks not collected before.
+    pub fn collect(&mut self) -> Result<Collected, RecorderError> {
+        self.dumps += 1;
+        let file = format!("/tmp/{}-{}.jfr", self.name, self.dumps);
+        let local = self.target.tmp_dir().join(file.trim_start_matches("/tmp/"));
+        let reply = self
+            .target
+            .jcmd(&format!("JFR.dump name={} filename={file}", self.name));
+        let read = reply.map_err(RecorderError::from).and_then(|r| {
+            r.expect("Dumped recording")?;
+            let size = std::fs::metadata(&local)
+                .map_err(|source| RecorderError::Read {
+                    path: local.display().to_string(),
+                    source,
+                })?
+                .len();
+            if size > self.settings.max_dump_bytes {
+                return Err(RecorderError::TooLarge {
+                    size,
+                    limit: self.settings.max_dump_bytes,
+                });
+            }
+            std::fs::read(&local).map_err(|source| RecorderError::Read {
+                path: local.display().to_string(),
+                source,
+            })
+        });
+        let _ = std::fs::remove_file(&local);
+        let bytes = read?;
+        let (chunks, error) = scan_chunks(&bytes);
+        let new_chunks: Vec<ChunkInfo> = chunks
+            .into_iter()
+            .filter(|c| !self.seen.contains(&c.start_nanos))
+            .collect();
+        for c in &new_chunks {
+            if self.seen.len() == SEEN_CHUNKS {
+                self.seen.pop_front();
+            }
+            self.seen.push_back(c.start_nanos);
+        }
+        Ok(Collected {
+            bytes,
+            new_chunks,
+            error,
+        })
+    }
+
+    /// Stops the recording (the agent is shutting down or the target is leaving).
+    pub fn stop(&mut self) -> Result<(), RecorderError> {
+        self.target
+            .jcmd(&format!("JFR.stop name={}", self.name))?
+            .expect("Stopped recording")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_command_fits_one_v1_argument() {
+        let target = AttachTarget {
+            pid: 1,
+            nspid: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let recorder = JfrRecorder::new(target, "javelin".into(), JfrSettings::default());
+        let line = recorder.start_command();
+        assert!(line.len() <= 1024, "{} bytes", line.len());
+        assert!(line.starts_with("JFR.start name=javelin settings=none "));
+        assert!(line.contains("+jdk.ExecutionSample#period=10ms"));
+        assert!(line.contains("+jdk.ThreadPark#threshold=10ms"));
+        assert!(line.contains("maxage=120s"));
+    }
+}

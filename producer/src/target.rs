@@ -1,0 +1,253 @@
+//! One profiled JVM: attach, record, and every window collect → parse →
+//! aggregate → publish, until the JVM exits or the agent stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use javelin_schema::wire::{self, TargetIdentity, TargetState, TargetStatus};
+use tokio::sync::watch;
+
+use crate::aggregate::{Bounds, WindowAggregator};
+use crate::attach::AttachTarget;
+use crate::discovery::JvmProcess;
+use crate::jfr_parse::{EventRules, parse_chunks};
+use crate::publish::Publisher;
+use crate::recorder::{Collected, JfrRecorder, JfrSettings};
+
+/// Everything a target task needs besides its JVM.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub cluster: String,
+    pub node: String,
+    pub window: Duration,
+    pub recording_name: String,
+    pub attach_timeout: Duration,
+    pub jfr: JfrSettings,
+    pub bounds: Bounds,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn identity(jvm: &JvmProcess, config: &TargetConfig) -> TargetIdentity {
+    TargetIdentity {
+        cluster: config.cluster.clone(),
+        namespace: String::new(),
+        service: jvm.service.clone(),
+        pod: String::new(),
+        container: String::new(),
+        node: config.node.clone(),
+        pid: jvm.pid,
+        nspid: jvm.nspid,
+        jvm_start_ms: jvm.start_ms,
+        target_id: wire::target_id(&config.cluster, &config.node, jvm.pid, jvm.start_ms),
+    }
+}
+
+/// How a target task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetEnd {
+    Exited,
+    Stopped,
+    Disabled,
+    AttachFailed(String),
+}
+
+struct Reporter {
+    publisher: Arc<Publisher>,
+    identity: TargetIdentity,
+    windows: u64,
+}
+
+impl Reporter {
+    async fn status(&self, state: TargetState, last_error: &str) {
+        let status = TargetStatus {
+            target: Some(self.identity.clone()),
+            state: state as i32,
+            recorder: "jfr".into(),
+            last_error: last_error.to_string(),
+            observed_at_ms: now_ms(),
+            agent_version: crate::AGENT_VERSION.into(),
+            windows_published: self.windows,
+            spool_dropped_messages: 0,
+        };
+        if let Err(e) = self.publisher.status(&status).await {
+            tracing::warn!(pid = self.identity.pid, error = %e, "could not publish target status");
+        }
+    }
+}
+
+/// Profiles one JVM until it exits or `shutdown` turns true.
+pub async fn run(
+    jvm: JvmProcess,
+    config: TargetConfig,
+    publisher: Arc<Publisher>,
+    mut shutdown: watch::Receiver<bool>,
+) -> TargetEnd {
+    let mut reporter = Reporter {
+        publisher: publisher.clone(),
+        identity: identity(&jvm, &config),
+        windows: 0,
+    };
+    let pid = jvm.pid;
+    if jvm.attach_disabled {
+        reporter
+            .status(
+                TargetState::Disabled,
+                "started with -XX:+DisableAttachMechanism",
+            )
+            .await;
+        return TargetEnd::Disabled;
+    }
+    let attach = AttachTarget {
+        pid,
+        nspid: jvm.nspid,
+        timeout: config.attach_timeout,
+    };
+    let recorder = JfrRecorder::new(attach, config.recording_name.clone(), config.jfr.clone());
+    let Some((started, mut recorder)) = blocking(recorder, |r| r.start()).await else {
+        return TargetEnd::AttachFailed("recorder task panicked".into());
+    };
+    if let Err(e) = started {
+        let message = e.to_string();
+        tracing::warn!(pid, error = %message, "attach failed");
+        reporter.status(TargetState::AttachFailed, &message).await;
+        return TargetEnd::AttachFailed(message);
+    }
+    tracing::info!(pid, service = %jvm.service, "profiling");
+    reporter.status(TargetState::Profiling, "").await;
+
+    let mut window_start = now_ms();
+    let mut next = Instant::now() + config.window;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = shutdown.changed() => {
+                let _ = blocking(recorder, |r| r.stop()).await;
+                return TargetEnd::Stopped;
+            }
+        }
+        next += config.window;
+        if !still_running(&jvm) {
+            tracing::info!(pid, "target exited");
+            reporter.status(TargetState::Exited, "").await;
+            return TargetEnd::Exited;
+        }
+        let Some((collected, back)) = blocking(recorder, |r| r.collect()).await else {
+            return TargetEnd::AttachFailed("recorder task panicked".into());
+        };
+        recorder = back;
+        let window_end = now_ms();
+        let collected = match collected {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "collecting the window failed");
+                reporter
+                    .status(TargetState::Profiling, &e.to_string())
+                    .await;
+                window_start = window_end;
+                continue;
+            }
+        };
+        let identity = reporter.identity.clone();
+        let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);
+        let built = tokio::task::spawn_blocking(move || {
+            build_windows(
+                collected,
+                &identity,
+                window_start,
+                window_end,
+                cfg_bounds,
+                cpu_period,
+            )
+        })
+        .await;
+        let (windows, parse_error) = match built {
+            Ok(v) => v,
+            Err(e) => (Vec::new(), Some(format!("parser task failed: {e}"))),
+        };
+        if let Some(err) = &parse_error {
+            tracing::warn!(pid, error = %err, "JFR data partly unusable");
+        }
+        let mut failed = None;
+        for window in &windows {
+            if let Err(e) = publisher.window(window).await {
+                failed = Some(e.to_string());
+            } else {
+                reporter.windows += 1;
+            }
+        }
+        tracing::debug!(
+            pid,
+            parts = windows.len(),
+            published = reporter.windows,
+            "window published"
+        );
+        if let Some(e) = failed.or(parse_error) {
+            reporter.status(TargetState::Profiling, &e).await;
+        }
+        window_start = window_end;
+    }
+}
+
+/// Parses the new chunks of a window and builds its wire messages.
+fn build_windows(
+    collected: Collected,
+    identity: &TargetIdentity,
+    window_start: i64,
+    window_end: i64,
+    bounds: Bounds,
+    cpu_period: Duration,
+) -> (Vec<wire::ProfileWindow>, Option<String>) {
+    let started = Instant::now();
+    let mut aggregator = WindowAggregator::new(bounds);
+    let rules = EventRules {
+        cpu_period_nanos: cpu_period.as_nanos() as i64,
+        max_events: bounds.max_events_per_window,
+    };
+    let mut budget = rules.max_events;
+    let jfr_bytes: u64 = collected.new_chunks.iter().map(|c| c.size as u64).sum();
+    let outcome = parse_chunks(
+        &collected.bytes,
+        &collected.new_chunks,
+        rules,
+        &mut budget,
+        &mut |kind, frames, v, c| aggregator.add(kind, frames, v, c),
+    );
+    let parse_micros = started.elapsed().as_micros() as u64;
+    let windows = aggregator.finish(
+        identity,
+        window_start,
+        window_end,
+        &outcome.counts,
+        jfr_bytes,
+        parse_micros,
+    );
+    let error = outcome.error.or(collected.error).map(|e| e.to_string());
+    (windows, error)
+}
+
+/// Runs blocking recorder work off the async threads, handing the recorder back.
+async fn blocking<T, F>(mut recorder: JfrRecorder, f: F) -> Option<(T, JfrRecorder)>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut JfrRecorder) -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let out = f(&mut recorder);
+        (out, recorder)
+    })
+    .await
+    .ok()
+}
+
+fn still_running(jvm: &JvmProcess) -> bool {
+    // Same pid and same start time: a recycled pid is another process.
+    crate::discovery::ProcFs::new("/proc")
+        .ok()
+        .and_then(|p| p.inspect(jvm.pid))
+        .is_some_and(|now| now.start_ms == jvm.start_ms)
+}
