@@ -77,10 +77,13 @@ pub struct RunArgs {
     /// Consumer group id; every consumer of one deployment shares it.
     #[arg(long, env = "JAVELIN_GROUP_ID", default_value = "javelin-consumer")]
     pub group_id: String,
+    /// Topic of profile windows.
     #[arg(long, env = "JAVELIN_PROFILES_TOPIC", default_value = javelin_schema::topics::PROFILES)]
     pub profiles_topic: String,
+    /// Topic of target status.
     #[arg(long, env = "JAVELIN_STATUS_TOPIC", default_value = javelin_schema::topics::STATUS)]
     pub status_topic: String,
+    /// Dead-letter topic for messages that cannot be ingested.
     #[arg(long, env = "JAVELIN_DLQ_TOPIC", default_value = javelin_schema::topics::DLQ)]
     pub dlq_topic: String,
     /// Extra librdkafka consumer property, `key=value`; repeatable.

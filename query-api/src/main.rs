@@ -19,6 +19,7 @@ struct Args {
     /// ClickHouse database.
     #[arg(long, env = "JAVELIN_CLICKHOUSE_DATABASE", default_value = "javelin")]
     database: String,
+    /// ClickHouse user.
     #[arg(long, env = "JAVELIN_CLICKHOUSE_USER", default_value = "default")]
     clickhouse_user: String,
     #[arg(
