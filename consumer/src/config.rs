@@ -87,7 +87,7 @@ pub struct RunArgs {
     #[arg(long, env = "JAVELIN_DLQ_TOPIC", default_value = javelin_schema::topics::DLQ)]
     pub dlq_topic: String,
     /// Extra librdkafka consumer property, `key=value`; repeatable.
-    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = javelin_schema::process::parse_key_value)]
     pub kafka_properties: Vec<(String, String)>,
     /// A batch is inserted once it has this many rows…
     #[arg(long, env = "JAVELIN_BATCH_MAX_ROWS", default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -108,12 +108,5 @@ impl RunArgs {
         self.clickhouse
             .server_client()
             .with_database(&self.clickhouse.database)
-    }
-}
-
-fn parse_property(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected key=value, got {s:?}")),
     }
 }

@@ -2,15 +2,11 @@ use anyhow::Context;
 use clap::Parser;
 use javelin_consumer::config::{Cli, Command};
 use javelin_schema::migrations::{MigrateOptions, migrate, validate_database_name};
+use javelin_schema::process::{init_logging, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match Cli::parse().command {
         Command::Migrate(args) => {
             let report = migrate(
@@ -41,16 +37,5 @@ async fn main() -> anyhow::Result<()> {
             validate_database_name(&args.clickhouse.database)?;
             javelin_consumer::ingest::run(args, shutdown_signal()).await
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -38,9 +38,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    javelin_schema::process::init_logging();
     let args = Args::parse();
     let publisher = Publisher::new(PublisherConfig {
         brokers: args.brokers.clone(),

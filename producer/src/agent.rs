@@ -41,7 +41,8 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
             .collect();
         for key in finished {
             if let Some(handle) = running.remove(&key)
-                && let Ok(TargetEnd::AttachFailed(_) | TargetEnd::Disabled) = handle.await
+                && let Ok(TargetEnd::AttachFailed(_) | TargetEnd::Disabled | TargetEnd::Conflict(_)) =
+                    handle.await
             {
                 retry_after.insert(key, now_ms() + ATTACH_RETRY.as_millis() as i64);
             }

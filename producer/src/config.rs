@@ -26,7 +26,7 @@ pub struct AgentArgs {
     #[arg(long, env = "JAVELIN_STATUS_TOPIC", default_value = javelin_schema::topics::STATUS)]
     pub status_topic: String,
     /// Extra librdkafka producer property, `key=value` (TLS, SASL, tuning); repeatable.
-    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = javelin_schema::process::parse_key_value)]
     pub kafka_properties: Vec<(String, String)>,
     /// Cluster name carried in every target identity.
     #[arg(long, env = "JAVELIN_CLUSTER", default_value = "default")]
@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// Most JVMs profiled at once; further JVMs wait for a free slot.
     #[arg(long, env = "JAVELIN_MAX_TARGETS", default_value_t = 64)]
     pub max_targets: usize,
+    /// Name of this agent installation, written into session markers: agents of
+    /// one installation recover each other's orphaned sessions, others are left alone.
+    #[arg(long, env = "JAVELIN_INSTALLATION", default_value = "javelin")]
+    pub installation: String,
     /// Name of the JFR recording the agent owns inside each JVM.
     #[arg(long, env = "JAVELIN_RECORDING_NAME", default_value = "javelin")]
     pub recording_name: String,
@@ -75,13 +79,6 @@ pub struct AgentArgs {
     pub max_dump_bytes: u64,
 }
 
-fn parse_property(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected key=value, got {s:?}")),
-    }
-}
-
 impl AgentArgs {
     pub fn node_name(&self) -> String {
         self.node.clone().unwrap_or_else(|| {
@@ -106,6 +103,7 @@ impl AgentArgs {
             node: self.node_name(),
             window: Duration::from_secs(self.window_secs),
             recording_name: self.recording_name.clone(),
+            installation: self.installation.clone(),
             attach_timeout: Duration::from_secs(self.attach_timeout_secs),
             jfr: JfrSettings {
                 cpu_period: Duration::from_millis(self.cpu_period_ms),

@@ -21,6 +21,42 @@ pub struct JvmProcess {
     pub service: String,
     /// Started with `-XX:+DisableAttachMechanism`: never attach.
     pub attach_disabled: bool,
+    /// A profiler library someone else loaded into the JVM (path from its maps).
+    pub foreign_profiler: Option<ForeignProfiler>,
+}
+
+/// A native profiler found in a JVM's memory maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForeignProfiler {
+    /// An async-profiler not loaded by this agent: two in one JVM overwrite each
+    /// other's hooks, so the JVM is left alone (`external_conflict`).
+    AsyncProfiler(String),
+    /// Another vendor's native profiling agent (`unknown_profiler`).
+    Other(String),
+}
+
+/// Native profiler libraries known to conflict with, or be surprised by, a second profiler.
+const OTHER_PROFILERS: &[&str] = &[
+    "libyjpagent",
+    "libjprofilerti",
+    "libjavaProfiler",
+    "libddprof",
+    "libasyncProfiler-pyroscope",
+];
+
+/// The first foreign profiler library mapped into the process. The agent loads
+/// no native library of its own yet (JFR mode), so every async-profiler is foreign.
+fn foreign_profiler(maps: &str) -> Option<ForeignProfiler> {
+    let path_of = |line: &str| line.split_whitespace().nth(5).unwrap_or(line).to_string();
+    if let Some(line) = maps
+        .lines()
+        .find(|l| OTHER_PROFILERS.iter().any(|p| l.contains(p)))
+    {
+        return Some(ForeignProfiler::Other(path_of(line)));
+    }
+    maps.lines()
+        .find(|l| l.contains("libasyncProfiler"))
+        .map(|l| ForeignProfiler::AsyncProfiler(path_of(l)))
 }
 
 /// Reads a /proc tree (the real one, or a fixture in tests).
@@ -67,6 +103,12 @@ impl ProcFs {
         found
     }
 
+    /// Start time (ms since the epoch) of any process, if it exists.
+    pub fn start_ms(&self, pid: u32) -> Option<i64> {
+        let stat = std::fs::read_to_string(self.root.join(pid.to_string()).join("stat")).ok()?;
+        Some(self.boot_time_ms + parse_start_ticks(&stat)? * 1000 / self.clock_ticks)
+    }
+
     /// The JVM with this pid, if it is one.
     pub fn inspect(&self, pid: u32) -> Option<JvmProcess> {
         let dir = self.root.join(pid.to_string());
@@ -75,10 +117,9 @@ impl ProcFs {
             return None;
         }
         let status = std::fs::read_to_string(dir.join("status")).ok()?;
-        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let start_ms = self.start_ms(pid)?;
         let cmdline = read_nul_separated(&dir.join("cmdline"));
         let environ = read_nul_separated(&dir.join("environ"));
-        let start_ticks = parse_start_ticks(&stat)?;
         let service = environ
             .iter()
             .find_map(|kv| kv.strip_prefix("JAVELIN_SERVICE="))
@@ -89,9 +130,10 @@ impl ProcFs {
         Some(JvmProcess {
             pid,
             nspid: parse_nspid(&status).unwrap_or(pid),
-            start_ms: self.boot_time_ms + start_ticks * 1000 / self.clock_ticks,
+            start_ms,
             service,
             attach_disabled: cmdline.iter().any(|a| a == "-XX:+DisableAttachMechanism"),
+            foreign_profiler: foreign_profiler(&maps),
         })
     }
 }
@@ -211,6 +253,26 @@ mod tests {
     fn start_ticks_survive_odd_command_names() {
         let stat = "4242 (java (main) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 5 6 0 0 20 0 30 0 98765 1000 200";
         assert_eq!(parse_start_ticks(stat), Some(98765));
+    }
+
+    #[test]
+    fn foreign_profilers_are_recognised() {
+        let maps = "7f00-7f10 r-xp 00000000 08:01 42 /opt/other/libasyncProfiler.so\n";
+        assert_eq!(
+            foreign_profiler(maps),
+            Some(ForeignProfiler::AsyncProfiler(
+                "/opt/other/libasyncProfiler.so".into()
+            ))
+        );
+        let maps = "7f00-7f10 r-xp 00000000 08:01 42 /yjp/libyjpagent.so\n";
+        assert!(matches!(
+            foreign_profiler(maps),
+            Some(ForeignProfiler::Other(_))
+        ));
+        assert_eq!(
+            foreign_profiler("7f00 r-xp /usr/lib/jvm/lib/server/libjvm.so\n"),
+            None
+        );
     }
 
     #[test]

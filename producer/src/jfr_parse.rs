@@ -23,6 +23,9 @@ use jfrs::reader::value_descriptor::ValueDescriptor;
 const HEADER_SIZE: usize = 68;
 const MAGIC: &[u8; 4] = b"FLR\0";
 
+/// The single frame of events that carry no stack trace.
+pub const NO_STACK_FRAME: &str = "[no stack trace]";
+
 /// Frames of one stack, root first, shared between events of a chunk.
 pub type Frames = Arc<[Arc<str>]>;
 
@@ -239,6 +242,7 @@ fn parse_one_chunk(
     let (mut chunk_reader, chunk) = first.map_err(|e| e.to_string())?;
     // Stack-trace constant-pool ids are chunk-scoped: cache per chunk only.
     let mut stacks: HashMap<i64, Frames> = HashMap::new();
+    let no_stack: Frames = Arc::from(vec![Arc::<str>::from(NO_STACK_FRAME)]);
     let mut last_offset = None;
     for event in chunk_reader.events(&chunk) {
         let event = event.map_err(|e| e.to_string())?;
@@ -275,9 +279,13 @@ fn parse_one_chunk(
             }
             ProfileType::Unspecified => None,
         };
-        let frames = stack_of(&value, &mut stacks);
-        match (weight, frames) {
-            (Some(w), Some(frames)) if w >= 0 => {
+        // An event without a stack (the JVM could not walk it) still carries weight:
+        // keep it under an explicit frame so totals stay exact.
+        let frames = stack_of(&value, &mut stacks)
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| no_stack.clone());
+        match weight {
+            Some(w) if w >= 0 => {
                 count.parsed_events += 1;
                 sink(kind, &frames, w, 1);
             }

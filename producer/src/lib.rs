@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod jfr_parse;
 pub mod publish;
 pub mod recorder;
+pub mod session;
 pub mod target;
 
 /// This agent's version, carried in every message.

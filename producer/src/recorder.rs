@@ -108,11 +108,14 @@ impl JfrRecorder {
         .join(" ")
     }
 
-    /// Starts the recording, replacing one of the same name left by an earlier
-    /// agent run, so a JVM never carries two of ours.
-    pub fn start(&mut self) -> Result<(), RecorderError> {
+    /// Starts the recording, replacing one of the same name (and `stale`, an
+    /// orphaned recording of ours under an older name) left by an earlier agent
+    /// run, so a JVM never carries two of ours.
+    pub fn start(&mut self, stale: Option<&str>) -> Result<(), RecorderError> {
         // Status 0 and "Could not stop" when there is none: both fine.
-        let _ = self.target.jcmd(&format!("JFR.stop name={}", self.name));
+        for name in std::iter::once(self.name.as_str()).chain(stale) {
+            let _ = self.target.jcmd(&format!("JFR.stop name={name}"));
+        }
         self.target
             .jcmd(&self.start_command())?
             .expect("Started recording")?;

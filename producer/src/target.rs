@@ -9,10 +9,11 @@ use tokio::sync::watch;
 
 use crate::aggregate::{Bounds, WindowAggregator};
 use crate::attach::AttachTarget;
-use crate::discovery::JvmProcess;
+use crate::discovery::{ForeignProfiler, JvmProcess};
 use crate::jfr_parse::{EventRules, parse_chunks};
 use crate::publish::Publisher;
 use crate::recorder::{Collected, JfrRecorder, JfrSettings};
+use crate::session::{self, Marker, Ownership};
 
 /// Everything a target task needs besides its JVM.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct TargetConfig {
     pub attach_timeout: Duration,
     pub jfr: JfrSettings,
     pub bounds: Bounds,
+    /// This agent installation's name, written into session markers.
+    pub installation: String,
 }
 
 pub fn now_ms() -> i64 {
@@ -54,6 +57,8 @@ pub enum TargetEnd {
     Stopped,
     Disabled,
     AttachFailed(String),
+    /// Another profiler or agent owns the JVM.
+    Conflict(String),
 }
 
 struct Reporter {
@@ -102,13 +107,73 @@ pub async fn run(
             .await;
         return TargetEnd::Disabled;
     }
+    match &jvm.foreign_profiler {
+        Some(ForeignProfiler::AsyncProfiler(path)) => {
+            let message = format!(
+                "async-profiler from {path} is loaded by someone else; not touching this JVM"
+            );
+            reporter
+                .status(TargetState::ExternalConflict, &message)
+                .await;
+            return TargetEnd::Conflict(message);
+        }
+        Some(ForeignProfiler::Other(path)) => {
+            let message =
+                format!("another profiling agent is loaded ({path}); not touching this JVM");
+            reporter
+                .status(TargetState::UnknownProfiler, &message)
+                .await;
+            return TargetEnd::Conflict(message);
+        }
+        None => {}
+    }
+    let me = Marker {
+        installation: config.installation.clone(),
+        recorder: "jfr".into(),
+        recording: config.recording_name.clone(),
+        agent_pid: std::process::id(),
+        agent_start_ms: session::own_start_ms(),
+    };
+    let marker_path = Marker::path(pid, jvm.nspid);
+    let ownership = match std::fs::read_to_string(&marker_path)
+        .ok()
+        .map(|t| Marker::parse(&t))
+    {
+        None => Ownership::Fresh,
+        Some(Some(existing)) => Marker::ownership(Some(&existing), &me, session::process_alive),
+        // An unreadable marker is someone else's file: leave the JVM alone.
+        Some(None) => Ownership::Foreign(Marker {
+            installation: "<unreadable marker>".into(),
+            ..me.clone()
+        }),
+    };
+    if let Ownership::Foreign(owner) = &ownership {
+        let message = format!(
+            "session owned by installation {:?} (agent pid {}) per {}",
+            owner.installation,
+            owner.agent_pid,
+            marker_path.display()
+        );
+        reporter
+            .status(TargetState::ExternalConflict, &message)
+            .await;
+        return TargetEnd::Conflict(message);
+    }
     let attach = AttachTarget {
         pid,
         nspid: jvm.nspid,
         timeout: config.attach_timeout,
     };
     let recorder = JfrRecorder::new(attach, config.recording_name.clone(), config.jfr.clone());
-    let Some((started, mut recorder)) = blocking(recorder, |r| r.start()).await else {
+    let stale = match &ownership {
+        Ownership::Orphaned(old) if old.recording != config.recording_name => {
+            Some(old.recording.clone())
+        }
+        _ => None,
+    };
+    let Some((started, mut recorder)) =
+        blocking(recorder, move |r| r.start(stale.as_deref())).await
+    else {
         return TargetEnd::AttachFailed("recorder task panicked".into());
     };
     if let Err(e) = started {
@@ -117,8 +182,22 @@ pub async fn run(
         reporter.status(TargetState::AttachFailed, &message).await;
         return TargetEnd::AttachFailed(message);
     }
-    tracing::info!(pid, service = %jvm.service, "profiling");
-    reporter.status(TargetState::Profiling, "").await;
+    if let Err(e) = std::fs::write(&marker_path, me.render()) {
+        tracing::warn!(pid, error = %e, path = %marker_path.display(), "could not write the session marker");
+    }
+    let state = match ownership {
+        Ownership::Orphaned(old) => {
+            tracing::info!(
+                pid,
+                old_agent = old.agent_pid,
+                "recovered a session orphaned by a previous agent"
+            );
+            TargetState::OrphanedRecovered
+        }
+        _ => TargetState::Profiling,
+    };
+    tracing::info!(pid, service = %jvm.service, state = state.name(), "profiling");
+    reporter.status(state, "").await;
 
     let mut window_start = now_ms();
     let mut next = Instant::now() + config.window;
@@ -127,6 +206,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(next.into()) => {}
             _ = shutdown.changed() => {
                 let _ = blocking(recorder, |r| r.stop()).await;
+                let _ = std::fs::remove_file(&marker_path);
                 return TargetEnd::Stopped;
             }
         }

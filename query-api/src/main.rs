@@ -2,6 +2,7 @@ use anyhow::Context;
 use clap::Parser;
 use javelin_query::api::{AppState, Limits, router};
 use javelin_query::store::Store;
+use javelin_schema::process::{init_logging, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(name = "javelin-query", version, about = "Javelin query API and UI")]
@@ -42,12 +43,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let args = Args::parse();
     javelin_schema::migrations::validate_database_name(&args.database)?;
     anyhow::ensure!(
@@ -76,9 +72,7 @@ async fn main() -> anyhow::Result<()> {
     println!("javelin-query listening on http://{addr}/");
     tracing::info!(%addr, database = %args.database, "serving");
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
 }

@@ -17,5 +17,7 @@ pub mod topics;
 pub mod wire;
 
 pub use stack_id::stack_id;
+#[cfg(feature = "process")]
+pub mod process;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -1,0 +1,153 @@
+//! Session ownership: which agent installation owns the profiling session in a JVM.
+//!
+//! A marker file `.javelin-<nspid>.session` in the target's /tmp names the
+//! installation, the recorder, the recording and the agent process (pid and start
+//! time) that owns it. Before starting a session the agent reads it:
+//! - no marker: a fresh target;
+//! - our installation, and the agent process it names is gone (agent restarted,
+//!   even after kill -9): `orphaned_recovered` — the old session is stopped and a
+//!   new one started under our name, so the JVM never carries two;
+//! - our installation, and the agent it names still runs (a second agent on the
+//!   node): `external_conflict`, left alone;
+//! - another installation: `external_conflict`, left alone.
+//!
+//! The marker lives in the target's /tmp (reached through `/proc/<pid>/root`), so
+//! it dies with the container, and a restarted JVM starts clean.
+
+use std::path::PathBuf;
+
+/// Contents of a marker file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub installation: String,
+    pub recorder: String,
+    pub recording: String,
+    pub agent_pid: u32,
+    pub agent_start_ms: i64,
+}
+
+/// Who owns the target, as far as the marker tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    Fresh,
+    /// Ours, left by an agent process that no longer runs.
+    Orphaned(Marker),
+    /// Another live agent or another installation.
+    Foreign(Marker),
+    /// Ours already (this very process): nothing to recover.
+    Mine,
+}
+
+impl Marker {
+    pub fn path(pid: u32, nspid: u32) -> PathBuf {
+        PathBuf::from(format!("/proc/{pid}/root/tmp/.javelin-{nspid}.session"))
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "installation={}\nrecorder={}\nrecording={}\nagent_pid={}\nagent_start_ms={}\n",
+            self.installation, self.recorder, self.recording, self.agent_pid, self.agent_start_ms
+        )
+    }
+
+    /// Parses a marker; `None` for anything that is not one (treated as foreign by callers).
+    pub fn parse(text: &str) -> Option<Marker> {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+        };
+        Some(Marker {
+            installation: field("installation")?.to_string(),
+            recorder: field("recorder")?.to_string(),
+            recording: field("recording")?.to_string(),
+            agent_pid: field("agent_pid")?.parse().ok()?,
+            agent_start_ms: field("agent_start_ms")?.parse().ok()?,
+        })
+    }
+
+    /// Decides ownership of a target from its marker (if any) and this agent's identity.
+    /// `agent_alive` tells whether a given (pid, start time) agent process still runs.
+    pub fn ownership(
+        existing: Option<&Marker>,
+        me: &Marker,
+        agent_alive: impl Fn(u32, i64) -> bool,
+    ) -> Ownership {
+        let Some(existing) = existing else {
+            return Ownership::Fresh;
+        };
+        if existing.installation != me.installation {
+            return Ownership::Foreign(existing.clone());
+        }
+        if existing.agent_pid == me.agent_pid && existing.agent_start_ms == me.agent_start_ms {
+            return Ownership::Mine;
+        }
+        if agent_alive(existing.agent_pid, existing.agent_start_ms) {
+            Ownership::Foreign(existing.clone())
+        } else {
+            Ownership::Orphaned(existing.clone())
+        }
+    }
+}
+
+/// This agent process's own start time (ms since the epoch).
+pub fn own_start_ms() -> i64 {
+    crate::discovery::ProcFs::new("/proc")
+        .ok()
+        .and_then(|p| p.start_ms(std::process::id()))
+        .unwrap_or_default()
+}
+
+/// Whether the process `pid` that started at `start_ms` still runs on this host.
+pub fn process_alive(pid: u32, start_ms: i64) -> bool {
+    crate::discovery::ProcFs::new("/proc")
+        .ok()
+        .and_then(|p| p.start_ms(pid))
+        .is_some_and(|s| (s - start_ms).abs() < 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker(installation: &str, pid: u32) -> Marker {
+        Marker {
+            installation: installation.into(),
+            recorder: "jfr".into(),
+            recording: "javelin".into(),
+            agent_pid: pid,
+            agent_start_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        let m = marker("prod", 42);
+        assert_eq!(Marker::parse(&m.render()), Some(m));
+        assert_eq!(Marker::parse("garbage"), None);
+    }
+
+    #[test]
+    fn ownership_rules() {
+        let me = marker("prod", 7);
+        assert_eq!(Marker::ownership(None, &me, |_, _| false), Ownership::Fresh);
+        assert_eq!(
+            Marker::ownership(Some(&me), &me, |_, _| true),
+            Ownership::Mine
+        );
+        let old = marker("prod", 5);
+        assert_eq!(
+            Marker::ownership(Some(&old), &me, |_, _| false),
+            Ownership::Orphaned(old.clone())
+        );
+        assert_eq!(
+            Marker::ownership(Some(&old), &me, |_, _| true),
+            Ownership::Foreign(old)
+        );
+        let other = marker("staging", 5);
+        assert_eq!(
+            Marker::ownership(Some(&other), &me, |_, _| false),
+            Ownership::Foreign(other)
+        );
+    }
+}

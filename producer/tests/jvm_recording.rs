@@ -1,0 +1,331 @@
+//! The built-in JFR recorder against real JVMs running the demo workload:
+//! all four profile types, the hot spots they point at, and an independent count
+//! of the same JFR data by the JDK's own `jfr print --json`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use javelin_agent::aggregate::{Bounds, WindowAggregator};
+use javelin_agent::attach::AttachTarget;
+use javelin_agent::discovery::ProcFs;
+use javelin_agent::jfr_parse::{EventRules, TypeCounts, parse_chunks};
+use javelin_agent::recorder::{JfrRecorder, JfrSettings};
+use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
+
+/// The demo workload in a JVM of its own, killed when dropped.
+struct DemoJvm {
+    child: Child,
+    pid: u32,
+}
+
+impl Drop for DemoJvm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn demo_classes() -> &'static Path {
+    static CLASSES: OnceLock<PathBuf> = OnceLock::new();
+    CLASSES.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = root
+            .join("target")
+            .join("test-java")
+            .join(std::process::id().to_string());
+        let ok = Command::new("javac")
+            .arg("-d")
+            .arg(&out)
+            .arg(root.join("loadtest/java/src/JavelinDemo.java"))
+            .status()
+            .expect("javac runs");
+        assert!(ok.success(), "javac failed");
+        out
+    })
+}
+
+impl DemoJvm {
+    fn start(jvm_args: &[&str]) -> DemoJvm {
+        let mut child = Command::new("java")
+            .args(jvm_args)
+            .arg("-cp")
+            .arg(demo_classes())
+            .arg("JavelinDemo")
+            .env("JAVELIN_SERVICE", "javelin-demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("java starts");
+        // The demo prints its pid once main() runs: the JVM is up.
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("demo prints its pid");
+        assert!(
+            line.starts_with("javelin-demo pid"),
+            "unexpected first line {line:?}"
+        );
+        let pid = child.id();
+        DemoJvm { child, pid }
+    }
+
+    fn attach_target(&self) -> AttachTarget {
+        let jvm = ProcFs::new("/proc")
+            .expect("procfs")
+            .inspect(self.pid)
+            .expect("a HotSpot JVM");
+        AttachTarget {
+            pid: self.pid,
+            nspid: jvm.nspid,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}{}_{nanos}", std::process::id())
+}
+
+/// Everything collected so far from one recording.
+#[derive(Default)]
+struct Collection {
+    jfr: Vec<u8>,
+    counts: HashMap<ProfileType, TypeCounts>,
+    windows: Vec<ProfileWindow>,
+}
+
+impl Collection {
+    fn collect(&mut self, recorder: &mut JfrRecorder) {
+        let collected = recorder.collect().expect("JFR.dump and read");
+        assert!(collected.error.is_none(), "{:?}", collected.error);
+        let rules = EventRules {
+            cpu_period_nanos: 10_000_000,
+            max_events: u64::MAX,
+        };
+        let mut budget = u64::MAX;
+        let mut agg = WindowAggregator::new(Bounds::default());
+        let outcome = parse_chunks(
+            &collected.bytes,
+            &collected.new_chunks,
+            rules,
+            &mut budget,
+            &mut |k, f, v, c| agg.add(k, f, v, c),
+        );
+        assert!(outcome.error.is_none(), "{:?}", outcome.error);
+        for (kind, c) in outcome.counts {
+            let mine = self.counts.entry(kind).or_default();
+            mine.raw_events += c.raw_events;
+            mine.parsed_events += c.parsed_events;
+            mine.dropped_events += c.dropped_events;
+        }
+        let target = TargetIdentity {
+            service: "javelin-demo".into(),
+            target_id: 1,
+            ..Default::default()
+        };
+        self.windows
+            .extend(agg.finish(&target, 0, 1, &HashMap::new(), 0, 0));
+        for chunk in &collected.new_chunks {
+            self.jfr
+                .extend_from_slice(&collected.bytes[chunk.offset..chunk.offset + chunk.size]);
+        }
+    }
+
+    fn total(&self, kind: ProfileType) -> i64 {
+        self.windows
+            .iter()
+            .filter(|w| w.kind() == kind)
+            .flat_map(|w| &w.stacks)
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// Value per "application leaf": the deepest frame of each stack outside the
+    /// JDK (java.*, jdk.*, sun.*), i.e. the workload method the samples point at.
+    fn by_app_leaf(&self, kind: ProfileType) -> Vec<(String, i64)> {
+        let mut sums: HashMap<String, i64> = HashMap::new();
+        for w in self.windows.iter().filter(|w| w.kind() == kind) {
+            for s in &w.stacks {
+                let leaf = w
+                    .frames(s)
+                    .filter(|f| !["java.", "jdk.", "sun."].iter().any(|p| f.starts_with(p)))
+                    .last()
+                    .unwrap_or("<jdk only>")
+                    .to_string();
+                *sums.entry(leaf).or_default() += s.value;
+            }
+        }
+        let mut v: Vec<(String, i64)> = sums.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v
+    }
+}
+
+const HOT_SPOTS: [(ProfileType, &str); 4] = [
+    (ProfileType::Cpu, "JavelinDemo.cpuBurn"),
+    (ProfileType::Alloc, "JavelinDemo.allocate"),
+    (ProfileType::Lock, "JavelinDemo.syncContention"),
+    (ProfileType::Park, "JavelinDemo.lockContention"),
+];
+
+/// Collects from a fresh recording until every type's top frame is its hot spot (deadline 60 s).
+fn record_demo(jvm: &DemoJvm) -> (Collection, JfrRecorder) {
+    let mut recorder = JfrRecorder::new(
+        jvm.attach_target(),
+        unique("javelin_test_"),
+        JfrSettings::default(),
+    );
+    recorder.start(None).expect("JFR.start");
+    let mut collection = Collection::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        collection.collect(&mut recorder);
+        let done = HOT_SPOTS.iter().all(|(kind, hot)| {
+            collection
+                .by_app_leaf(*kind)
+                .first()
+                .is_some_and(|(leaf, _)| leaf == hot)
+        });
+        if done
+            && collection
+                .by_app_leaf(ProfileType::Cpu)
+                .first()
+                .is_some_and(|(_, v)| *v >= 500_000_000)
+        {
+            return (collection, recorder);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hot spots not found within 60 s: {:#?}",
+            HOT_SPOTS
+                .iter()
+                .map(|(k, _)| (k.name(), collection.by_app_leaf(*k)))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn builtin_jfr_profiles_all_four_types_at_the_workload_hot_spots() {
+    let jvm = DemoJvm::start(&[]);
+    let (collection, mut recorder) = record_demo(&jvm);
+    for (kind, hot) in HOT_SPOTS {
+        let ranking = collection.by_app_leaf(kind);
+        assert_eq!(
+            ranking.first().map(|r| r.0.as_str()),
+            Some(hot),
+            "{}: {ranking:?}",
+            kind.name()
+        );
+        assert!(collection.total(kind) > 0, "{} is empty", kind.name());
+        let counts = collection.counts[&kind];
+        assert_eq!(counts.dropped_events, 0, "{}", kind.name());
+        assert_eq!(counts.parsed_events, counts.raw_events, "{}", kind.name());
+    }
+    recorder.stop().expect("JFR.stop");
+}
+
+/// `PT1M2.5S` → nanoseconds.
+fn iso_duration_nanos(text: &str) -> i64 {
+    let mut rest = text
+        .strip_prefix("PT")
+        .unwrap_or_else(|| panic!("not a duration: {text}"));
+    let mut nanos = 0f64;
+    for (unit, scale) in [('H', 3600e9), ('M', 60e9), ('S', 1e9)] {
+        if let Some(i) = rest.find(unit) {
+            nanos += rest[..i].parse::<f64>().expect("number") * scale;
+            rest = &rest[i + 1..];
+        }
+    }
+    nanos.round() as i64
+}
+
+#[test]
+fn totals_equal_an_independent_count_by_jdk_jfr_print() {
+    let jvm = DemoJvm::start(&[]);
+    let (collection, mut recorder) = record_demo(&jvm);
+    recorder.stop().expect("JFR.stop");
+    let file = std::env::temp_dir().join(format!("{}.jfr", unique("javelin_check_")));
+    std::fs::write(&file, &collection.jfr).expect("write jfr");
+    let output = Command::new("jfr")
+        .args([
+            "print",
+            "--json",
+            "--events",
+            "jdk.ExecutionSample,jdk.ObjectAllocationSample,jdk.JavaMonitorEnter,jdk.ThreadPark",
+        ])
+        .arg(&file)
+        .output()
+        .expect("jfr print runs");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("jfr print emits JSON");
+    let events = json["recording"]["events"].as_array().expect("events");
+
+    // The JDK's view, with the agent's documented rules: cpu = samples × period,
+    // alloc = Σ weight, lock = Σ duration, park = Σ duration of parks on a lock
+    // (no blocker, or a Condition wait, is idle and excluded).
+    let mut expected: HashMap<ProfileType, (u64, i64)> = HashMap::new();
+    for e in events {
+        let v = &e["values"];
+        let (kind, weight) = match e["type"].as_str() {
+            Some("jdk.ExecutionSample") => (ProfileType::Cpu, 10_000_000),
+            Some("jdk.ObjectAllocationSample") => {
+                (ProfileType::Alloc, v["weight"].as_i64().expect("weight"))
+            }
+            Some("jdk.JavaMonitorEnter") => (
+                ProfileType::Lock,
+                iso_duration_nanos(v["duration"].as_str().expect("duration")),
+            ),
+            Some("jdk.ThreadPark") => {
+                let class = v["parkedClass"]["name"].as_str().unwrap_or("");
+                if class.is_empty()
+                    || class.ends_with("$ConditionObject")
+                    || class.ends_with("ConditionNode")
+                {
+                    continue;
+                }
+                (
+                    ProfileType::Park,
+                    iso_duration_nanos(v["duration"].as_str().expect("duration")),
+                )
+            }
+            other => panic!("unexpected event {other:?}"),
+        };
+        let slot = expected.entry(kind).or_default();
+        slot.0 += 1;
+        slot.1 += weight;
+    }
+    for kind in ProfileType::ALL {
+        let (events, value) = expected.get(&kind).copied().unwrap_or_default();
+        assert!(events > 0, "{}: the JDK saw no events", kind.name());
+        assert_eq!(
+            collection.counts[&kind].parsed_events,
+            events,
+            "{} event count",
+            kind.name()
+        );
+        // Tick → ns conversion may round differently by at most 1 ns per event.
+        let diff = (collection.total(kind) - value).unsigned_abs();
+        assert!(
+            diff <= events,
+            "{}: agent {} vs jfr {value} ({events} events)",
+            kind.name(),
+            collection.total(kind)
+        );
+    }
+}
