@@ -141,6 +141,17 @@ pub fn parse_reply(raw: &[u8]) -> Result<Reply, AttachError> {
 }
 
 impl AttachTarget {
+    /// The target for a host pid, reading its namespace pid from /proc.
+    pub fn for_pid(pid: u32, timeout: Duration) -> std::io::Result<AttachTarget> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let nspid = crate::discovery::parse_nspid(&status).unwrap_or(pid);
+        Ok(AttachTarget {
+            pid,
+            nspid,
+            timeout,
+        })
+    }
+
     fn proc_path(&self, rest: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/{rest}", self.pid))
     }

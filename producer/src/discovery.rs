@@ -156,7 +156,7 @@ fn is_hotspot(maps: &str) -> bool {
 }
 
 /// The innermost pid of `NStgid:` (the pid inside the target's namespace).
-fn parse_nspid(status: &str) -> Option<u32> {
+pub(crate) fn parse_nspid(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("NStgid:"))

@@ -3,95 +3,18 @@
 //! of the same JFR data by the JDK's own `jfr print --json`.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::attach::AttachTarget;
-use javelin_agent::discovery::ProcFs;
 use javelin_agent::jfr_parse::{EventRules, TypeCounts, parse_chunks};
 use javelin_agent::recorder::{JfrRecorder, JfrSettings};
+use javelin_schema::testkit::{DemoJvm, unique_name};
 use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
 
-/// The demo workload in a JVM of its own, killed when dropped.
-struct DemoJvm {
-    child: Child,
-    pid: u32,
-}
-
-impl Drop for DemoJvm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn demo_classes() -> &'static Path {
-    static CLASSES: OnceLock<PathBuf> = OnceLock::new();
-    CLASSES.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let out = root
-            .join("target")
-            .join("test-java")
-            .join(std::process::id().to_string());
-        let ok = Command::new("javac")
-            .arg("-d")
-            .arg(&out)
-            .arg(root.join("loadtest/java/src/JavelinDemo.java"))
-            .status()
-            .expect("javac runs");
-        assert!(ok.success(), "javac failed");
-        out
-    })
-}
-
-impl DemoJvm {
-    fn start(jvm_args: &[&str]) -> DemoJvm {
-        let mut child = Command::new("java")
-            .args(jvm_args)
-            .arg("-cp")
-            .arg(demo_classes())
-            .arg("JavelinDemo")
-            .env("JAVELIN_SERVICE", "javelin-demo")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("java starts");
-        // The demo prints its pid once main() runs: the JVM is up.
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("demo prints its pid");
-        assert!(
-            line.starts_with("javelin-demo pid"),
-            "unexpected first line {line:?}"
-        );
-        let pid = child.id();
-        DemoJvm { child, pid }
-    }
-
-    fn attach_target(&self) -> AttachTarget {
-        let jvm = ProcFs::new("/proc")
-            .expect("procfs")
-            .inspect(self.pid)
-            .expect("a HotSpot JVM");
-        AttachTarget {
-            pid: self.pid,
-            nspid: jvm.nspid,
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}{}_{nanos}", std::process::id())
+fn attach_target(jvm: &DemoJvm) -> AttachTarget {
+    AttachTarget::for_pid(jvm.pid, Duration::from_secs(30)).expect("the JVM's /proc entry")
 }
 
 /// Everything collected so far from one recording.
@@ -179,8 +102,8 @@ const HOT_SPOTS: [(ProfileType, &str); 4] = [
 /// Collects from a fresh recording until every type's top frame is its hot spot (deadline 60 s).
 fn record_demo(jvm: &DemoJvm) -> (Collection, JfrRecorder) {
     let mut recorder = JfrRecorder::new(
-        jvm.attach_target(),
-        unique("javelin_test_"),
+        attach_target(jvm),
+        unique_name("javelin_test"),
         JfrSettings::default(),
     );
     recorder.start(None).expect("JFR.start");
@@ -254,7 +177,7 @@ fn totals_equal_an_independent_count_by_jdk_jfr_print() {
     let jvm = DemoJvm::start(&[]);
     let (collection, mut recorder) = record_demo(&jvm);
     recorder.stop().expect("JFR.stop");
-    let file = std::env::temp_dir().join(format!("{}.jfr", unique("javelin_check_")));
+    let file = std::env::temp_dir().join(format!("{}.jfr", unique_name("javelin_check")));
     std::fs::write(&file, &collection.jfr).expect("write jfr");
     let output = Command::new("jfr")
         .args([

@@ -81,3 +81,107 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
         }
     }
 }
+
+/// The demo workload (`loadtest/java/src/JavelinDemo.java`) in a JVM of its own,
+/// killed when dropped.
+#[derive(Debug)]
+pub struct DemoJvm {
+    pub child: std::process::Child,
+    pub pid: u32,
+}
+
+impl Drop for DemoJvm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The demo compiled once per test process.
+fn demo_classes() -> &'static std::path::Path {
+    static CLASSES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CLASSES.get_or_init(|| {
+        let out = repo_root()
+            .join("target")
+            .join("test-java")
+            .join(std::process::id().to_string());
+        let ok = std::process::Command::new("javac")
+            .arg("-d")
+            .arg(&out)
+            .arg(repo_root().join("loadtest/java/src/JavelinDemo.java"))
+            .status()
+            .expect("javac runs");
+        assert!(ok.success(), "javac failed");
+        out
+    })
+}
+
+impl DemoJvm {
+    /// Starts the demo with extra JVM options and returns once `main` runs.
+    pub fn start(jvm_args: &[&str]) -> DemoJvm {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("java")
+            .args(jvm_args)
+            .arg("-cp")
+            .arg(demo_classes())
+            .arg("JavelinDemo")
+            .env("JAVELIN_SERVICE", "javelin-demo")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("java starts");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("demo prints its pid");
+        assert!(
+            line.starts_with("javelin-demo pid"),
+            "unexpected first line {line:?}"
+        );
+        let pid = child.id();
+        DemoJvm { child, pid }
+    }
+}
+
+/// Reads a topic from the beginning in the background (own consumer group) and
+/// collects every payload, for tests to inspect.
+#[derive(Debug, Clone, Default)]
+pub struct TopicLog {
+    payloads: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl TopicLog {
+    pub fn follow(topic: &str) -> TopicLog {
+        use rdkafka::Message;
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .set("group.id", unique_name("testlog"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let log = TopicLog::default();
+        let payloads = log.payloads.clone();
+        tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                let bytes = m.payload().unwrap_or_default().to_vec();
+                if let Ok(mut all) = payloads.lock() {
+                    all.push(bytes);
+                }
+            }
+        });
+        log
+    }
+
+    /// Every payload received so far.
+    pub fn payloads(&self) -> Vec<Vec<u8>> {
+        self.payloads.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}

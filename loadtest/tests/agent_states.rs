@@ -1,0 +1,237 @@
+//! The agent binary against real JVMs and the real broker: session ownership
+//! states published on the status topic.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use javelin_agent::attach::AttachTarget;
+use javelin_schema::testkit::{
+    DemoJvm, TopicLog, create_topics, kafka_brokers, unique_name, wait_for,
+};
+use javelin_schema::wire::{ProfileWindow, TargetState, TargetStatus};
+use prost::Message;
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    run: String,
+    profiles: String,
+    status: String,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let run = unique_name("agent");
+        let setup = Setup {
+            profiles: format!("{run}.profiles"),
+            status: format!("{run}.status"),
+            run,
+        };
+        create_topics(&[&setup.profiles, &setup.status], 1).await;
+        setup
+    }
+
+    fn agent(&self, pid: u32) -> Agent {
+        let bin =
+            PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name("javelin-agent");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --workspace --bins` first",
+            bin.display()
+        );
+        let logs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{}.agent.log", self.run)))
+            .expect("log file");
+        let child = Command::new(bin)
+            .args([
+                "--brokers",
+                &kafka_brokers(),
+                "--profiles-topic",
+                &self.profiles,
+                "--status-topic",
+                &self.status,
+            ])
+            .args([
+                "--pid",
+                &pid.to_string(),
+                "--window-secs",
+                "2",
+                "--min-jvm-age-secs",
+                "0",
+            ])
+            .args([
+                "--discovery-interval-secs",
+                "1",
+                "--recording-name",
+                &self.run,
+                "--installation",
+                &self.run,
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        Agent(child)
+    }
+}
+
+fn statuses(log: &TopicLog, pid: u32) -> Vec<TargetStatus> {
+    log.payloads()
+        .iter()
+        .filter_map(|p| TargetStatus::decode(p.as_slice()).ok())
+        .filter(|s| s.target.as_ref().is_some_and(|t| t.pid == pid))
+        .collect()
+}
+
+async fn wait_for_state(log: &TopicLog, pid: u32, state: TargetState) -> TargetStatus {
+    wait_for(
+        &format!("status {} for pid {pid}", state.name()),
+        Duration::from_secs(60),
+        || {
+            let found = statuses(log, pid)
+                .into_iter()
+                .find(|s| s.state == state as i32);
+            async move { found }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agent_s_session_is_recovered_never_duplicated() {
+    let setup = Setup::new().await;
+    let status_log = TopicLog::follow(&setup.status);
+    let profiles_log = TopicLog::follow(&setup.profiles);
+    let jvm = DemoJvm::start(&[]);
+
+    let mut first = setup.agent(jvm.pid);
+    wait_for_state(&status_log, jvm.pid, TargetState::Profiling).await;
+    // kill -9: no chance to stop the recording or remove the marker.
+    first.0.kill().expect("SIGKILL the agent");
+    let _ = first.0.wait();
+
+    let restarted_at = javelin_agent::target::now_ms();
+    let _second = setup.agent(jvm.pid);
+    let recovered = wait_for_state(&status_log, jvm.pid, TargetState::OrphanedRecovered).await;
+    assert!(recovered.observed_at_ms >= restarted_at);
+
+    // Profiling continues under the new agent.
+    wait_for(
+        "a window recorded after the restart",
+        Duration::from_secs(60),
+        || {
+            let found = profiles_log
+                .payloads()
+                .iter()
+                .filter_map(|p| ProfileWindow::decode(p.as_slice()).ok())
+                .any(|w| {
+                    w.target.as_ref().is_some_and(|t| t.pid == jvm.pid)
+                        && w.window_start_ms >= restarted_at
+                });
+            async move { found.then_some(()) }
+        },
+    )
+    .await;
+
+    // Exactly one recording of ours in the JVM.
+    let target = AttachTarget::for_pid(jvm.pid, Duration::from_secs(30)).expect("target");
+    let check = tokio::task::spawn_blocking(move || target.jcmd("JFR.check"))
+        .await
+        .expect("join")
+        .expect("JFR.check");
+    let ours = check
+        .text
+        .lines()
+        .filter(|l| l.contains(&format!("name={} ", setup.run)))
+        .count();
+    assert_eq!(ours, 1, "JFR.check:\n{}", check.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jvm_with_attach_disabled_is_reported_disabled() {
+    let setup = Setup::new().await;
+    let status_log = TopicLog::follow(&setup.status);
+    let jvm = DemoJvm::start(&["-XX:+DisableAttachMechanism"]);
+    let _agent = setup.agent(jvm.pid);
+    let status = wait_for_state(&status_log, jvm.pid, TargetState::Disabled).await;
+    assert!(
+        status.last_error.contains("DisableAttachMechanism"),
+        "{}",
+        status.last_error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_async_profiler_is_an_external_conflict_and_left_untouched() {
+    let setup = Setup::new().await;
+    let status_log = TopicLog::follow(&setup.status);
+    // A stand-in library named like async-profiler, loaded from a path that is not ours.
+    let dir = std::env::temp_dir().join(&setup.run);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let source = dir.join("stand_in.c");
+    std::fs::write(
+        &source,
+        "int Agent_OnLoad(void *vm, char *options, void *reserved) { return 0; }\n",
+    )
+    .expect("write");
+    let lib = dir.join("libasyncProfiler.so");
+    let gcc = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .status()
+        .expect("gcc");
+    assert!(gcc.success(), "gcc failed");
+    let jvm = DemoJvm::start(&[&format!("-agentpath:{}", lib.display())]);
+
+    let _agent = setup.agent(jvm.pid);
+    let status = wait_for_state(&status_log, jvm.pid, TargetState::ExternalConflict).await;
+    assert!(
+        status.last_error.contains(&lib.display().to_string()),
+        "{}",
+        status.last_error
+    );
+
+    // Never touched: no attach listener was started and no session marker written.
+    let nspid = AttachTarget::for_pid(jvm.pid, Duration::from_secs(1))
+        .expect("target")
+        .nspid;
+    let tmp = PathBuf::from(format!("/proc/{}/root/tmp", jvm.pid));
+    assert!(
+        !tmp.join(format!(".java_pid{nspid}")).exists(),
+        "the agent attached"
+    );
+    assert!(
+        !tmp.join(format!(".javelin-{nspid}.session")).exists(),
+        "the agent wrote a marker"
+    );
+    assert!(
+        !statuses(&status_log, jvm.pid)
+            .iter()
+            .any(|s| s.state == TargetState::Profiling as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jvm_that_exits_is_reported_exited() {
+    let setup = Setup::new().await;
+    let status_log = TopicLog::follow(&setup.status);
+    let jvm = DemoJvm::start(&[]);
+    let pid = jvm.pid;
+    let _agent = setup.agent(pid);
+    wait_for_state(&status_log, pid, TargetState::Profiling).await;
+    drop(jvm);
+    wait_for_state(&status_log, pid, TargetState::Exited).await;
+}
