@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::publish::{Publisher, PublisherConfig};
+use javelin_agent::spool::Destination;
 use javelin_schema::wire::{self, ProfileType, TargetIdentity};
 
 #[derive(Debug, Parser)]
@@ -84,7 +85,17 @@ async fn main() -> anyhow::Result<()> {
                 for window in
                     agg.finish(&target, start, start + window_ms, &Default::default(), 0, 0)
                 {
-                    publisher.window(&window).await?;
+                    publisher
+                        .send_to(
+                            Destination::Profiles,
+                            &window
+                                .target
+                                .as_ref()
+                                .map(|t| t.service.clone())
+                                .unwrap_or_default(),
+                            &window.to_bytes(),
+                        )
+                        .await?;
                     messages += 1;
                 }
             }

@@ -6,13 +6,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::AgentArgs;
 use crate::discovery::ProcFs;
 use crate::publish::Publisher;
+use crate::spool::Spool;
 use crate::target::{self, TargetEnd, now_ms};
+
+/// How long shutdown waits for the spool to drain into Kafka.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a JVM whose attach failed is left alone before the next try.
 const ATTACH_RETRY: Duration = Duration::from_secs(300);
@@ -20,6 +24,13 @@ const ATTACH_RETRY: Duration = Duration::from_secs(300);
 /// Runs the agent until `shutdown` completes.
 pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(args.publisher())?);
+    let spool = Spool::new(args.max_spool_bytes);
+    let stop_sender = Arc::new(Notify::new());
+    let sender = {
+        let (spool, stop) = (spool.clone(), stop_sender.clone());
+        let max_in_flight = args.max_in_flight;
+        tokio::spawn(async move { spool.run_sender(publisher, max_in_flight, stop).await })
+    };
     let proc = ProcFs::new("/proc")?;
     let config = args.target();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -69,7 +80,7 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 continue;
             }
             tracing::info!(pid = jvm.pid, service = %jvm.service, "new JVM");
-            let task = target::run(jvm, config.clone(), publisher.clone(), stop_rx.clone());
+            let task = target::run(jvm, config.clone(), spool.clone(), stop_rx.clone());
             running.insert(key, tokio::spawn(task));
         }
     }
@@ -77,6 +88,17 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = stop_tx.send(true);
     for (_, handle) in running {
         let _ = tokio::time::timeout(Duration::from_secs(35), handle).await;
+    }
+    // Deliver what is spooled, within a bound: an unreachable broker must not hold the shutdown.
+    stop_sender.notify_one();
+    let (waiting, _) = spool.len();
+    if tokio::time::timeout(DRAIN_TIMEOUT, sender).await.is_err() {
+        tracing::warn!(
+            waiting = spool.len().0,
+            "spool not drained before shutdown; messages lost"
+        );
+    } else if waiting > 0 {
+        tracing::info!(waiting, "spool drained");
     }
     Ok(())
 }

@@ -74,6 +74,12 @@ pub struct AgentArgs {
     /// Largest Kafka message, in bytes; bigger windows split into parts.
     #[arg(long, env = "JAVELIN_MAX_MESSAGE_BYTES", default_value_t = Bounds::default().max_message_bytes, value_parser = clap::value_parser!(u64).range(4096..))]
     pub max_message_bytes: u64,
+    /// Most bytes of messages waiting for Kafka (memory); when full the oldest are dropped and counted.
+    #[arg(long, env = "JAVELIN_MAX_SPOOL_BYTES", default_value_t = 64 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_spool_bytes: usize,
+    /// Most messages being delivered to Kafka at once.
+    #[arg(long, env = "JAVELIN_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_in_flight: usize,
     /// Largest JFR dump read per target and window, in bytes.
     #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = JfrSettings::default().max_dump_bytes)]
     pub max_dump_bytes: u64,

@@ -17,6 +17,7 @@ pub mod jfr_parse;
 pub mod publish;
 pub mod recorder;
 pub mod session;
+pub mod spool;
 pub mod target;
 
 /// This agent's version, carried in every message.

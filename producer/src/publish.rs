@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use javelin_schema::wire::{ProfileWindow, TargetStatus};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::spool::Destination;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -63,20 +64,18 @@ impl Publisher {
         Ok(Publisher { producer, config })
     }
 
-    pub async fn window(&self, window: &ProfileWindow) -> Result<(), PublishError> {
-        let key = window.target.as_ref().map_or("", |t| t.service.as_str());
-        self.send(&self.config.profiles_topic, key, &window.to_bytes())
-            .await
-    }
-
-    pub async fn status(&self, status: &TargetStatus) -> Result<(), PublishError> {
-        let key = status
-            .target
-            .as_ref()
-            .map_or(0, |t| t.target_id)
-            .to_string();
-        self.send(&self.config.status_topic, &key, &status.to_bytes())
-            .await
+    /// Sends one encoded message to the topic of `destination`.
+    pub async fn send_to(
+        &self,
+        destination: Destination,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let topic = match destination {
+            Destination::Profiles => &self.config.profiles_topic,
+            Destination::Status => &self.config.status_topic,
+        };
+        self.send(topic, key, payload).await
     }
 
     async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), PublishError> {

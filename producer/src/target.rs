@@ -1,7 +1,6 @@
 //! One profiled JVM: attach, record, and every window collect → parse →
 //! aggregate → publish, until the JVM exits or the agent stops.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use javelin_schema::wire::{self, TargetIdentity, TargetState, TargetStatus};
@@ -11,9 +10,9 @@ use crate::aggregate::{Bounds, WindowAggregator};
 use crate::attach::AttachTarget;
 use crate::discovery::{ForeignProfiler, JvmProcess};
 use crate::jfr_parse::{EventRules, parse_chunks};
-use crate::publish::Publisher;
 use crate::recorder::{Collected, JfrRecorder, JfrSettings};
 use crate::session::{self, Marker, Ownership};
+use crate::spool::{Destination, Spool, Spooled};
 
 /// Everything a target task needs besides its JVM.
 #[derive(Debug, Clone)]
@@ -61,14 +60,35 @@ pub enum TargetEnd {
     Conflict(String),
 }
 
+/// Publishes a target's windows and status through the spool.
 struct Reporter {
-    publisher: Arc<Publisher>,
+    spool: Spool,
     identity: TargetIdentity,
     windows: u64,
+    /// Spool drops last reported, to report again when they grow.
+    reported_drops: u64,
 }
 
 impl Reporter {
-    async fn status(&self, state: TargetState, last_error: &str) {
+    fn window(&mut self, window: &wire::ProfileWindow) {
+        self.spool.push(Spooled {
+            destination: Destination::Profiles,
+            key: self.identity.service.clone(),
+            payload: window.to_bytes(),
+            target_id: self.identity.target_id,
+        });
+        self.windows += 1;
+    }
+
+    /// Drops of this target's messages that the last status did not report yet.
+    fn new_drops(&self) -> Option<u64> {
+        let drops = self.spool.drops(self.identity.target_id).messages;
+        (drops > self.reported_drops).then_some(drops)
+    }
+
+    async fn status(&mut self, state: TargetState, last_error: &str) {
+        let dropped = self.spool.drops(self.identity.target_id).messages;
+        self.reported_drops = dropped;
         let status = TargetStatus {
             target: Some(self.identity.clone()),
             state: state as i32,
@@ -77,11 +97,14 @@ impl Reporter {
             observed_at_ms: now_ms(),
             agent_version: crate::AGENT_VERSION.into(),
             windows_published: self.windows,
-            spool_dropped_messages: 0,
+            spool_dropped_messages: dropped,
         };
-        if let Err(e) = self.publisher.status(&status).await {
-            tracing::warn!(pid = self.identity.pid, error = %e, "could not publish target status");
-        }
+        self.spool.push(Spooled {
+            destination: Destination::Status,
+            key: self.identity.target_id.to_string(),
+            payload: status.to_bytes(),
+            target_id: self.identity.target_id,
+        });
     }
 }
 
@@ -89,13 +112,14 @@ impl Reporter {
 pub async fn run(
     jvm: JvmProcess,
     config: TargetConfig,
-    publisher: Arc<Publisher>,
+    spool: Spool,
     mut shutdown: watch::Receiver<bool>,
 ) -> TargetEnd {
     let mut reporter = Reporter {
-        publisher: publisher.clone(),
+        spool,
         identity: identity(&jvm, &config),
         windows: 0,
+        reported_drops: 0,
     };
     let pid = jvm.pid;
     if jvm.attach_disabled {
@@ -252,22 +276,21 @@ pub async fn run(
         if let Some(err) = &parse_error {
             tracing::warn!(pid, error = %err, "JFR data partly unusable");
         }
-        let mut failed = None;
         for window in &windows {
-            if let Err(e) = publisher.window(window).await {
-                failed = Some(e.to_string());
-            } else {
-                reporter.windows += 1;
-            }
+            reporter.window(window);
         }
         tracing::debug!(
             pid,
             parts = windows.len(),
-            published = reporter.windows,
-            "window published"
+            total = reporter.windows,
+            "window spooled"
         );
-        if let Some(e) = failed.or(parse_error) {
+        if let Some(e) = parse_error {
             reporter.status(TargetState::Profiling, &e).await;
+        } else if let Some(drops) = reporter.new_drops() {
+            let message =
+                format!("{drops} messages dropped from the full spool while Kafka was unavailable");
+            reporter.status(TargetState::Profiling, &message).await;
         }
         window_start = window_end;
     }

@@ -13,6 +13,17 @@ pub fn kafka_brokers() -> String {
     std::env::var("JAVELIN_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
 }
 
+/// The tansu binary the local stack runs (for tests that need a broker of their own).
+pub fn tansu_bin() -> std::path::PathBuf {
+    std::env::var_os("JAVELIN_TANSU_BIN").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            std::path::Path::new(&home).join(".cache/javelin/tools/tansu-0.6.0/bin/tansu")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
 /// A client for the local stack's ClickHouse, no database selected.
 pub fn clickhouse_client() -> clickhouse::Client {
     clickhouse::Client::default()
@@ -54,10 +65,15 @@ where
 
 /// Creates topics on the local stack's broker (idempotent: existing topics are fine).
 pub async fn create_topics(names: &[&str], partitions: i32) {
+    create_topics_on(&kafka_brokers(), names, partitions).await
+}
+
+/// Creates topics on the broker at `brokers`.
+pub async fn create_topics_on(brokers: &str, names: &[&str], partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic<'_>> = names
@@ -157,10 +173,15 @@ pub struct TopicLog {
 
 impl TopicLog {
     pub fn follow(topic: &str) -> TopicLog {
+        Self::follow_on(&kafka_brokers(), topic)
+    }
+
+    /// Follows a topic on the broker at `brokers`.
+    pub fn follow_on(brokers: &str, topic: &str) -> TopicLog {
         use rdkafka::Message;
         use rdkafka::consumer::{Consumer, StreamConsumer};
         let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", kafka_brokers())
+            .set("bootstrap.servers", brokers)
             .set("group.id", unique_name("testlog"))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")

@@ -1,0 +1,289 @@
+//! The bounded spool between the target tasks and Kafka.
+//!
+//! Targets never wait for the broker: they push encoded messages here and go on
+//! profiling. One sender task drains the spool in order, with at most
+//! `max_in_flight` deliveries outstanding; a failed delivery goes back to the
+//! front and is retried with backoff, so while Kafka is unreachable messages
+//! wait here. The spool holds at most `max_bytes`: when a new message does not
+//! fit, the oldest go first, and each drop is counted against its target, whose
+//! status then reports it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::publish::Publisher;
+
+/// Which topic a spooled message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Profiles,
+    Status,
+}
+
+/// One encoded message waiting for delivery.
+#[derive(Debug, Clone)]
+pub struct Spooled {
+    pub destination: Destination,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub target_id: u64,
+}
+
+/// Counters a target's status reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Spooled>,
+    bytes: usize,
+    drops: HashMap<u64, Drops>,
+    delivered: u64,
+    failed_deliveries: u64,
+}
+
+/// A bounded FIFO of messages; cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct Spool {
+    state: Arc<Mutex<State>>,
+    ready: Arc<Notify>,
+    max_bytes: usize,
+}
+
+impl Spool {
+    pub fn new(max_bytes: usize) -> Spool {
+        Spool {
+            state: Arc::default(),
+            ready: Arc::new(Notify::new()),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (plain pushes/pops).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message, dropping the oldest ones (counted) if it would not fit.
+    /// A message larger than the whole spool is itself dropped and counted.
+    pub fn push(&self, message: Spooled) {
+        let size = message.payload.len();
+        {
+            let mut state = self.lock();
+            if size > self.max_bytes {
+                let d = state.drops.entry(message.target_id).or_default();
+                d.messages += 1;
+                d.bytes += size as u64;
+                return;
+            }
+            while state.bytes + size > self.max_bytes {
+                let Some(old) = state.queue.pop_front() else {
+                    break;
+                };
+                state.bytes -= old.payload.len();
+                let d = state.drops.entry(old.target_id).or_default();
+                d.messages += 1;
+                d.bytes += old.payload.len() as u64;
+            }
+            state.bytes += size;
+            state.queue.push_back(message);
+        }
+        self.ready.notify_one();
+    }
+
+    /// Drops counted for a target so far.
+    pub fn drops(&self, target_id: u64) -> Drops {
+        self.lock()
+            .drops
+            .get(&target_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// (messages, bytes) waiting.
+    pub fn len(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.queue.len(), state.bytes)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len().0 == 0
+    }
+
+    /// Delivery attempts that failed (each failed message is retried).
+    pub fn failed_deliveries(&self) -> u64 {
+        self.lock().failed_deliveries
+    }
+
+    /// Messages delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.lock().delivered
+    }
+
+    fn take(&self, max: usize) -> Vec<Spooled> {
+        let mut state = self.lock();
+        let n = max.min(state.queue.len());
+        let batch: Vec<Spooled> = state.queue.drain(..n).collect();
+        state.bytes -= batch.iter().map(|m| m.payload.len()).sum::<usize>();
+        batch
+    }
+
+    /// Puts undelivered messages back at the front, in their original order,
+    /// subject to the same bound (what no longer fits is the oldest: dropped, counted).
+    fn requeue(&self, failed: Vec<Spooled>) {
+        let mut state = self.lock();
+        let mut full = false;
+        // Newest first, so once the spool is full every older message is the one dropped.
+        for message in failed.into_iter().rev() {
+            let size = message.payload.len();
+            full = full || state.bytes + size > self.max_bytes;
+            if full {
+                let d = state.drops.entry(message.target_id).or_default();
+                d.messages += 1;
+                d.bytes += size as u64;
+                continue;
+            }
+            state.bytes += size;
+            state.queue.push_front(message);
+        }
+    }
+
+    /// Drains the spool into Kafka until `stop` is notified and the spool is empty
+    /// (or `drain_timeout` passes after the stop).
+    pub async fn run_sender(
+        &self,
+        publisher: Arc<Publisher>,
+        max_in_flight: usize,
+        stop: Arc<Notify>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        let mut stopping = false;
+        let stop_wait = stop.notified();
+        tokio::pin!(stop_wait);
+        loop {
+            let batch = self.take(max_in_flight.max(1));
+            if batch.is_empty() {
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    _ = self.ready.notified() => {}
+                    _ = &mut stop_wait => stopping = true,
+                }
+                continue;
+            }
+            let sends = batch
+                .iter()
+                .map(|m| publisher.send_to(m.destination, &m.key, &m.payload));
+            // join_all polls every send at once, so they are all in flight together.
+            let results = futures::future::join_all(sends).await;
+            let mut failed = Vec::new();
+            let mut delivered = 0;
+            for (message, result) in batch.into_iter().zip(results) {
+                match result {
+                    Ok(()) => delivered += 1,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "delivery failed; message back in the spool");
+                        failed.push(message);
+                    }
+                }
+            }
+            {
+                let mut state = self.lock();
+                state.delivered += delivered;
+                state.failed_deliveries += failed.len() as u64;
+            }
+            if failed.is_empty() {
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            let (waiting, bytes) = self.len();
+            tracing::warn!(failed = failed.len(), waiting, bytes, retry_in = ?backoff, "Kafka unavailable; spooling");
+            self.requeue(failed);
+            if stopping {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = &mut stop_wait => stopping = true,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(target: u64, size: usize) -> Spooled {
+        Spooled {
+            destination: Destination::Profiles,
+            key: "svc".into(),
+            payload: vec![0; size],
+            target_id: target,
+        }
+    }
+
+    #[test]
+    fn oldest_messages_go_first_and_are_counted() {
+        let spool = Spool::new(100);
+        spool.push(msg(1, 40));
+        spool.push(msg(2, 40));
+        spool.push(msg(3, 40));
+        assert_eq!(spool.len(), (2, 80));
+        assert_eq!(
+            spool.drops(1),
+            Drops {
+                messages: 1,
+                bytes: 40
+            }
+        );
+        assert_eq!(spool.drops(2), Drops::default());
+        spool.push(msg(4, 500));
+        assert_eq!(
+            spool.drops(4),
+            Drops {
+                messages: 1,
+                bytes: 500
+            },
+            "too large for the spool"
+        );
+        assert_eq!(spool.len(), (2, 80));
+    }
+
+    #[test]
+    fn requeued_messages_keep_their_order_and_the_bound() {
+        let spool = Spool::new(100);
+        for t in 1..=3 {
+            spool.push(msg(t, 30));
+        }
+        let batch = spool.take(2);
+        assert_eq!(
+            batch.iter().map(|m| m.target_id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        spool.push(msg(4, 30));
+        spool.push(msg(5, 30));
+        spool.requeue(batch);
+        // 3, 4, 5 fill 90 of 100 bytes: the requeued 1 and 2 are the oldest and go.
+        let order: Vec<u64> = spool.take(10).iter().map(|m| m.target_id).collect();
+        assert_eq!(order, [3, 4, 5]);
+        assert_eq!((spool.drops(1).messages, spool.drops(2).messages), (1, 1));
+        let spool = Spool::new(100);
+        spool.push(msg(3, 30));
+        spool.requeue(vec![msg(1, 30), msg(2, 30)]);
+        let order: Vec<u64> = spool.take(10).iter().map(|m| m.target_id).collect();
+        assert_eq!(
+            order,
+            [1, 2, 3],
+            "failed messages go back in front, in order"
+        );
+    }
+}
