@@ -5,11 +5,14 @@
 //! still starting may not have its signal handlers installed yet.
 //!
 //! Service name, first match wins: `JAVELIN_SERVICE` in the process environment,
-//! then the main class or jar name from the command line. (The pod label and
-//! container name steps of the documented chain come with Kubernetes metadata.)
+//! then the container name (when known, see [`crate::kubernetes`]), then the main
+//! class or jar name from the command line. (The pod-label step of the documented
+//! chain needs the Kubernetes API lookup, not implemented yet.)
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::kubernetes::PodIdentity;
 
 /// One discovered JVM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub struct JvmProcess {
     pub attach_disabled: bool,
     /// A profiler library someone else loaded into the JVM (path from its maps).
     pub foreign_profiler: Option<ForeignProfiler>,
+    /// Kubernetes placement, where the process runs in a pod.
+    pub pod: PodIdentity,
 }
 
 /// A native profiler found in a JVM's memory maps.
@@ -120,11 +125,13 @@ impl ProcFs {
         let start_ms = self.start_ms(pid)?;
         let cmdline = read_nul_separated(&dir.join("cmdline"));
         let environ = read_nul_separated(&dir.join("environ"));
+        let pod = PodIdentity::read(&dir, &environ);
         let service = environ
             .iter()
             .find_map(|kv| kv.strip_prefix("JAVELIN_SERVICE="))
             .filter(|s| !s.is_empty())
             .map(str::to_string)
+            .or_else(|| Some(pod.container.clone()).filter(|c| !c.is_empty()))
             .or_else(|| main_name(&cmdline))
             .unwrap_or_else(|| format!("java-{pid}"));
         Some(JvmProcess {
@@ -134,6 +141,7 @@ impl ProcFs {
             service,
             attach_disabled: cmdline.iter().any(|a| a == "-XX:+DisableAttachMechanism"),
             foreign_profiler: foreign_profiler(&maps),
+            pod,
         })
     }
 }

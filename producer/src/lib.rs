@@ -14,6 +14,7 @@ pub mod attach;
 pub mod config;
 pub mod discovery;
 pub mod jfr_parse;
+pub mod kubernetes;
 pub mod publish;
 pub mod recorder;
 pub mod session;

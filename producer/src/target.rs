@@ -37,10 +37,12 @@ pub fn now_ms() -> i64 {
 pub fn identity(jvm: &JvmProcess, config: &TargetConfig) -> TargetIdentity {
     TargetIdentity {
         cluster: config.cluster.clone(),
-        namespace: String::new(),
+        namespace: jvm.pod.namespace.clone(),
         service: jvm.service.clone(),
-        pod: String::new(),
-        container: String::new(),
+        pod: jvm.pod.pod.clone(),
+        container: jvm.pod.container.clone(),
+        container_id: jvm.pod.container_id.clone(),
+        pod_uid: jvm.pod.pod_uid.clone(),
         node: config.node.clone(),
         pid: jvm.pid,
         nspid: jvm.nspid,
