@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use javelin_schema::testkit::{
-    clickhouse_url, create_topics, kafka_brokers, unique_name, wait_for,
+    DemoJvm, clickhouse_url, create_topics, kafka_brokers, unique_name, wait_for,
 };
 use serde::Deserialize;
 
@@ -112,24 +112,10 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         String::from_utf8_lossy(&migrate.stderr)
     );
 
-    // The demo workload, compiled fresh.
-    let classes = logs.join("classes");
-    let javac = Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(repo_root().join("loadtest/java/src/JavelinDemo.java"))
-        .status()
-        .expect("javac runs");
-    assert!(javac.success(), "javac failed");
-    let mut java = Command::new("java");
-    java.arg("-cp")
-        .arg(&classes)
-        .arg("JavelinDemo")
-        .env("JAVELIN_SERVICE", "javelin-demo")
-        .stdout(Stdio::null());
+    // The demo workload; `start` returns once its main() runs.
     let started = std::time::Instant::now();
-    let demo = spawn("demo", &logs, java);
-    let pid = demo.child.id().to_string();
+    let demo = DemoJvm::start(&[]);
+    let pid = demo.pid.to_string();
 
     let mut agent = binary("javelin-agent");
     agent.args([
@@ -200,7 +186,7 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
     };
 
     let http = reqwest::Client::new();
-    let procs = [&demo, &agent, &consumer, &query];
+    let procs = [&agent, &consumer, &query];
     let context = || {
         procs
             .iter()

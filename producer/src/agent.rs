@@ -18,8 +18,31 @@ use crate::target::{self, TargetEnd, now_ms};
 /// How long shutdown waits for the spool to drain into Kafka.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a JVM whose attach failed is left alone before the next try.
-const ATTACH_RETRY: Duration = Duration::from_secs(300);
+/// A JVM that could not be profiled is retried after 10 s, then 20 s, 40 s …
+/// up to 5 min: a JVM that is still starting (no SIGQUIT handler yet) is soon
+/// picked up, while a JVM that refuses every time costs little.
+const RETRY_FIRST: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// When a JVM that could not be profiled may be tried again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at_ms: i64,
+    attempts: u32,
+}
+
+impl Retry {
+    fn after_failure(previous: Option<Retry>, now_ms: i64) -> Retry {
+        let attempts = previous.map_or(0, |r| r.attempts) + 1;
+        let delay = RETRY_FIRST
+            .saturating_mul(1 << (attempts - 1).min(10))
+            .min(RETRY_MAX);
+        Retry {
+            at_ms: now_ms + delay.as_millis() as i64,
+            attempts,
+        }
+    }
+}
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -36,7 +59,7 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let (stop_tx, stop_rx) = watch::channel(false);
     // Key: (pid, start time), so a recycled pid is a new target.
     let mut running: HashMap<(u32, i64), JoinHandle<TargetEnd>> = HashMap::new();
-    let mut retry_after: HashMap<(u32, i64), i64> = HashMap::new();
+    let mut retries: HashMap<(u32, i64), Retry> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(args.discovery_interval_secs));
     tokio::pin!(shutdown);
     loop {
@@ -55,18 +78,19 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 && let Ok(TargetEnd::AttachFailed(_) | TargetEnd::Disabled | TargetEnd::Conflict(_)) =
                     handle.await
             {
-                retry_after.insert(key, now_ms() + ATTACH_RETRY.as_millis() as i64);
+                let retry = Retry::after_failure(retries.get(&key).copied(), now_ms());
+                retries.insert(key, retry);
             }
         }
         let now = now_ms();
         let jvms = proc.scan(now, Duration::from_secs(args.min_jvm_age_secs));
-        retry_after
-            .retain(|k, until| *until > now && jvms.iter().any(|j| (j.pid, j.start_ms) == *k));
+        // Forget JVMs that are gone; keep the attempt count of the others.
+        retries.retain(|k, _| jvms.iter().any(|j| (j.pid, j.start_ms) == *k));
         for jvm in jvms {
             let key = (jvm.pid, jvm.start_ms);
             if (!args.pids.is_empty() && !args.pids.contains(&jvm.pid))
                 || running.contains_key(&key)
-                || retry_after.contains_key(&key)
+                || retries.get(&key).is_some_and(|r| r.at_ms > now)
                 || jvm.pid == std::process::id()
             {
                 continue;
@@ -101,4 +125,20 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         tracing::info!(waiting, "spool drained");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_to_a_cap() {
+        let delays: Vec<i64> = std::iter::successors(Some(Retry::after_failure(None, 0)), |r| {
+            Some(Retry::after_failure(Some(*r), 0))
+        })
+        .take(8)
+        .map(|r| r.at_ms / 1000)
+        .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 }
