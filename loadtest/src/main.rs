@@ -1,5 +1,7 @@
-//! `javelin-loadtest`: publishes synthetic profile windows through the agent's
-//! real publish path, for exercising the consumer and the query API.
+//! `javelin-loadtest`: synthetic load through the agent's real publish path, and
+//! the benchmarks (see `docs/benchmarks.md`).
+
+mod bench;
 
 use std::time::Duration;
 
@@ -13,8 +15,43 @@ use javelin_schema::wire::{self, ProfileType, TargetIdentity};
 #[command(
     name = "javelin-loadtest",
     version,
-    about = "Publish synthetic Javelin profile windows"
+    about = "Javelin load generator and benchmarks"
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Publish synthetic profile windows (Zipf-like stack weights).
+    Publish(Args),
+    /// Agent parse + aggregate throughput on one core vs the JDK's `jfr summary`.
+    BenchParse {
+        /// JFR file to parse; generated from the demo workload when missing or too small.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Minimum size of the file, in MiB.
+        #[arg(long, default_value_t = 200)]
+        min_mb: u64,
+        /// Runs of each measurement (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Peak RSS of the agent profiling N demo JVMs.
+    BenchAgentRss {
+        #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 20)]
+        jvms: usize,
+        #[arg(long, default_value_t = 3)]
+        windows: u64,
+        #[arg(long, default_value_t = 10)]
+        window_secs: u64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
@@ -40,7 +77,22 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     javelin_schema::process::init_logging();
-    let args = Args::parse();
+    let args = match Cli::parse().command {
+        Cmd::Publish(args) => args,
+        Cmd::BenchParse {
+            file,
+            min_mb,
+            repeat,
+        } => return bench::bench_parse(file, min_mb, repeat),
+        Cmd::BenchAgentRss {
+            brokers,
+            jvms,
+            windows,
+            window_secs,
+        } => {
+            return bench::bench_agent_rss(&brokers, jvms, windows, window_secs);
+        }
+    };
     let publisher = Publisher::new(PublisherConfig {
         brokers: args.brokers.clone(),
         profiles_topic: args.profiles_topic.clone(),
