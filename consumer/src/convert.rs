@@ -55,6 +55,12 @@ pub fn window_rows(
             service: target.service.clone(),
             stack_id: stack.stack_id,
             frames: window.frames(stack).map(str::to_string).collect(),
+            lines: stack.lines.clone(),
+            frame_types: stack
+                .frame_types
+                .iter()
+                .map(|&t| u8::try_from(t).unwrap_or(0))
+                .collect(),
             last_seen: secs(now_ms),
         });
     }

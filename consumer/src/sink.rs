@@ -245,6 +245,8 @@ mod tests {
             service: "s".into(),
             stack_id: id,
             frames: vec![],
+            lines: vec![],
+            frame_types: vec![],
             last_seen: day * 86_400 + 5,
         };
         let mut cache = StackCache::new(2);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
+use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
 use javelin_schema::wire::{self, ProfileType, TargetIdentity};
@@ -121,13 +122,13 @@ async fn main() -> anyhow::Result<()> {
                 let start = first + i64::from(w) * window_ms;
                 let mut agg = WindowAggregator::new(Bounds::default());
                 for k in 0..args.stacks {
-                    let frames: Vec<std::sync::Arc<str>> = [
+                    let frames: Vec<Frame> = [
                         "main".to_string(),
                         format!("svc{s}.Handler.handle"),
                         format!("svc{s}.Work.step{k}"),
                     ]
-                    .into_iter()
-                    .map(std::sync::Arc::from)
+                    .iter()
+                    .map(|name| Frame::synthetic(name))
                     .collect();
                     // Zipf-like weights: stack k gets 1/(k+1) of the mass.
                     let value = 10_000_000 * i64::from(args.stacks) / i64::from(k + 1);

@@ -13,12 +13,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use javelin_schema::stack_id;
 use javelin_schema::wire::{
     self, Accounting, Limits, ProfileType, ProfileWindow, Stack, TargetIdentity,
 };
+use javelin_schema::{FrameKey, stack_id};
 
-use crate::jfr_parse::{Frames, TypeCounts};
+use crate::jfr_parse::{Frame, Frames, TypeCounts};
 
 /// Root frame of the stack that absorbs stacks past the stack bound.
 pub const TRUNCATED_FRAME: &str = "[truncated]";
@@ -65,7 +65,7 @@ impl WindowAggregator {
         WindowAggregator {
             bounds,
             types: HashMap::new(),
-            truncated_stack: Arc::from(vec![Arc::<str>::from(TRUNCATED_FRAME)]),
+            truncated_stack: Arc::from(vec![Frame::synthetic(TRUNCATED_FRAME)]),
         }
     }
 
@@ -77,8 +77,8 @@ impl WindowAggregator {
         let frames = if frames.len() > max_frames {
             agg.frames_cut += 1;
             let keep = &frames[frames.len() - (max_frames - 1)..];
-            let mut v: Vec<Arc<str>> = Vec::with_capacity(max_frames);
-            v.push(Arc::from(FRAMES_CUT_FRAME));
+            let mut v: Vec<Frame> = Vec::with_capacity(max_frames);
+            v.push(Frame::synthetic(FRAMES_CUT_FRAME));
             v.extend(keep.iter().cloned());
             cut = Frames::from(v);
             &cut
@@ -178,10 +178,11 @@ fn split_parts(
     for (frames, (value, count)) in stacks {
         let new_strings: u64 = frames
             .iter()
-            .filter(|f| !index.contains_key(*f))
-            .map(|f| f.len() as u64 + 3)
+            .filter(|f| !index.contains_key(&f.name))
+            .map(|f| f.name.len() as u64 + 3)
             .sum();
-        let stack_bytes = frames.len() as u64 * 3 + 32;
+        // Per frame: a string index, a line and a type, each a varint.
+        let stack_bytes = frames.len() as u64 * 9 + 32;
         if !part_stacks.is_empty() && size + new_strings + stack_bytes > max_bytes {
             parts.push((
                 std::mem::replace(&mut strings, vec![String::new()]),
@@ -193,9 +194,9 @@ fn split_parts(
         let ids: Vec<u32> = frames
             .iter()
             .map(|f| {
-                *index.entry(f.clone()).or_insert_with(|| {
-                    strings.push(f.to_string());
-                    size += f.len() as u64 + 3;
+                *index.entry(f.name.clone()).or_insert_with(|| {
+                    strings.push(f.name.to_string());
+                    size += f.name.len() as u64 + 3;
                     (strings.len() - 1) as u32
                 })
             })
@@ -205,7 +206,13 @@ fn split_parts(
             frames: ids,
             value,
             count,
-            stack_id: stack_id(&frames),
+            stack_id: stack_id(frames.iter().map(|f| FrameKey {
+                name: &f.name,
+                line: f.line,
+                kind: f.kind,
+            })),
+            lines: frames.iter().map(|f| f.line).collect(),
+            frame_types: frames.iter().map(|f| f.kind).collect(),
         });
     }
     if !part_stacks.is_empty() {
@@ -222,7 +229,7 @@ mod tests {
     fn frames(names: &[&str]) -> Frames {
         names
             .iter()
-            .map(|s| Arc::<str>::from(*s))
+            .map(|s| Frame::synthetic(s))
             .collect::<Vec<_>>()
             .into()
     }
@@ -254,7 +261,11 @@ mod tests {
         assert_eq!(w.stacks.len(), 2);
         assert_eq!(w.stacks[0].value, 20);
         assert_eq!(w.frames(&w.stacks[0]).collect::<Vec<_>>(), ["main", "work"]);
-        assert_eq!(w.stacks[0].stack_id, stack_id(&["main", "work"]));
+        assert_eq!(
+            w.stacks[0].stack_id,
+            javelin_schema::stack_id_of_names(&["main", "work"])
+        );
+        assert_eq!(w.stacks[0].lines, [0, 0]);
         assert!(w.validate().is_ok());
     }
 

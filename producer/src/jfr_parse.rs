@@ -15,7 +15,7 @@ use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use javelin_schema::wire::ProfileType;
+use javelin_schema::wire::{FrameType, ProfileType};
 use jfrs::reader::JfrReader;
 use jfrs::reader::event::Accessor;
 use jfrs::reader::value_descriptor::ValueDescriptor;
@@ -26,8 +26,42 @@ const MAGIC: &[u8; 4] = b"FLR\0";
 /// The single frame of events that carry no stack trace.
 pub const NO_STACK_FRAME: &str = "[no stack trace]";
 
+/// One frame: the method, the source line (0 = unknown) and how the JVM ran it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frame {
+    pub name: Arc<str>,
+    pub line: i32,
+    /// `FrameType` as its wire number.
+    pub kind: i32,
+}
+
+impl Frame {
+    /// A frame that stands for something other than code (`[truncated]`, `[no stack trace]`).
+    pub fn synthetic(name: &str) -> Frame {
+        Frame {
+            name: Arc::from(name),
+            line: 0,
+            kind: FrameType::Unspecified as i32,
+        }
+    }
+}
+
 /// Frames of one stack, root first, shared between events of a chunk.
-pub type Frames = Arc<[Arc<str>]>;
+pub type Frames = Arc<[Frame]>;
+
+/// JFR's frame type descriptions (JDK and async-profiler) as wire frame types.
+fn frame_type(description: &str) -> FrameType {
+    match description {
+        "Interpreted" => FrameType::Interpreted,
+        "JIT compiled" => FrameType::Jit,
+        "Inlined" => FrameType::Inlined,
+        "Native" => FrameType::Native,
+        "C1 compiled" => FrameType::C1,
+        "C++" => FrameType::Cpp,
+        "Kernel" => FrameType::Kernel,
+        _ => FrameType::Unspecified,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JfrError {
@@ -242,7 +276,7 @@ fn parse_one_chunk(
     let (mut chunk_reader, chunk) = first.map_err(|e| e.to_string())?;
     // Stack-trace constant-pool ids are chunk-scoped: cache per chunk only.
     let mut stacks: HashMap<i64, Frames> = HashMap::new();
-    let no_stack: Frames = Arc::from(vec![Arc::<str>::from(NO_STACK_FRAME)]);
+    let no_stack: Frames = Arc::from(vec![Frame::synthetic(NO_STACK_FRAME)]);
     let mut last_offset = None;
     for event in chunk_reader.events(&chunk) {
         let event = event.map_err(|e| e.to_string())?;
@@ -346,7 +380,7 @@ fn stack_of(value: &Accessor<'_>, cache: &mut HashMap<i64, Frames>) -> Option<Fr
         return Some(frames.clone());
     }
     let trace = value.get_field("stackTrace")?;
-    let mut frames: Vec<Arc<str>> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     for frame in trace.get_field("frames")?.as_iter()? {
         let method = frame.get_field("method")?;
         let class = method
@@ -354,7 +388,23 @@ fn stack_of(value: &Accessor<'_>, cache: &mut HashMap<i64, Frames>) -> Option<Fr
             .and_then(|t| symbol(&t, "name"))
             .unwrap_or_default();
         let name = symbol(&method, "name").unwrap_or_default();
-        frames.push(Arc::from(format!("{}.{name}", class_name(&class))));
+        // JDK writes -1 for an unknown line, async-profiler 0: both become 0.
+        let line = frame
+            .get_field("lineNumber")
+            .and_then(|l| i32::try_from(l.value).ok())
+            .unwrap_or(0)
+            .max(0);
+        let kind = frame
+            .get_field("type")
+            .and_then(|t| t.resolve())
+            .and_then(|t| t.get_field("description"))
+            .and_then(|d| <&str>::try_from(d.value).ok().map(frame_type))
+            .unwrap_or(FrameType::Unspecified);
+        frames.push(Frame {
+            name: Arc::from(format!("{}.{name}", class_name(&class))),
+            line,
+            kind: kind as i32,
+        });
     }
     // JFR lists the leaf first; the wire contract is root first.
     frames.reverse();

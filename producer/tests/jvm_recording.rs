@@ -11,7 +11,7 @@ use javelin_agent::attach::AttachTarget;
 use javelin_agent::jfr_parse::{EventRules, TypeCounts, parse_chunks};
 use javelin_agent::recorder::{JfrRecorder, JfrSettings};
 use javelin_schema::testkit::{DemoJvm, unique_name};
-use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
+use javelin_schema::wire::{FrameType, ProfileType, ProfileWindow, TargetIdentity};
 
 fn attach_target(jvm: &DemoJvm) -> AttachTarget {
     AttachTarget::for_pid(jvm.pid, Duration::from_secs(30)).expect("the JVM's /proc entry")
@@ -154,6 +154,38 @@ fn builtin_jfr_profiles_all_four_types_at_the_workload_hot_spots() {
         assert_eq!(counts.dropped_events, 0, "{}", kind.name());
         assert_eq!(counts.parsed_events, counts.raw_events, "{}", kind.name());
     }
+    // Frames keep their source line and how the JVM ran them.
+    let cpu_burn_frames: Vec<(i32, i32)> = collection
+        .windows
+        .iter()
+        .filter(|w| w.kind() == ProfileType::Cpu)
+        .flat_map(|w| {
+            w.stacks.iter().flat_map(move |s| {
+                w.frames(s)
+                    .zip(s.lines.iter().zip(&s.frame_types))
+                    .filter(|(name, _)| *name == "JavelinDemo.cpuBurn")
+                    .map(|(_, (line, kind))| (*line, *kind))
+            })
+        })
+        .collect();
+    assert!(!cpu_burn_frames.is_empty());
+    assert!(
+        cpu_burn_frames.iter().all(|(line, _)| *line > 0),
+        "{cpu_burn_frames:?}"
+    );
+    let executed = [
+        FrameType::Interpreted,
+        FrameType::Jit,
+        FrameType::Inlined,
+        FrameType::C1,
+    ]
+    .map(|t| t as i32);
+    assert!(
+        cpu_burn_frames
+            .iter()
+            .all(|(_, kind)| executed.contains(kind)),
+        "{cpu_burn_frames:?}"
+    );
     recorder.stop().expect("JFR.stop");
 }
 

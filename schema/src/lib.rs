@@ -16,7 +16,7 @@ pub mod stack_id;
 pub mod topics;
 pub mod wire;
 
-pub use stack_id::stack_id;
+pub use stack_id::{FrameKey, stack_id, stack_id_of_names};
 #[cfg(feature = "process")]
 pub mod process;
 #[cfg(feature = "testkit")]

@@ -95,7 +95,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ORDER BY (service, profile_type, window_start, target_id, stack_id)
         {ttl:window_start}",
         "CREATE TABLE IF NOT EXISTS stacks (
-            service {lc}, stack_id UInt64, frames Array(String), last_seen DateTime
+            service {lc}, stack_id UInt64, frames Array(String),
+            lines Array(Int32), frame_types Array(UInt8), last_seen DateTime
         ) ENGINE = ReplacingMergeTree(last_seen)
         PARTITION BY toDate(last_seen)
         ORDER BY (service, stack_id)

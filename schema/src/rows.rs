@@ -41,6 +41,10 @@ pub struct StackRow {
     pub service: String,
     pub stack_id: u64,
     pub frames: Vec<String>,
+    /// Source line per frame (0 = unknown); empty when the agent sent none.
+    pub lines: Vec<i32>,
+    /// `wire::FrameType` per frame; empty when the agent sent none.
+    pub frame_types: Vec<u8>,
     /// Seconds since the epoch; the newest copy wins and keeps the stack alive under retention.
     pub last_seen: u32,
 }

@@ -10,7 +10,7 @@ pub mod v1 {
 }
 
 pub use v1::{
-    Accounting, Limits, ProfileType, ProfileWindow, Stack, TargetIdentity, TargetState,
+    Accounting, FrameType, Limits, ProfileType, ProfileWindow, Stack, TargetIdentity, TargetState,
     TargetStatus,
 };
 
@@ -158,6 +158,13 @@ impl ProfileWindow {
             if let Some(bad) = stack.frames.iter().find(|&&f| f as usize >= strings) {
                 return invalid(format!("stack {i} references string {bad} of {strings}"));
             }
+            if (!stack.lines.is_empty() && stack.lines.len() != stack.frames.len())
+                || (!stack.frame_types.is_empty() && stack.frame_types.len() != stack.frames.len())
+            {
+                return invalid(format!(
+                    "stack {i}: lines or frame types do not match its frames"
+                ));
+            }
             if stack.value < 0 || stack.count < 0 {
                 return invalid(format!("stack {i} has a negative value or count"));
             }
@@ -219,7 +226,9 @@ mod tests {
                 frames: vec![1, 2],
                 value: 30_000_000,
                 count: 3,
-                stack_id: crate::stack_id(&frames),
+                stack_id: crate::stack_id_of_names(&frames),
+                lines: vec![],
+                frame_types: vec![],
             }],
             accounting: Some(Accounting {
                 raw_events: 3,
@@ -280,6 +289,10 @@ mod tests {
         w.stacks[0].frames.push(17);
         let err = ProfileWindow::decode_valid(&w.to_bytes()).expect_err("bad frame index");
         assert!(err.to_string().contains("references string 17"), "{err}");
+        let mut w = sample_window();
+        w.stacks[0].lines = vec![1];
+        let err = ProfileWindow::decode_valid(&w.to_bytes()).expect_err("lines not parallel");
+        assert!(err.to_string().contains("lines or frame types"), "{err}");
         let mut w = sample_window();
         w.part_index = 1;
         assert!(ProfileWindow::decode_valid(&w.to_bytes()).is_err());

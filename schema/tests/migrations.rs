@@ -51,7 +51,9 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
     let stack = StackRow {
         service: "svc".into(),
         stack_id: u64::MAX - 1,
-        frames: vec!["a.B.c".into(), "d.E.f:12".into()],
+        frames: vec!["a.B.c".into(), "d.E.f".into()],
+        lines: vec![0, 12],
+        frame_types: vec![1, 3],
         last_seen: 1_764_000_000,
     };
     let ledger = LedgerRow {
