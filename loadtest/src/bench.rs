@@ -60,11 +60,14 @@ fn start_demos(count: usize, jvm_args: &[&str]) -> anyhow::Result<Vec<Reaped>> {
     Ok(jvms)
 }
 
-/// Records the demo with a very high allocation sampling rate until the dump
-/// reaches `min_bytes`, writing it to `path`.
+/// Records the demo with its allocation sampling turned up for `RECORD` and
+/// writes the recording, repeated until it reaches `min_bytes`, to `path`. A JFR
+/// file is a sequence of self-contained chunks, so the copies parse like one
+/// long recording (the JVM's throttled samplers cannot write 200 MB in minutes).
 fn generate_jfr(path: &Path, min_bytes: u64) -> anyhow::Result<()> {
+    const RECORD: Duration = Duration::from_secs(60);
     eprintln!(
-        "generating an allocation-heavy JFR of at least {} MB at {}",
+        "recording the demo for {RECORD:?}, then repeating it to {} MiB at {}",
         min_bytes >> 20,
         path.display()
     );
@@ -73,31 +76,30 @@ fn generate_jfr(path: &Path, min_bytes: u64) -> anyhow::Result<()> {
     let target = AttachTarget::for_pid(pid, Duration::from_secs(60))?;
     let start = "JFR.start name=bench settings=none \
         +jdk.ObjectAllocationSample#enabled=true +jdk.ObjectAllocationSample#stackTrace=true \
-        +jdk.ObjectAllocationSample#throttle=1000000/s \
+        +jdk.ObjectAllocationSample#throttle=100000/s \
         +jdk.ExecutionSample#enabled=true +jdk.ExecutionSample#stackTrace=true +jdk.ExecutionSample#period=1ms \
         +jdk.JavaMonitorEnter#enabled=true +jdk.JavaMonitorEnter#stackTrace=true +jdk.JavaMonitorEnter#threshold=0ms \
-        +jdk.ThreadPark#enabled=true +jdk.ThreadPark#stackTrace=true +jdk.ThreadPark#threshold=0ms \
-        maxsize=4g";
+        +jdk.ThreadPark#enabled=true +jdk.ThreadPark#stackTrace=true +jdk.ThreadPark#threshold=0ms";
     target.jcmd(start)?.expect("Started recording")?;
-    let started = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(10));
-        let file = format!("/tmp/javelin-bench-{pid}.jfr");
-        target
-            .jcmd(&format!("JFR.dump name=bench filename={file}"))?
-            .expect("Dumped recording")?;
-        let local = target.tmp_dir().join(file.trim_start_matches("/tmp/"));
-        let size = std::fs::metadata(&local)?.len();
-        eprintln!("  {:>4} s: {} MB", started.elapsed().as_secs(), size >> 20);
-        if size >= min_bytes {
-            std::fs::rename(&local, path).or_else(|_| std::fs::copy(&local, path).map(|_| ()))?;
-            let _ = std::fs::remove_file(&local);
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(900) {
-            bail!("the recording grew too slowly: {size} bytes after 15 min");
-        }
+    std::thread::sleep(RECORD);
+    let file = format!("/tmp/javelin-bench-{pid}.jfr");
+    target
+        .jcmd(&format!("JFR.dump name=bench filename={file}"))?
+        .expect("Dumped recording")?;
+    let local = target.tmp_dir().join(file.trim_start_matches("/tmp/"));
+    let one = std::fs::read(&local)?;
+    let _ = std::fs::remove_file(&local);
+    if one.is_empty() {
+        bail!("the recording is empty");
     }
+    let copies = min_bytes.div_ceil(one.len() as u64);
+    eprintln!("recorded {} KiB; writing {copies} copies", one.len() >> 10);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for _ in 0..copies {
+        std::io::Write::write_all(&mut out, &one)?;
+    }
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -260,6 +262,8 @@ pub fn bench_agent_rss(
                 &pids.join(","),
                 "--recording-name",
                 &format!("bench{}", std::process::id()),
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -40,6 +40,15 @@ impl Setup {
     }
 
     fn agent(&self, pid: u32) -> Agent {
+        self.spawn_agent(pid, Stdio::null())
+    }
+
+    /// An agent whose stdout (the metrics address line) the test reads.
+    fn agent_with_stdout(&self, pid: u32) -> Agent {
+        self.spawn_agent(pid, Stdio::piped())
+    }
+
+    fn spawn_agent(&self, pid: u32, stdout: Stdio) -> Agent {
         let bin =
             PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name("javelin-agent");
         assert!(
@@ -78,8 +87,10 @@ impl Setup {
                 &self.run,
                 "--installation",
                 &self.run,
+                "--metrics-listen",
+                "127.0.0.1:0",
             ])
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("agent starts");
@@ -234,4 +245,59 @@ async fn a_jvm_that_exits_is_reported_exited() {
     wait_for_state(&status_log, pid, TargetState::Profiling).await;
     drop(jvm);
     wait_for_state(&status_log, pid, TargetState::Exited).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_exports_its_metrics_for_prometheus() {
+    let setup = Setup::new().await;
+    let jvm = DemoJvm::start(&[]);
+    let mut agent = setup.agent_with_stdout(jvm.pid);
+    let url = {
+        use std::io::BufRead;
+        let stdout = agent.0.stdout.take().expect("agent stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the agent prints its metrics address");
+        line.trim().rsplit(' ').next().expect("url").to_string()
+    };
+    let http = reqwest::Client::new();
+    let value = |text: &str, name: &str, label: &str| -> Option<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let text = wait_for(
+        "windows and a profiling target in /metrics",
+        Duration::from_secs(60),
+        || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+                let windows = value(&text, "javelin_agent_windows_total", "type=\"cpu\"")?;
+                let profiling = value(&text, "javelin_agent_targets", "state=\"profiling\"")?;
+                (windows >= 1.0 && profiling == 1.0).then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        value(&text, "javelin_agent_events_total", "outcome=\"parsed\"").is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "javelin_agent_published_messages_total", "").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "javelin_agent_spool_dropped_messages_total", ""),
+        Some(0.0),
+        "{text}"
+    );
+    let health = http
+        .get(url.replace("/metrics", "/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert!(health.status().is_success());
 }

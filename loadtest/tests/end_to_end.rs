@@ -135,6 +135,8 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         "1",
         "--recording-name",
         &run,
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     let agent = spawn("agent", &logs, agent);
 

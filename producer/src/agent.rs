@@ -11,9 +11,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::AgentArgs;
 use crate::discovery::ProcFs;
+use crate::metrics::AgentMetrics;
 use crate::publish::Publisher;
 use crate::spool::Spool;
 use crate::target::{self, TargetEnd, now_ms};
+use javelin_schema::telemetry::Telemetry;
+use javelin_schema::wire;
 
 /// How long shutdown waits for the spool to drain into Kafka.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +51,13 @@ impl Retry {
 pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(args.publisher())?);
     let spool = Spool::new(args.max_spool_bytes);
+    let telemetry = Telemetry::new("javelin-agent", args.otlp_endpoint.as_deref())?;
+    let metrics = AgentMetrics::new(&telemetry, &spool);
+    let bound = telemetry
+        .serve(&args.metrics_listen, Arc::new(|| true))
+        .await?;
+    // Scripts and tests read this line to find the port.
+    println!("javelin-agent metrics on http://{bound}/metrics");
     let stop_sender = Arc::new(Notify::new());
     let sender = {
         let (spool, stop) = (spool.clone(), stop_sender.clone());
@@ -85,7 +95,16 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         let now = now_ms();
         let jvms = proc.scan(now, Duration::from_secs(args.min_jvm_age_secs));
         // Forget JVMs that are gone; keep the attempt count of the others.
-        retries.retain(|k, _| jvms.iter().any(|j| (j.pid, j.start_ms) == *k));
+        retries.retain(|k, _| {
+            let alive = jvms.iter().any(|j| (j.pid, j.start_ms) == *k);
+            if !alive {
+                metrics.state(
+                    wire::target_id(&config.cluster, &config.node, k.0, k.1),
+                    None,
+                );
+            }
+            alive
+        });
         for jvm in jvms {
             let key = (jvm.pid, jvm.start_ms);
             if (!args.pids.is_empty() && !args.pids.contains(&jvm.pid))
@@ -104,7 +123,13 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 continue;
             }
             tracing::info!(pid = jvm.pid, service = %jvm.service, "new JVM");
-            let task = target::run(jvm, config.clone(), spool.clone(), stop_rx.clone());
+            let task = target::run(
+                jvm,
+                config.clone(),
+                spool.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            );
             running.insert(key, tokio::spawn(task));
         }
     }
@@ -124,6 +149,7 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     } else if waiting > 0 {
         tracing::info!(waiting, "spool drained");
     }
+    telemetry.shutdown();
     Ok(())
 }
 

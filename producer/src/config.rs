@@ -80,6 +80,12 @@ pub struct AgentArgs {
     /// Most messages being delivered to Kafka at once.
     #[arg(long, env = "JAVELIN_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_in_flight: usize,
+    /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "JAVELIN_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
+    pub metrics_listen: String,
+    /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
+    #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Largest JFR dump read per target and window, in bytes.
     #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = JfrSettings::default().max_dump_bytes)]
     pub max_dump_bytes: u64,

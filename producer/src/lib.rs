@@ -15,6 +15,7 @@ pub mod config;
 pub mod discovery;
 pub mod jfr_parse;
 pub mod kubernetes;
+pub mod metrics;
 pub mod publish;
 pub mod recorder;
 pub mod session;

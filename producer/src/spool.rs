@@ -116,6 +116,17 @@ impl Spool {
         self.len().0 == 0
     }
 
+    /// Drops over all targets.
+    pub fn total_drops(&self) -> Drops {
+        self.lock()
+            .drops
+            .values()
+            .fold(Drops::default(), |a, d| Drops {
+                messages: a.messages + d.messages,
+                bytes: a.bytes + d.bytes,
+            })
+    }
+
     /// Delivery attempts that failed (each failed message is retried).
     pub fn failed_deliveries(&self) -> u64 {
         self.lock().failed_deliveries

@@ -10,6 +10,7 @@ use crate::aggregate::{Bounds, WindowAggregator};
 use crate::attach::AttachTarget;
 use crate::discovery::{ForeignProfiler, JvmProcess};
 use crate::jfr_parse::{EventRules, parse_chunks};
+use crate::metrics::AgentMetrics;
 use crate::recorder::{Collected, JfrRecorder, JfrSettings};
 use crate::session::{self, Marker, Ownership};
 use crate::spool::{Destination, Spool, Spooled};
@@ -65,6 +66,7 @@ pub enum TargetEnd {
 /// Publishes a target's windows and status through the spool.
 struct Reporter {
     spool: Spool,
+    metrics: AgentMetrics,
     identity: TargetIdentity,
     windows: u64,
     /// Spool drops last reported, to report again when they grow.
@@ -89,6 +91,7 @@ impl Reporter {
     }
 
     async fn status(&mut self, state: TargetState, last_error: &str) {
+        self.metrics.state(self.identity.target_id, Some(state));
         let dropped = self.spool.drops(self.identity.target_id).messages;
         self.reported_drops = dropped;
         let status = TargetStatus {
@@ -115,10 +118,12 @@ pub async fn run(
     jvm: JvmProcess,
     config: TargetConfig,
     spool: Spool,
+    metrics: AgentMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> TargetEnd {
     let mut reporter = Reporter {
         spool,
+        metrics,
         identity: identity(&jvm, &config),
         windows: 0,
         reported_drops: 0,
@@ -233,6 +238,7 @@ pub async fn run(
             _ = shutdown.changed() => {
                 let _ = blocking(recorder, |r| r.stop()).await;
                 let _ = std::fs::remove_file(&marker_path);
+                reporter.metrics.state(reporter.identity.target_id, None);
                 return TargetEnd::Stopped;
             }
         }
@@ -240,6 +246,7 @@ pub async fn run(
         if !still_running(&jvm) {
             tracing::info!(pid, "target exited");
             reporter.status(TargetState::Exited, "").await;
+            reporter.metrics.state(reporter.identity.target_id, None);
             return TargetEnd::Exited;
         }
         let Some((collected, back)) = blocking(recorder, |r| r.collect()).await else {
@@ -278,6 +285,13 @@ pub async fn run(
         if let Some(err) = &parse_error {
             tracing::warn!(pid, error = %err, "JFR data partly unusable");
         }
+        let jfr_bytes = windows
+            .first()
+            .and_then(|w| w.accounting)
+            .map_or(0, |a| a.jfr_bytes);
+        reporter
+            .metrics
+            .window(&windows, jfr_bytes, parse_error.is_some());
         for window in &windows {
             reporter.window(window);
         }

@@ -19,5 +19,7 @@ pub mod wire;
 pub use stack_id::{FrameKey, stack_id, stack_id_of_names};
 #[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
