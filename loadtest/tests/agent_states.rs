@@ -40,15 +40,15 @@ impl Setup {
     }
 
     fn agent(&self, pid: u32) -> Agent {
-        self.spawn_agent(pid, Stdio::null())
+        self.spawn_agent(pid, Stdio::null(), &[])
     }
 
     /// An agent whose stdout (the metrics address line) the test reads.
     fn agent_with_stdout(&self, pid: u32) -> Agent {
-        self.spawn_agent(pid, Stdio::piped())
+        self.spawn_agent(pid, Stdio::piped(), &[])
     }
 
-    fn spawn_agent(&self, pid: u32, stdout: Stdio) -> Agent {
+    fn spawn_agent(&self, pid: u32, stdout: Stdio, extra: &[&str]) -> Agent {
         let bin =
             PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name("javelin-agent");
         assert!(
@@ -90,6 +90,7 @@ impl Setup {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .stdout(stdout)
             .stderr(log)
             .spawn()
@@ -300,4 +301,52 @@ async fn the_agent_exports_its_metrics_for_prometheus() {
         .await
         .expect("healthz");
     assert!(health.status().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_jfr_is_kept_when_enabled_within_its_bound() {
+    let setup = Setup::new().await;
+    let jvm = DemoJvm::start(&[]);
+    let dir = std::env::temp_dir().join(format!("{}-jfr", setup.run));
+    let max_bytes: u64 = 400_000;
+    let _agent = setup.spawn_agent(
+        jvm.pid,
+        Stdio::null(),
+        &[
+            "--keep-jfr-dir",
+            &dir.display().to_string(),
+            "--keep-jfr-max-bytes",
+            &max_bytes.to_string(),
+        ],
+    );
+    let files = wait_for("three kept JFR files", Duration::from_secs(60), || {
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "jfr"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        async move { (files.len() >= 3).then_some(files) }
+    })
+    .await;
+    for file in &files {
+        let Ok(bytes) = std::fs::read(file) else {
+            continue;
+        }; // pruned meanwhile
+        let (chunks, error) = javelin_agent::jfr_parse::scan_chunks(&bytes);
+        assert!(
+            error.is_none() && !chunks.is_empty(),
+            "{}: {error:?}",
+            file.display()
+        );
+    }
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(total <= max_bytes, "{total} bytes kept, bound {max_bytes}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::aggregate::Bounds;
+use crate::artifacts::ArtifactPolicy;
 use crate::publish::PublisherConfig;
 use crate::recorder::JfrSettings;
 use crate::target::TargetConfig;
@@ -86,6 +87,15 @@ pub struct AgentArgs {
     /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
     #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Keep each window's raw JFR in this directory (off when unset).
+    #[arg(long, env = "JAVELIN_KEEP_JFR_DIR")]
+    pub keep_jfr_dir: Option<std::path::PathBuf>,
+    /// Most bytes of raw JFR kept; the oldest files are deleted first.
+    #[arg(long, env = "JAVELIN_KEEP_JFR_MAX_BYTES", default_value_t = 1 << 30)]
+    pub keep_jfr_max_bytes: u64,
+    /// Raw JFR files older than this many seconds are deleted.
+    #[arg(long, env = "JAVELIN_KEEP_JFR_MAX_AGE_SECS", default_value_t = 86_400)]
+    pub keep_jfr_max_age_secs: u64,
     /// Largest JFR dump read per target and window, in bytes.
     #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = JfrSettings::default().max_dump_bytes)]
     pub max_dump_bytes: u64,
@@ -116,6 +126,11 @@ impl AgentArgs {
             window: Duration::from_secs(self.window_secs),
             recording_name: self.recording_name.clone(),
             installation: self.installation.clone(),
+            artifacts: self.keep_jfr_dir.clone().map(|dir| ArtifactPolicy {
+                dir,
+                max_bytes: self.keep_jfr_max_bytes,
+                max_age: Duration::from_secs(self.keep_jfr_max_age_secs),
+            }),
             attach_timeout: Duration::from_secs(self.attach_timeout_secs),
             jfr: JfrSettings {
                 cpu_period: Duration::from_millis(self.cpu_period_ms),

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod artifacts;
 pub mod attach;
 pub mod config;
 pub mod discovery;

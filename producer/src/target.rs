@@ -7,6 +7,7 @@ use javelin_schema::wire::{self, TargetIdentity, TargetState, TargetStatus};
 use tokio::sync::watch;
 
 use crate::aggregate::{Bounds, WindowAggregator};
+use crate::artifacts::ArtifactPolicy;
 use crate::attach::AttachTarget;
 use crate::discovery::{ForeignProfiler, JvmProcess};
 use crate::jfr_parse::{EventRules, parse_chunks};
@@ -27,6 +28,8 @@ pub struct TargetConfig {
     pub bounds: Bounds,
     /// This agent installation's name, written into session markers.
     pub installation: String,
+    /// Raw JFR kept on the node, when enabled.
+    pub artifacts: Option<ArtifactPolicy>,
 }
 
 pub fn now_ms() -> i64 {
@@ -267,15 +270,19 @@ pub async fn run(
         };
         let identity = reporter.identity.clone();
         let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);
+        let artifacts = config.artifacts.clone();
         let built = tokio::task::spawn_blocking(move || {
-            build_windows(
+            let kept =
+                artifacts.map(|policy| keep_artifact(&policy, &collected, &identity, window_start));
+            let (windows, error) = build_windows(
                 collected,
                 &identity,
                 window_start,
                 window_end,
                 cfg_bounds,
                 cpu_period,
-            )
+            );
+            (windows, error.or(kept.and_then(Result::err)))
         })
         .await;
         let (windows, parse_error) = match built {
@@ -347,6 +354,28 @@ fn build_windows(
     );
     let error = outcome.error.or(collected.error).map(|e| e.to_string());
     (windows, error)
+}
+
+/// Keeps the window's new JFR chunks as a file under the artifact policy.
+fn keep_artifact(
+    policy: &ArtifactPolicy,
+    collected: &Collected,
+    identity: &TargetIdentity,
+    window_start: i64,
+) -> Result<(), String> {
+    let chunks: Vec<&[u8]> = collected
+        .new_chunks
+        .iter()
+        .map(|c| &collected.bytes[c.offset..c.offset + c.size])
+        .collect();
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let name = format!("{}-{}-{window_start}", identity.service, identity.pid);
+    policy
+        .keep(&name, &chunks)
+        .map(|_| ())
+        .map_err(|e| format!("keeping raw JFR in {}: {e}", policy.dir.display()))
 }
 
 /// Runs blocking recorder work off the async threads, handing the recorder back.
