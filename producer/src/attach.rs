@@ -156,6 +156,11 @@ impl AttachTarget {
         PathBuf::from(format!("/proc/{}/{rest}", self.pid))
     }
 
+    /// An absolute path inside the target's filesystem, seen from the agent.
+    pub fn in_target(&self, path: &str) -> PathBuf {
+        self.proc_path("root").join(path.trim_start_matches('/'))
+    }
+
     /// The target's `/tmp`, seen from the agent.
     pub fn tmp_dir(&self) -> PathBuf {
         self.proc_path("root/tmp")

@@ -7,7 +7,7 @@ use clap::Parser;
 use crate::aggregate::Bounds;
 use crate::artifacts::ArtifactPolicy;
 use crate::publish::PublisherConfig;
-use crate::recorder::JfrSettings;
+use crate::recorder::{AsyncProfilerSettings, JfrSettings};
 use crate::target::TargetConfig;
 
 #[derive(Debug, Clone, Parser)]
@@ -87,6 +87,15 @@ pub struct AgentArgs {
     /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
     #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// `libasyncProfiler.so` on the node: profile with async-profiler instead of the built-in JFR.
+    #[arg(long, env = "JAVELIN_ASYNC_PROFILER_LIB")]
+    pub async_profiler_lib: Option<std::path::PathBuf>,
+    /// async-profiler: sample an allocation every this many bytes.
+    #[arg(long, env = "JAVELIN_ALLOC_INTERVAL_BYTES", default_value_t = 512 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub alloc_interval_bytes: u64,
+    /// Record monitor and park contention longer than this many milliseconds (both recorders).
+    #[arg(long, env = "JAVELIN_LOCK_THRESHOLD_MS", default_value_t = 10)]
+    pub lock_threshold_ms: u64,
     /// Keep each window's raw JFR in this directory (off when unset).
     #[arg(long, env = "JAVELIN_KEEP_JFR_DIR")]
     pub keep_jfr_dir: Option<std::path::PathBuf>,
@@ -126,6 +135,18 @@ impl AgentArgs {
             window: Duration::from_secs(self.window_secs),
             recording_name: self.recording_name.clone(),
             installation: self.installation.clone(),
+            async_profiler: self
+                .async_profiler_lib
+                .clone()
+                .map(|library| AsyncProfilerSettings {
+                    library,
+                    cpu_interval: Duration::from_millis(self.cpu_period_ms),
+                    alloc_bytes: self.alloc_interval_bytes,
+                    lock_threshold: Duration::from_millis(self.lock_threshold_ms),
+                    // Three windows: long enough to survive a slow window, short enough to end an orphaned session.
+                    session_timeout: Duration::from_secs(self.window_secs * 3),
+                    max_dump_bytes: self.max_dump_bytes,
+                }),
             artifacts: self.keep_jfr_dir.clone().map(|dir| ArtifactPolicy {
                 dir,
                 max_bytes: self.keep_jfr_max_bytes,
@@ -136,6 +157,8 @@ impl AgentArgs {
                 cpu_period: Duration::from_millis(self.cpu_period_ms),
                 max_dump_bytes: self.max_dump_bytes,
                 max_age: Duration::from_secs((self.window_secs * 3).max(60)),
+                lock_threshold: Duration::from_millis(self.lock_threshold_ms),
+                park_threshold: Duration::from_millis(self.lock_threshold_ms),
                 ..JfrSettings::default()
             },
             bounds: Bounds {

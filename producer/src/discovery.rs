@@ -49,8 +49,9 @@ const OTHER_PROFILERS: &[&str] = &[
     "libasyncProfiler-pyroscope",
 ];
 
-/// The first foreign profiler library mapped into the process. The agent loads
-/// no native library of its own yet (JFR mode), so every async-profiler is foreign.
+/// The first foreign profiler library mapped into the process: an async-profiler
+/// mapped from anywhere but the agent's own path inside the target
+/// ([`crate::recorder::async_profiler::TARGET_LIBRARY`]), or another vendor's agent.
 fn foreign_profiler(maps: &str) -> Option<ForeignProfiler> {
     let path_of = |line: &str| line.split_whitespace().nth(5).unwrap_or(line).to_string();
     if let Some(line) = maps
@@ -60,8 +61,10 @@ fn foreign_profiler(maps: &str) -> Option<ForeignProfiler> {
         return Some(ForeignProfiler::Other(path_of(line)));
     }
     maps.lines()
-        .find(|l| l.contains("libasyncProfiler"))
-        .map(|l| ForeignProfiler::AsyncProfiler(path_of(l)))
+        .filter(|l| l.contains("libasyncProfiler"))
+        .map(path_of)
+        .find(|path| path != crate::recorder::async_profiler::TARGET_LIBRARY)
+        .map(ForeignProfiler::AsyncProfiler)
 }
 
 /// Reads a /proc tree (the real one, or a fixture in tests).

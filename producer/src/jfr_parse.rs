@@ -222,7 +222,10 @@ pub struct ParseOutcome {
 fn event_type(name: &str) -> Option<ProfileType> {
     match name {
         "jdk.ExecutionSample" => Some(ProfileType::Cpu),
-        "jdk.ObjectAllocationSample" => Some(ProfileType::Alloc),
+        // Built-in JFR samples allocations; async-profiler writes TLAB events.
+        "jdk.ObjectAllocationSample"
+        | "jdk.ObjectAllocationInNewTLAB"
+        | "jdk.ObjectAllocationOutsideTLAB" => Some(ProfileType::Alloc),
         "jdk.JavaMonitorEnter" => Some(ProfileType::Lock),
         "jdk.ThreadPark" => Some(ProfileType::Park),
         _ => None,
@@ -300,7 +303,7 @@ fn parse_one_chunk(
         let value = event.value();
         let weight = match kind {
             ProfileType::Cpu => Some(rules.cpu_period_nanos),
-            ProfileType::Alloc => long_field(&value, "weight"),
+            ProfileType::Alloc => allocation_weight(event.class.name(), &value),
             ProfileType::Lock => duration_nanos(&value, info.ticks_per_second),
             ProfileType::Park => {
                 if is_idle_park(&value) {
@@ -327,6 +330,19 @@ fn parse_one_chunk(
         }
     }
     Ok(())
+}
+
+/// Bytes an allocation event stands for: the sampler's `weight` (built-in JFR);
+/// for async-profiler's TLAB events the sampled interval (`tlabSize`, which it
+/// sets to max(object size, interval)), else the object's own size.
+fn allocation_weight(event: &str, value: &Accessor<'_>) -> Option<i64> {
+    match event {
+        "jdk.ObjectAllocationInNewTLAB" => long_field(value, "tlabSize")
+            .filter(|&t| t != 0)
+            .or_else(|| long_field(value, "allocationSize")),
+        "jdk.ObjectAllocationOutsideTLAB" => long_field(value, "allocationSize"),
+        _ => long_field(value, "weight"),
+    }
 }
 
 fn long_field(value: &Accessor<'_>, name: &str) -> Option<i64> {

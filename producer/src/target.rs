@@ -12,7 +12,9 @@ use crate::attach::AttachTarget;
 use crate::discovery::{ForeignProfiler, JvmProcess};
 use crate::jfr_parse::{EventRules, parse_chunks};
 use crate::metrics::AgentMetrics;
-use crate::recorder::{Collected, JfrRecorder, JfrSettings};
+use crate::recorder::{
+    AsyncProfilerRecorder, AsyncProfilerSettings, Collected, JfrRecorder, JfrSettings, Recorder,
+};
 use crate::session::{self, Marker, Ownership};
 use crate::spool::{Destination, Spool, Spooled};
 
@@ -28,6 +30,8 @@ pub struct TargetConfig {
     pub bounds: Bounds,
     /// This agent installation's name, written into session markers.
     pub installation: String,
+    /// async-profiler mode, when a library is configured; built-in JFR otherwise.
+    pub async_profiler: Option<AsyncProfilerSettings>,
     /// Raw JFR kept on the node, when enabled.
     pub artifacts: Option<ArtifactPolicy>,
 }
@@ -68,6 +72,8 @@ pub enum TargetEnd {
 
 /// Publishes a target's windows and status through the spool.
 struct Reporter {
+    /// The recorder kind (`jfr`, `async-profiler`).
+    recorder: &'static str,
     spool: Spool,
     metrics: AgentMetrics,
     identity: TargetIdentity,
@@ -100,7 +106,7 @@ impl Reporter {
         let status = TargetStatus {
             target: Some(self.identity.clone()),
             state: state as i32,
-            recorder: "jfr".into(),
+            recorder: self.recorder.into(),
             last_error: last_error.to_string(),
             observed_at_ms: now_ms(),
             agent_version: crate::AGENT_VERSION.into(),
@@ -124,7 +130,13 @@ pub async fn run(
     metrics: AgentMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> TargetEnd {
+    let recorder_kind = if config.async_profiler.is_some() {
+        "async-profiler"
+    } else {
+        "jfr"
+    };
     let mut reporter = Reporter {
+        recorder: recorder_kind,
         spool,
         metrics,
         identity: identity(&jvm, &config),
@@ -163,7 +175,7 @@ pub async fn run(
     }
     let me = Marker {
         installation: config.installation.clone(),
-        recorder: "jfr".into(),
+        recorder: recorder_kind.into(),
         recording: config.recording_name.clone(),
         agent_pid: std::process::id(),
         agent_start_ms: session::own_start_ms(),
@@ -198,7 +210,14 @@ pub async fn run(
         nspid: jvm.nspid,
         timeout: config.attach_timeout,
     };
-    let recorder = JfrRecorder::new(attach, config.recording_name.clone(), config.jfr.clone());
+    let recorder: Box<dyn Recorder> = match &config.async_profiler {
+        Some(settings) => Box::new(AsyncProfilerRecorder::new(attach, settings.clone())),
+        None => Box::new(JfrRecorder::new(
+            attach,
+            config.recording_name.clone(),
+            config.jfr.clone(),
+        )),
+    };
     let stale = match &ownership {
         Ownership::Orphaned(old) if old.recording != config.recording_name => {
             Some(old.recording.clone())
@@ -379,13 +398,13 @@ fn keep_artifact(
 }
 
 /// Runs blocking recorder work off the async threads, handing the recorder back.
-async fn blocking<T, F>(mut recorder: JfrRecorder, f: F) -> Option<(T, JfrRecorder)>
+async fn blocking<T, F>(mut recorder: Box<dyn Recorder>, f: F) -> Option<(T, Box<dyn Recorder>)>
 where
     T: Send + 'static,
-    F: FnOnce(&mut JfrRecorder) -> T + Send + 'static,
+    F: FnOnce(&mut dyn Recorder) -> T + Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
-        let out = f(&mut recorder);
+        let out = f(recorder.as_mut());
         (out, recorder)
     })
     .await

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::attach::AttachTarget;
 use javelin_agent::jfr_parse::{EventRules, TypeCounts, parse_chunks};
-use javelin_agent::recorder::{JfrRecorder, JfrSettings};
+use javelin_agent::recorder::{
+    AsyncProfilerRecorder, AsyncProfilerSettings, JfrRecorder, JfrSettings, Recorder,
+};
 use javelin_schema::testkit::{DemoJvm, unique_name};
 use javelin_schema::wire::{FrameType, ProfileType, ProfileWindow, TargetIdentity};
 
@@ -26,7 +28,7 @@ struct Collection {
 }
 
 impl Collection {
-    fn collect(&mut self, recorder: &mut JfrRecorder) {
+    fn collect(&mut self, recorder: &mut dyn Recorder) {
         let collected = recorder.collect().expect("JFR.dump and read");
         assert!(collected.error.is_none(), "{:?}", collected.error);
         let rules = EventRules {
@@ -100,18 +102,13 @@ const HOT_SPOTS: [(ProfileType, &str); 4] = [
 ];
 
 /// Collects from a fresh recording until every type's top frame is its hot spot (deadline 60 s).
-fn record_demo(jvm: &DemoJvm) -> (Collection, JfrRecorder) {
-    let mut recorder = JfrRecorder::new(
-        attach_target(jvm),
-        unique_name("javelin_test"),
-        JfrSettings::default(),
-    );
-    recorder.start(None).expect("JFR.start");
+fn record_demo(mut recorder: Box<dyn Recorder>) -> (Collection, Box<dyn Recorder>) {
+    recorder.start(None).expect("the recorder starts");
     let mut collection = Collection::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         std::thread::sleep(Duration::from_secs(2));
-        collection.collect(&mut recorder);
+        collection.collect(recorder.as_mut());
         let done = HOT_SPOTS.iter().all(|(kind, hot)| {
             collection
                 .by_app_leaf(*kind)
@@ -137,10 +134,17 @@ fn record_demo(jvm: &DemoJvm) -> (Collection, JfrRecorder) {
     }
 }
 
-#[test]
-fn builtin_jfr_profiles_all_four_types_at_the_workload_hot_spots() {
-    let jvm = DemoJvm::start(&[]);
-    let (collection, mut recorder) = record_demo(&jvm);
+fn jfr_recorder(jvm: &DemoJvm) -> Box<dyn Recorder> {
+    Box::new(JfrRecorder::new(
+        attach_target(jvm),
+        unique_name("javelin_test"),
+        JfrSettings::default(),
+    ))
+}
+
+/// Every profile type is non-empty and its top application frame is the workload's hot spot.
+fn assert_hot_spots(recorder: Box<dyn Recorder>) {
+    let (collection, mut recorder) = record_demo(recorder);
     for (kind, hot) in HOT_SPOTS {
         let ranking = collection.by_app_leaf(kind);
         assert_eq!(
@@ -186,7 +190,37 @@ fn builtin_jfr_profiles_all_four_types_at_the_workload_hot_spots() {
             .all(|(_, kind)| executed.contains(kind)),
         "{cpu_burn_frames:?}"
     );
-    recorder.stop().expect("JFR.stop");
+    recorder.stop().expect("the recorder stops");
+}
+
+#[test]
+fn builtin_jfr_profiles_all_four_types_at_the_workload_hot_spots() {
+    let jvm = DemoJvm::start(&[]);
+    assert_hot_spots(jfr_recorder(&jvm));
+}
+
+#[test]
+fn async_profiler_profiles_all_four_types_at_the_workload_hot_spots() {
+    let Some(library) = std::env::var_os("JAVELIN_TEST_ASYNC_PROFILER") else {
+        eprintln!(
+            "SKIPPED async-profiler mode: set JAVELIN_TEST_ASYNC_PROFILER to a libasyncProfiler.so \
+             (no package registry reachable here ships one)"
+        );
+        return;
+    };
+    let jvm = DemoJvm::start(&[]);
+    let settings = AsyncProfilerSettings {
+        library: library.into(),
+        cpu_interval: Duration::from_millis(10),
+        alloc_bytes: 512 * 1024,
+        lock_threshold: Duration::from_millis(10),
+        session_timeout: Duration::from_secs(120),
+        max_dump_bytes: 256 << 20,
+    };
+    assert_hot_spots(Box::new(AsyncProfilerRecorder::new(
+        attach_target(&jvm),
+        settings,
+    )));
 }
 
 /// `PT1M2.5S` → nanoseconds.
@@ -207,7 +241,7 @@ fn iso_duration_nanos(text: &str) -> i64 {
 #[test]
 fn totals_equal_an_independent_count_by_jdk_jfr_print() {
     let jvm = DemoJvm::start(&[]);
-    let (collection, mut recorder) = record_demo(&jvm);
+    let (collection, mut recorder) = record_demo(jfr_recorder(&jvm));
     recorder.stop().expect("JFR.stop");
     let file = std::env::temp_dir().join(format!("{}.jfr", unique_name("javelin_check")));
     std::fs::write(&file, &collection.jfr).expect("write jfr");

@@ -9,8 +9,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::attach::{AttachError, AttachTarget};
-use crate::jfr_parse::{ChunkInfo, JfrError, scan_chunks};
+use super::{Collected, Recorder, RecorderError, take_file};
+use crate::attach::AttachTarget;
+use crate::jfr_parse::{ChunkInfo, scan_chunks};
 
 /// JFR event settings for the recording.
 #[derive(Debug, Clone)]
@@ -37,30 +38,6 @@ impl Default for JfrSettings {
             max_dump_bytes: 256 << 20,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RecorderError {
-    #[error(transparent)]
-    Attach(#[from] AttachError),
-    #[error("reading the dump {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the dump has {size} bytes, over the {limit}-byte limit; window dropped")]
-    TooLarge { size: u64, limit: u64 },
-}
-
-/// New JFR data from one window.
-#[derive(Debug, Default)]
-pub struct Collected {
-    pub bytes: Vec<u8>,
-    /// Chunks of `bytes` not seen in earlier windows.
-    pub new_chunks: Vec<ChunkInfo>,
-    /// Problem with the rest of the file, if any (reported, never fatal).
-    pub error: Option<JfrError>,
 }
 
 /// One JFR recording in one JVM, owned by this agent.
@@ -107,11 +84,17 @@ impl JfrRecorder {
         ]
         .join(" ")
     }
+}
+
+impl Recorder for JfrRecorder {
+    fn kind(&self) -> &'static str {
+        "jfr"
+    }
 
     /// Starts the recording, replacing one of the same name (and `stale`, an
     /// orphaned recording of ours under an older name) left by an earlier agent
     /// run, so a JVM never carries two of ours.
-    pub fn start(&mut self, stale: Option<&str>) -> Result<(), RecorderError> {
+    fn start(&mut self, stale: Option<&str>) -> Result<(), RecorderError> {
         // Status 0 and "Could not stop" when there is none: both fine.
         for name in std::iter::once(self.name.as_str()).chain(stale) {
             let _ = self.target.jcmd(&format!("JFR.stop name={name}"));
@@ -123,33 +106,17 @@ impl JfrRecorder {
     }
 
     /// Dumps the recording and returns the chunks not collected before.
-    pub fn collect(&mut self) -> Result<Collected, RecorderError> {
+    fn collect(&mut self) -> Result<Collected, RecorderError> {
         self.dumps += 1;
         let file = format!("/tmp/{}-{}.jfr", self.name, self.dumps);
-        let local = self.target.tmp_dir().join(file.trim_start_matches("/tmp/"));
+        let local = self.target.in_target(&file);
         let reply = self
             .target
             .jcmd(&format!("JFR.dump name={} filename={file}", self.name));
-        let read = reply.map_err(RecorderError::from).and_then(|r| {
-            r.expect("Dumped recording")?;
-            let size = std::fs::metadata(&local)
-                .map_err(|source| RecorderError::Read {
-                    path: local.display().to_string(),
-                    source,
-                })?
-                .len();
-            if size > self.settings.max_dump_bytes {
-                return Err(RecorderError::TooLarge {
-                    size,
-                    limit: self.settings.max_dump_bytes,
-                });
-            }
-            std::fs::read(&local).map_err(|source| RecorderError::Read {
-                path: local.display().to_string(),
-                source,
-            })
-        });
-        let _ = std::fs::remove_file(&local);
+        let read = reply
+            .map_err(RecorderError::from)
+            .and_then(|r| Ok(r.expect("Dumped recording")?))
+            .and_then(|_| take_file(&local, self.settings.max_dump_bytes));
         let bytes = read?;
         let (chunks, error) = scan_chunks(&bytes);
         let new_chunks: Vec<ChunkInfo> = chunks
@@ -170,7 +137,7 @@ impl JfrRecorder {
     }
 
     /// Stops the recording (the agent is shutting down or the target is leaving).
-    pub fn stop(&mut self) -> Result<(), RecorderError> {
+    fn stop(&mut self) -> Result<(), RecorderError> {
         self.target
             .jcmd(&format!("JFR.stop name={}", self.name))?
             .expect("Stopped recording")?;
