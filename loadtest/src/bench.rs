@@ -208,6 +208,28 @@ fn pin_to_cpu0() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain HTTP/1.0 GET on loopback (the metrics endpoint), without a client library.
+fn http_get(url: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map_or(body.clone(), |(_, b)| b.to_string()))
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -265,18 +287,40 @@ pub fn bench_agent_rss(
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", agent_bin.display()))?,
     );
+    let mut agent = agent;
     let pid = agent.0.id();
+    let metrics_url = {
+        let mut line = String::new();
+        let stdout = agent.0.stdout.take().context("agent stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     let total = Duration::from_secs(windows * window_secs + 10);
     eprintln!("profiling for {total:?}");
     std::thread::sleep(total);
     let hwm = vm_hwm_kib(pid).context("reading the agent's VmHWM")?;
+    let metrics = http_get(&metrics_url)?;
+    let profiling = metric(&metrics, "javelin_agent_targets", "state=\"profiling\"");
+    let windows_built: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("javelin_agent_windows_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    if profiling < jvms as f64 {
+        bail!("only {profiling} of {jvms} JVMs were being profiled");
+    }
     println!(
-        "| agent peak RSS (VmHWM), {jvms} JVMs, {windows} windows of {window_secs} s, default bounds | {:.1} MiB | limit 64 MiB |",
+        "| agent peak RSS (VmHWM): {jvms} JVMs profiled, {windows_built} window parts built in {} s, default bounds | {:.1} MiB | limit 64 MiB |",
+        total.as_secs(),
         hwm as f64 / 1024.0
     );
     drop(agent);
