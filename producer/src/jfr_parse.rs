@@ -280,56 +280,122 @@ fn parse_one_chunk(
     // Stack-trace constant-pool ids are chunk-scoped: cache per chunk only.
     let mut stacks: HashMap<i64, Frames> = HashMap::new();
     let no_stack: Frames = Arc::from(vec![Frame::synthetic(NO_STACK_FRAME)]);
+    let execution_sample_id = chunk
+        .metadata
+        .type_pool
+        .get_types()
+        .find(|t| t.name() == "jdk.ExecutionSample")
+        .map(|t| t.class_id);
+    // CPU samples are weighted by the sampling period the recording itself
+    // reports (jdk.ActiveSetting), known only once the chunk is read: count them
+    // per stack and weigh them at the end.
+    let mut cpu: HashMap<Frames, i64> = HashMap::new();
+    let mut period = None;
     let mut last_offset = None;
-    for event in chunk_reader.events(&chunk) {
-        let event = event.map_err(|e| e.to_string())?;
-        if last_offset.is_some_and(|o| event.byte_offset <= o) {
-            return Err(format!(
-                "event offset {} does not advance",
-                event.byte_offset
-            ));
-        }
-        last_offset = Some(event.byte_offset);
-        let Some(kind) = event_type(event.class.name()) else {
-            continue;
-        };
-        let count = counts.entry(kind).or_default();
-        count.raw_events += 1;
-        if *budget == 0 {
-            count.dropped_events += 1;
-            continue;
-        }
-        *budget -= 1;
-        let value = event.value();
-        let weight = match kind {
-            ProfileType::Cpu => Some(rules.cpu_period_nanos),
-            ProfileType::Alloc => allocation_weight(event.class.name(), &value),
-            ProfileType::Lock => duration_nanos(&value, info.ticks_per_second),
-            ProfileType::Park => {
-                if is_idle_park(&value) {
-                    // Not contention: an idle worker waiting for work. Counted as raw, not as data.
-                    count.raw_events -= 1;
-                    *budget += 1;
-                    continue;
+    let result = (|| {
+        for event in chunk_reader.events(&chunk) {
+            let event = event.map_err(|e| e.to_string())?;
+            if last_offset.is_some_and(|o| event.byte_offset <= o) {
+                return Err(format!(
+                    "event offset {} does not advance",
+                    event.byte_offset
+                ));
+            }
+            last_offset = Some(event.byte_offset);
+            if event.class.name() == "jdk.ActiveSetting" {
+                period = period.or_else(|| sampling_period(&event.value(), execution_sample_id));
+                continue;
+            }
+            let Some(kind) = event_type(event.class.name()) else {
+                continue;
+            };
+            let count = counts.entry(kind).or_default();
+            count.raw_events += 1;
+            if *budget == 0 {
+                count.dropped_events += 1;
+                continue;
+            }
+            *budget -= 1;
+            let value = event.value();
+            let weight = match kind {
+                ProfileType::Cpu => Some(rules.cpu_period_nanos),
+                ProfileType::Alloc => allocation_weight(event.class.name(), &value),
+                ProfileType::Lock => duration_nanos(&value, info.ticks_per_second),
+                ProfileType::Park => {
+                    if is_idle_park(&value) {
+                        // Not contention: an idle worker waiting for work. Counted as raw, not as data.
+                        count.raw_events -= 1;
+                        *budget += 1;
+                        continue;
+                    }
+                    duration_nanos(&value, info.ticks_per_second)
                 }
-                duration_nanos(&value, info.ticks_per_second)
+                ProfileType::Unspecified => None,
+            };
+            // An event without a stack (the JVM could not walk it) still carries weight:
+            // keep it under an explicit frame so totals stay exact.
+            let frames = stack_of(&value, &mut stacks)
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| no_stack.clone());
+            match weight {
+                Some(_) if kind == ProfileType::Cpu => {
+                    count.parsed_events += 1;
+                    *cpu.entry(frames).or_default() += 1;
+                }
+                Some(w) if w >= 0 => {
+                    count.parsed_events += 1;
+                    sink(kind, &frames, w, 1);
+                }
+                _ => count.dropped_events += 1,
             }
-            ProfileType::Unspecified => None,
-        };
-        // An event without a stack (the JVM could not walk it) still carries weight:
-        // keep it under an explicit frame so totals stay exact.
-        let frames = stack_of(&value, &mut stacks)
-            .filter(|f| !f.is_empty())
-            .unwrap_or_else(|| no_stack.clone());
-        match weight {
-            Some(w) if w >= 0 => {
-                count.parsed_events += 1;
-                sink(kind, &frames, w, 1);
-            }
-            _ => count.dropped_events += 1,
         }
+        Ok(())
+    })();
+    let period = period.unwrap_or(rules.cpu_period_nanos);
+    for (frames, samples) in cpu {
+        sink(
+            ProfileType::Cpu,
+            &frames,
+            samples.saturating_mul(period),
+            samples,
+        );
     }
-    Ok(())
+    result
+}
+
+/// The CPU sampling period (ns) from a `jdk.ActiveSetting` event: the JDK's
+/// `period` of jdk.ExecutionSample (`"10 ms"`), or async-profiler's `interval`
+/// (nanoseconds as a number).
+fn sampling_period(value: &Accessor<'_>, execution_sample_id: Option<i64>) -> Option<i64> {
+    let name = value
+        .get_field("name")
+        .and_then(|n| <&str>::try_from(n.value).ok())?;
+    let setting = value
+        .get_field("value")
+        .and_then(|v| <&str>::try_from(v.value).ok())?;
+    match name {
+        "period"
+            if execution_sample_id.is_some() && long_field(value, "id") == execution_sample_id =>
+        {
+            parse_period(setting)
+        }
+        "interval" => setting.trim().parse::<i64>().ok().filter(|&ns| ns > 0),
+        _ => None,
+    }
+}
+
+/// `"10 ms"`, `"20 ms"`, `"1 s"`, `"500 us"` → nanoseconds.
+fn parse_period(text: &str) -> Option<i64> {
+    let (number, unit) = text.trim().split_once(' ')?;
+    let n: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return None,
+    };
+    Some((n * scale).round() as i64).filter(|&ns| ns > 0)
 }
 
 /// Bytes an allocation event stands for: the sampler's `weight` (built-in JFR);
@@ -449,6 +515,15 @@ mod tests {
         h.extend_from_slice(&1_000_000_000i64.to_be_bytes()); // ticks/s
         h.extend_from_slice(&[state, 0, 0, 1]);
         h
+    }
+
+    #[test]
+    fn sampling_periods_parse() {
+        assert_eq!(parse_period("10 ms"), Some(10_000_000));
+        assert_eq!(parse_period("1 s"), Some(1_000_000_000));
+        assert_eq!(parse_period("500 us"), Some(500_000));
+        assert_eq!(parse_period("everyChunk"), None);
+        assert_eq!(parse_period("0 ms"), None);
     }
 
     #[test]

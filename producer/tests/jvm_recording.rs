@@ -318,3 +318,34 @@ fn totals_equal_an_independent_count_by_jdk_jfr_print() {
         );
     }
 }
+
+#[test]
+fn cpu_weights_come_from_the_recording_s_own_sampling_period() {
+    let jvm = DemoJvm::start(&[]);
+    // Recorded at 20 ms; the parser's fallback (Collection uses 10 ms) must not be used.
+    let settings = JfrSettings {
+        cpu_period: Duration::from_millis(20),
+        ..JfrSettings::default()
+    };
+    let mut recorder: Box<dyn Recorder> = Box::new(JfrRecorder::new(
+        attach_target(&jvm),
+        unique_name("javelin_period"),
+        settings,
+    ));
+    recorder.start(None).expect("JFR.start");
+    let mut collection = Collection::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while collection
+        .counts
+        .get(&ProfileType::Cpu)
+        .map_or(0, |c| c.parsed_events)
+        < 50
+    {
+        assert!(Instant::now() < deadline, "no CPU samples within 60 s");
+        std::thread::sleep(Duration::from_secs(2));
+        collection.collect(recorder.as_mut());
+    }
+    let samples = collection.counts[&ProfileType::Cpu].parsed_events as i64;
+    assert_eq!(collection.total(ProfileType::Cpu), samples * 20_000_000);
+    recorder.stop().expect("JFR.stop");
+}

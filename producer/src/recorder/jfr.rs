@@ -72,6 +72,8 @@ impl JfrRecorder {
         let stack = |e: &str| format!("+{e}#enabled=true +{e}#stackTrace=true");
         [
             format!("JFR.start name={} settings=none", self.name),
+            // The recording states its real sampling period; CPU weights are taken from it.
+            "+jdk.ActiveSetting#enabled=true".to_string(),
             stack("jdk.ExecutionSample"),
             format!("+jdk.ExecutionSample#period={}", ms(s.cpu_period)),
             stack("jdk.ObjectAllocationSample"),
