@@ -122,5 +122,10 @@ pub fn status_row(payload: &[u8]) -> Result<TargetStatusRow, DecodeError> {
         last_error: status.last_error,
         observed_at: secs(status.observed_at_ms),
         agent_version: status.agent_version,
+        windows_published: status.windows_published,
+        spool_dropped_messages: status.spool_dropped_messages,
+        dropped_events: status.dropped_events,
+        dropped_stacks: status.dropped_stacks,
+        truncated_windows: status.truncated_windows,
     })
 }

@@ -319,34 +319,77 @@ async fn raw_jfr_is_kept_when_enabled_within_its_bound() {
             &max_bytes.to_string(),
         ],
     );
-    let files = wait_for("three kept JFR files", Duration::from_secs(60), || {
-        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "jfr"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        async move { (files.len() >= 3).then_some(files) }
-    })
+    // Every poll: what is kept stays under the bound; over time, windows keep coming.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    wait_for(
+        "three windows kept over time",
+        Duration::from_secs(90),
+        || {
+            let files: Vec<(PathBuf, u64)> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "jfr"))
+                        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let total: u64 = files.iter().map(|f| f.1).sum();
+            assert!(total <= max_bytes, "{total} bytes kept, bound {max_bytes}");
+            for (file, _) in &files {
+                if let Ok(bytes) = std::fs::read(file) {
+                    let (chunks, error) = javelin_agent::jfr_parse::scan_chunks(&bytes);
+                    assert!(
+                        error.is_none() && !chunks.is_empty(),
+                        "{}: {error:?}",
+                        file.display()
+                    );
+                }
+            }
+            let mut seen = seen.lock().expect("lock");
+            seen.extend(files.into_iter().map(|f| f.0));
+            let enough = seen.len() >= 3;
+            async move { enough.then_some(()) }
+        },
+    )
     .await;
-    for file in &files {
-        let Ok(bytes) = std::fs::read(file) else {
-            continue;
-        }; // pruned meanwhile
-        let (chunks, error) = javelin_agent::jfr_parse::scan_chunks(&bytes);
-        assert!(
-            error.is_none() && !chunks.is_empty(),
-            "{}: {error:?}",
-            file.display()
-        );
-    }
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    assert!(total <= max_bytes, "{total} bytes kept, bound {max_bytes}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncation_is_counted_in_messages_and_target_status() {
+    let setup = Setup::new().await;
+    let status_log = TopicLog::follow(&setup.status);
+    let profiles_log = TopicLog::follow(&setup.profiles);
+    let jvm = DemoJvm::start(&[]);
+    let _agent = setup.spawn_agent(jvm.pid, Stdio::null(), &["--max-stacks-per-window", "2"]);
+    let status = wait_for(
+        "a status counting truncation",
+        Duration::from_secs(60),
+        || {
+            let found = statuses(&status_log, jvm.pid)
+                .into_iter()
+                .find(|s| s.truncated_windows > 0 && s.dropped_stacks > 0);
+            async move { found }
+        },
+    )
+    .await;
+    assert_eq!(status.state, TargetState::Profiling as i32);
+    // The windows themselves carry the same evidence, and never more than 2 stacks.
+    let windows: Vec<ProfileWindow> = profiles_log
+        .payloads()
+        .iter()
+        .filter_map(|p| ProfileWindow::decode(p.as_slice()).ok())
+        .collect();
+    assert!(!windows.is_empty());
+    assert!(windows.iter().all(|w| w.stacks.len() <= 2));
+    let truncated = windows
+        .iter()
+        .filter(|w| w.accounting.is_some_and(|a| a.truncated))
+        .count();
+    assert!(truncated > 0);
+    assert!(windows.iter().any(|w| {
+        w.stacks
+            .iter()
+            .any(|s| w.frames(s).next() == Some("[truncated]"))
+    }));
 }

@@ -28,13 +28,27 @@ impl ArtifactPolicy {
             }
             file.flush()?;
         }
+        let size = std::fs::metadata(&tmp)?.len();
+        if size > self.max_bytes {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(std::io::Error::other(format!(
+                "{size} bytes is more than the whole bound of {}",
+                self.max_bytes
+            )));
+        }
+        // Make room first, so the kept files never exceed the bound, not even for a moment.
+        self.prune_for(SystemTime::now(), size)?;
         std::fs::rename(&tmp, &path)?;
-        self.prune(SystemTime::now())?;
         Ok(path)
     }
 
     /// Deletes files older than `max_age`, then the oldest until the total fits `max_bytes`.
     pub fn prune(&self, now: SystemTime) -> std::io::Result<()> {
+        self.prune_for(now, 0)
+    }
+
+    /// Like [`ArtifactPolicy::prune`], leaving room for `incoming` more bytes.
+    fn prune_for(&self, now: SystemTime, incoming: u64) -> std::io::Result<()> {
         let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(&self.dir)?.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
@@ -45,7 +59,7 @@ impl ArtifactPolicy {
             files.push((modified, meta.len(), entry.path()));
         }
         files.sort();
-        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        let mut total: u64 = files.iter().map(|f| f.1).sum::<u64>() + incoming;
         for (modified, size, path) in files {
             let too_old = now
                 .duration_since(modified)

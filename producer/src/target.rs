@@ -78,8 +78,19 @@ struct Reporter {
     metrics: AgentMetrics,
     identity: TargetIdentity,
     windows: u64,
-    /// Spool drops last reported, to report again when they grow.
-    reported_drops: u64,
+    /// Drops and truncation since profiling started (reported in status).
+    losses: Losses,
+    /// What the last status reported, to report again when anything grows.
+    reported: Losses,
+}
+
+/// Cumulative data losses of one target, all of which its status reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Losses {
+    spool_dropped_messages: u64,
+    dropped_events: u64,
+    dropped_stacks: u64,
+    truncated_windows: u64,
 }
 
 impl Reporter {
@@ -91,18 +102,25 @@ impl Reporter {
             target_id: self.identity.target_id,
         });
         self.windows += 1;
+        // The accounting repeats in every part of a window: count it once.
+        if window.part_index == 0 {
+            let acc = window.accounting.unwrap_or_default();
+            self.losses.dropped_events += acc.dropped_events;
+            self.losses.dropped_stacks += acc.dropped_stacks;
+            self.losses.truncated_windows += u64::from(acc.truncated);
+        }
     }
 
-    /// Drops of this target's messages that the last status did not report yet.
-    fn new_drops(&self) -> Option<u64> {
-        let drops = self.spool.drops(self.identity.target_id).messages;
-        (drops > self.reported_drops).then_some(drops)
+    /// Losses grown since the last status, if any.
+    fn new_losses(&mut self) -> Option<Losses> {
+        self.losses.spool_dropped_messages = self.spool.drops(self.identity.target_id).messages;
+        (self.losses != self.reported).then_some(self.losses)
     }
 
     async fn status(&mut self, state: TargetState, last_error: &str) {
         self.metrics.state(self.identity.target_id, Some(state));
-        let dropped = self.spool.drops(self.identity.target_id).messages;
-        self.reported_drops = dropped;
+        self.losses.spool_dropped_messages = self.spool.drops(self.identity.target_id).messages;
+        self.reported = self.losses;
         let status = TargetStatus {
             target: Some(self.identity.clone()),
             state: state as i32,
@@ -111,7 +129,10 @@ impl Reporter {
             observed_at_ms: now_ms(),
             agent_version: crate::AGENT_VERSION.into(),
             windows_published: self.windows,
-            spool_dropped_messages: dropped,
+            spool_dropped_messages: self.losses.spool_dropped_messages,
+            dropped_events: self.losses.dropped_events,
+            dropped_stacks: self.losses.dropped_stacks,
+            truncated_windows: self.losses.truncated_windows,
         };
         self.spool.push(Spooled {
             destination: Destination::Status,
@@ -141,7 +162,8 @@ pub async fn run(
         metrics,
         identity: identity(&jvm, &config),
         windows: 0,
-        reported_drops: 0,
+        losses: Losses::default(),
+        reported: Losses::default(),
     };
     let pid = jvm.pid;
     if jvm.attach_disabled {
@@ -329,9 +351,17 @@ pub async fn run(
         );
         if let Some(e) = parse_error {
             reporter.status(TargetState::Profiling, &e).await;
-        } else if let Some(drops) = reporter.new_drops() {
+        } else if let Some(losses) = reporter.new_losses() {
+            // The counters travel in the status; the text names what needs an operator.
             let message =
-                format!("{drops} messages dropped from the full spool while Kafka was unavailable");
+                if losses.spool_dropped_messages > reporter.reported.spool_dropped_messages {
+                    format!(
+                        "{} messages dropped from the full spool while Kafka was unavailable",
+                        losses.spool_dropped_messages
+                    )
+                } else {
+                    String::new()
+                };
             reporter.status(TargetState::Profiling, &message).await;
         }
         window_start = window_end;

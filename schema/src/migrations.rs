@@ -117,7 +117,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE IF NOT EXISTS target_status (
             service {lc}, target_id UInt64, cluster {lc}, namespace {lc}, pod String,
             container {lc}, node {lc}, pid UInt32, state {lc}, recorder {lc},
-            last_error String, observed_at DateTime, agent_version String
+            last_error String, observed_at DateTime, agent_version String,
+            windows_published UInt64, spool_dropped_messages UInt64,
+            dropped_events UInt64, dropped_stacks UInt64, truncated_windows UInt64
         ) ENGINE = ReplacingMergeTree(observed_at)
         PARTITION BY toDate(observed_at)
         ORDER BY (service, target_id)

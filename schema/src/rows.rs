@@ -97,4 +97,9 @@ pub struct TargetStatusRow {
     pub last_error: String,
     pub observed_at: u32,
     pub agent_version: String,
+    pub windows_published: u64,
+    pub spool_dropped_messages: u64,
+    pub dropped_events: u64,
+    pub dropped_stacks: u64,
+    pub truncated_windows: u64,
 }

@@ -265,6 +265,9 @@ mod tests {
             agent_version: "test".into(),
             windows_published: 9,
             spool_dropped_messages: 1,
+            dropped_events: 3,
+            dropped_stacks: 4,
+            truncated_windows: 2,
         };
         let decoded = TargetStatus::decode(status.to_bytes().as_slice()).expect("decodes");
         assert_eq!(decoded, status);

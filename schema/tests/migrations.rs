@@ -97,6 +97,11 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         last_error: String::new(),
         observed_at: 1_764_000_011,
         agent_version: "0.1.0".into(),
+        windows_published: 12,
+        spool_dropped_messages: 1,
+        dropped_events: 2,
+        dropped_stacks: 3,
+        truncated_windows: 4,
     };
     write_one(&db, table::SAMPLES, &sample).await;
     write_one(&db, table::STACKS, &stack).await;
