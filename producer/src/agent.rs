@@ -65,7 +65,7 @@ pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         tokio::spawn(async move { spool.run_sender(publisher, max_in_flight, stop).await })
     };
     let proc = ProcFs::new("/proc")?;
-    let config = args.target();
+    let config = args.target(args.pod_lookup()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     // Key: (pid, start time), so a recycled pid is a new target.
     let mut running: HashMap<(u32, i64), JoinHandle<TargetEnd>> = HashMap::new();

@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use std::sync::Arc;
+
 use crate::aggregate::Bounds;
 use crate::artifacts::ArtifactPolicy;
+use crate::kubernetes_api::{LookupError, PodLookup};
 use crate::publish::PublisherConfig;
 use crate::recorder::{AsyncProfilerSettings, JfrSettings};
 use crate::target::TargetConfig;
@@ -87,6 +90,9 @@ pub struct AgentArgs {
     /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
     #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Look pods up in the Kubernetes API (labels, container names): `auto` when the agent runs in a cluster, or `off`.
+    #[arg(long, env = "JAVELIN_KUBERNETES_API", default_value = "auto", value_parser = ["auto", "off"])]
+    pub kubernetes_api: String,
     /// `libasyncProfiler.so` on the node: profile with async-profiler instead of the built-in JFR.
     #[arg(long, env = "JAVELIN_ASYNC_PROFILER_LIB")]
     pub async_profiler_lib: Option<std::path::PathBuf>,
@@ -128,8 +134,17 @@ impl AgentArgs {
         }
     }
 
-    pub fn target(&self) -> TargetConfig {
+    /// The pod lookup, when enabled and running in a cluster.
+    pub fn pod_lookup(&self) -> Result<Option<Arc<PodLookup>>, LookupError> {
+        if self.kubernetes_api == "off" {
+            return Ok(None);
+        }
+        Ok(PodLookup::in_cluster(Duration::from_secs(300), 4096)?.map(Arc::new))
+    }
+
+    pub fn target(&self, pods: Option<Arc<PodLookup>>) -> TargetConfig {
         TargetConfig {
+            pods,
             cluster: self.cluster.clone(),
             node: self.node_name(),
             window: Duration::from_secs(self.window_secs),

@@ -4,10 +4,8 @@
 //! `libj9vm`. Processes younger than `min_age` are left alone: a JVM that is
 //! still starting may not have its signal handlers installed yet.
 //!
-//! Service name, first match wins: `JAVELIN_SERVICE` in the process environment,
-//! then the container name (when known, see [`crate::kubernetes`]), then the main
-//! class or jar name from the command line. (The pod-label step of the documented
-//! chain needs the Kubernetes API lookup, not implemented yet.)
+//! Service name: see [`JvmProcess::resolve_service`]; the pod label and the
+//! container name come from [`crate::kubernetes`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,12 +20,32 @@ pub struct JvmProcess {
     /// Process start, ms since the epoch.
     pub start_ms: i64,
     pub service: String,
+    /// `JAVELIN_SERVICE` from the process environment.
+    pub explicit_service: Option<String>,
+    /// Main class or jar name from the command line.
+    pub main_name: Option<String>,
     /// Started with `-XX:+DisableAttachMechanism`: never attach.
     pub attach_disabled: bool,
     /// A profiler library someone else loaded into the JVM (path from its maps).
     pub foreign_profiler: Option<ForeignProfiler>,
     /// Kubernetes placement, where the process runs in a pod.
     pub pod: PodIdentity,
+}
+
+impl JvmProcess {
+    /// Applies the service-name chain, first match wins: `JAVELIN_SERVICE` →
+    /// the pod's `app.kubernetes.io/name` label (when looked up) → container name
+    /// → main class or jar name → `java-<pid>`.
+    pub fn resolve_service(&mut self, pod_label: Option<&str>) {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        self.service = self
+            .explicit_service
+            .clone()
+            .or_else(|| pod_label.and_then(non_empty))
+            .or_else(|| non_empty(&self.pod.container))
+            .or_else(|| self.main_name.clone())
+            .unwrap_or_else(|| format!("java-{}", self.pid));
+    }
 }
 
 /// A native profiler found in a JVM's memory maps.
@@ -129,23 +147,23 @@ impl ProcFs {
         let cmdline = read_nul_separated(&dir.join("cmdline"));
         let environ = read_nul_separated(&dir.join("environ"));
         let pod = PodIdentity::read(&dir, &environ);
-        let service = environ
-            .iter()
-            .find_map(|kv| kv.strip_prefix("JAVELIN_SERVICE="))
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .or_else(|| Some(pod.container.clone()).filter(|c| !c.is_empty()))
-            .or_else(|| main_name(&cmdline))
-            .unwrap_or_else(|| format!("java-{pid}"));
-        Some(JvmProcess {
+        let mut jvm = JvmProcess {
             pid,
             nspid: parse_nspid(&status).unwrap_or(pid),
             start_ms,
-            service,
+            service: String::new(),
+            explicit_service: environ
+                .iter()
+                .find_map(|kv| kv.strip_prefix("JAVELIN_SERVICE="))
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            main_name: main_name(&cmdline),
             attach_disabled: cmdline.iter().any(|a| a == "-XX:+DisableAttachMechanism"),
             foreign_profiler: foreign_profiler(&maps),
             pod,
-        })
+        };
+        jvm.resolve_service(None);
+        Some(jvm)
     }
 }
 
@@ -251,6 +269,36 @@ mod tests {
             Some("JavelinDemo".into())
         );
         assert_eq!(main_name(&args("java -version")), None);
+    }
+
+    #[test]
+    fn the_service_chain_takes_the_first_known_name() {
+        let mut jvm = JvmProcess {
+            pid: 42,
+            nspid: 1,
+            start_ms: 0,
+            service: String::new(),
+            explicit_service: None,
+            main_name: Some("Billing".into()),
+            attach_disabled: false,
+            foreign_profiler: None,
+            pod: PodIdentity::default(),
+        };
+        jvm.resolve_service(None);
+        assert_eq!(jvm.service, "Billing");
+        jvm.pod.container = "billing-app".into();
+        jvm.resolve_service(None);
+        assert_eq!(jvm.service, "billing-app");
+        jvm.resolve_service(Some("billing"));
+        assert_eq!(jvm.service, "billing");
+        jvm.explicit_service = Some("payments-billing".into());
+        jvm.resolve_service(Some("billing"));
+        assert_eq!(jvm.service, "payments-billing");
+        jvm.explicit_service = None;
+        jvm.main_name = None;
+        jvm.pod.container.clear();
+        jvm.resolve_service(Some(""));
+        assert_eq!(jvm.service, "java-42");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod config;
 pub mod discovery;
 pub mod jfr_parse;
 pub mod kubernetes;
+pub mod kubernetes_api;
 pub mod metrics;
 pub mod publish;
 pub mod recorder;

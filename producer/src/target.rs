@@ -1,6 +1,7 @@
 //! One profiled JVM: attach, record, and every window collect → parse →
 //! aggregate → publish, until the JVM exits or the agent stops.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use javelin_schema::wire::{self, TargetIdentity, TargetState, TargetStatus};
@@ -11,6 +12,7 @@ use crate::artifacts::ArtifactPolicy;
 use crate::attach::AttachTarget;
 use crate::discovery::{ForeignProfiler, JvmProcess};
 use crate::jfr_parse::{EventRules, parse_chunks};
+use crate::kubernetes_api::PodLookup;
 use crate::metrics::AgentMetrics;
 use crate::recorder::{
     AsyncProfilerRecorder, AsyncProfilerSettings, Collected, JfrRecorder, JfrSettings, Recorder,
@@ -30,6 +32,8 @@ pub struct TargetConfig {
     pub bounds: Bounds,
     /// This agent installation's name, written into session markers.
     pub installation: String,
+    /// Pod lookups in the Kubernetes API, when enabled and in a cluster.
+    pub pods: Option<Arc<PodLookup>>,
     /// async-profiler mode, when a library is configured; built-in JFR otherwise.
     pub async_profiler: Option<AsyncProfilerSettings>,
     /// Raw JFR kept on the node, when enabled.
@@ -145,12 +149,15 @@ impl Reporter {
 
 /// Profiles one JVM until it exits or `shutdown` turns true.
 pub async fn run(
-    jvm: JvmProcess,
+    mut jvm: JvmProcess,
     config: TargetConfig,
     spool: Spool,
     metrics: AgentMetrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> TargetEnd {
+    if let Some(pods) = &config.pods {
+        enrich_from_api(&mut jvm, pods).await;
+    }
     let recorder_kind = if config.async_profiler.is_some() {
         "async-profiler"
     } else {
@@ -403,6 +410,27 @@ fn build_windows(
     );
     let error = outcome.error.or(collected.error).map(|e| e.to_string());
     (windows, error)
+}
+
+/// Fills the container name and the pod-label step of the service-name chain
+/// from the Kubernetes API. A failed lookup only loses those two facts.
+async fn enrich_from_api(jvm: &mut JvmProcess, pods: &PodLookup) {
+    if jvm.pod.namespace.is_empty() || jvm.pod.pod.is_empty() {
+        return;
+    }
+    match pods.pod(&jvm.pod.namespace, &jvm.pod.pod).await {
+        Ok(meta) => {
+            if jvm.pod.container.is_empty()
+                && let Some(name) = meta.container_name(&jvm.pod.container_id)
+            {
+                jvm.pod.container = name.to_string();
+            }
+            jvm.resolve_service(meta.app_name());
+        }
+        Err(e) => {
+            tracing::warn!(pid = jvm.pid, error = %e, "pod lookup failed; identity without pod labels")
+        }
+    }
 }
 
 /// Keeps the window's new JFR chunks as a file under the artifact policy.
