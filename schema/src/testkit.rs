@@ -164,11 +164,30 @@ impl DemoJvm {
     }
 }
 
+/// One message as a test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Reads a topic from the beginning in the background (own consumer group) and
-/// collects every payload, for tests to inspect.
+/// collects every message, for tests to inspect.
 #[derive(Debug, Clone, Default)]
 pub struct TopicLog {
-    payloads: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
 }
 
 impl TopicLog {
@@ -180,6 +199,7 @@ impl TopicLog {
     pub fn follow_on(brokers: &str, topic: &str) -> TopicLog {
         use rdkafka::Message;
         use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::message::Headers;
         let consumer: StreamConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", unique_name("testlog"))
@@ -189,20 +209,45 @@ impl TopicLog {
             .expect("consumer");
         consumer.subscribe(&[topic]).expect("subscribe");
         let log = TopicLog::default();
-        let payloads = log.payloads.clone();
+        let messages = log.messages.clone();
         tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
-                let bytes = m.payload().unwrap_or_default().to_vec();
-                if let Ok(mut all) = payloads.lock() {
-                    all.push(bytes);
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let received = Received {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                };
+                if let Ok(mut all) = messages.lock() {
+                    all.push(received);
                 }
             }
         });
         log
     }
 
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.messages.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     /// Every payload received so far.
     pub fn payloads(&self) -> Vec<Vec<u8>> {
-        self.payloads.lock().map(|p| p.clone()).unwrap_or_default()
+        self.messages().into_iter().map(|m| m.payload).collect()
     }
 }
