@@ -1,0 +1,304 @@
+//! A ClickHouse outage under a steady stream: the consumer keeps its batch,
+//! commits nothing while ClickHouse is down, stays in the group, and afterwards
+//! the stored totals equal the produced totals exactly. Uses a ClickHouse server
+//! of its own (started with `dev/stack`'s own launcher on free ports), so other
+//! tests keep theirs.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use javelin_agent::aggregate::{Bounds, WindowAggregator};
+use javelin_agent::jfr_parse::Frame;
+use javelin_agent::publish::{Publisher, PublisherConfig};
+use javelin_agent::spool::Destination;
+use javelin_schema::testkit::{create_topics, kafka_brokers, unique_name, wait_for};
+use javelin_schema::wire::{ProfileType, TargetIdentity};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A ClickHouse server of this test's own, driven through `dev/stack`.
+struct OwnClickHouse {
+    dir: PathBuf,
+    http: u16,
+    tcp: u16,
+}
+
+impl OwnClickHouse {
+    fn stack(&self, verb: &str) {
+        let status = Command::new(repo().join("dev/stack"))
+            .arg(verb)
+            .env("JAVELIN_STACK_DIR", &self.dir)
+            .env("JAVELIN_CLICKHOUSE_HTTP_PORT", self.http.to_string())
+            .env("JAVELIN_CLICKHOUSE_TCP_PORT", self.tcp.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .expect("dev/stack runs");
+        assert!(status.success(), "dev/stack {verb} failed");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.stack("stop-clickhouse");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Committed offsets of `group` on `topic` (partitions 0..n), without joining the group.
+fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .create()
+        .expect("client");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
+    let outage = Duration::from_secs(
+        std::env::var("JAVELIN_TEST_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let run = unique_name("outage");
+    let ch = OwnClickHouse {
+        dir: std::env::temp_dir().join(&run),
+        http: free_port(),
+        tcp: free_port(),
+    };
+    ch.stack("start-clickhouse");
+    let (profiles, status, dlq) = (
+        format!("{run}.profiles"),
+        format!("{run}.status"),
+        format!("{run}.dlq"),
+    );
+    create_topics(&[&profiles, &status, &dlq], 2).await;
+    let bin =
+        |name: &str| PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name);
+    let migrate = Command::new(bin("javelin-consumer"))
+        .args(["migrate", "--clickhouse-url", &ch.url(), "--database", &run])
+        .output()
+        .expect("migrate");
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let log_path = repo().join(format!("target/e2e-logs/{run}.consumer.log"));
+    std::fs::create_dir_all(log_path.parent().expect("dir")).expect("log dir");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut consumer = Reaped(
+        Command::new(bin("javelin-consumer"))
+            .args([
+                "run",
+                "--clickhouse-url",
+                &ch.url(),
+                "--database",
+                &run,
+                "--brokers",
+                &kafka_brokers(),
+            ])
+            .args([
+                "--group-id",
+                &run,
+                "--profiles-topic",
+                &profiles,
+                "--status-topic",
+                &status,
+                "--dlq-topic",
+                &dlq,
+            ])
+            .args(["--batch-linger-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("consumer"),
+    );
+    let db = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_database(&run)
+        .with_validation(false);
+    let totals = || {
+        let db = db.clone();
+        async move {
+            db.query("SELECT count(), sum(value) FROM samples FINAL")
+                .fetch_one::<(u64, i64)>()
+                .await
+                .ok()
+        }
+    };
+
+    // A steady stream: one window every 250 ms before, during and after the outage.
+    let publisher = Publisher::new(PublisherConfig {
+        brokers: kafka_brokers(),
+        profiles_topic: profiles.clone(),
+        status_topic: status.clone(),
+        send_timeout: Duration::from_secs(30),
+        properties: vec![],
+    })
+    .expect("producer");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let producer = tokio::spawn(async move {
+        let (mut rows, mut value, mut i) = (0u64, 0i64, 0i64);
+        let target = TargetIdentity {
+            service: "svc".into(),
+            target_id: 5,
+            ..Default::default()
+        };
+        loop {
+            let mut agg = WindowAggregator::new(Bounds::default());
+            for k in 0..10 {
+                let frames: Vec<Frame> = ["main".to_string(), format!("Step{k}")]
+                    .iter()
+                    .map(|n| Frame::synthetic(n))
+                    .collect();
+                agg.add(ProfileType::Cpu, &frames.into(), 100 + k + i, 1);
+                value += 100 + k + i;
+                rows += 1;
+            }
+            let start = 1_764_000_000_000 + i * 1000;
+            for w in agg.finish(&target, start, start + 1000, &Default::default(), 0, 0) {
+                let key = if i % 2 == 0 { "a" } else { "b" };
+                publisher
+                    .send_to(Destination::Profiles, key, &w.to_bytes())
+                    .await
+                    .expect("produced");
+            }
+            i += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop_rx.changed() => return (rows, value),
+            }
+        }
+    });
+
+    wait_for(
+        "the stream flowing into ClickHouse",
+        Duration::from_secs(60),
+        || async { totals().await.filter(|t| t.0 > 100) },
+    )
+    .await;
+    ch.stack("stop-clickhouse");
+    let down_at = Instant::now();
+    // Offsets stored before the stop may still be committed by the next auto-commit
+    // (every 1 s): the baseline is taken once the consumer is retrying and the
+    // committed offsets hold still across more than one commit interval.
+    let before = wait_for(
+        "a retrying consumer and settled commits",
+        Duration::from_secs(30),
+        || {
+            let (run, profiles, log_path) = (run.clone(), profiles.clone(), log_path.clone());
+            async move {
+                let retrying = std::fs::read_to_string(&log_path)
+                    .is_ok_and(|l| l.contains("ClickHouse insert failed"));
+                let first = committed(&run, &profiles, 2);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                (retrying && committed(&run, &profiles, 2) == first).then_some(first)
+            }
+        },
+    )
+    .await;
+    wait_for(
+        "the outage to last",
+        outage + Duration::from_secs(5),
+        || async { (down_at.elapsed() >= outage).then_some(()) },
+    )
+    .await;
+    let during = committed(&run, &profiles, 2);
+    assert_eq!(
+        during, before,
+        "no offset may be committed while ClickHouse is down"
+    );
+    assert!(
+        consumer.0.try_wait().expect("wait").is_none(),
+        "the consumer stays up through the outage"
+    );
+    ch.stack("start-clickhouse");
+    let _ = stop_tx.send(true);
+    let (rows, value) = producer.await.expect("producer task");
+    let got = wait_for(
+        "exact totals after the outage",
+        Duration::from_secs(120),
+        || async { totals().await.filter(|t| *t == (rows, value)) },
+    )
+    .await;
+    assert_eq!(got, (rows, value));
+    // Everything produced is committed once ClickHouse is back.
+    let ends = high_watermarks(&profiles, 2);
+    let after = wait_for(
+        "offsets committed to the end of every partition",
+        Duration::from_secs(30),
+        || {
+            let (run, profiles, ends) = (run.clone(), profiles.clone(), ends.clone());
+            async move {
+                let now = committed(&run, &profiles, 2);
+                let done = now
+                    .iter()
+                    .zip(&ends)
+                    .all(|(c, end)| *c == *end || (*end == 0 && *c < 0));
+                done.then_some(now)
+            }
+        },
+    )
+    .await;
+    assert!(
+        after.iter().sum::<i64>() > before.iter().sum::<i64>(),
+        "{before:?} → {after:?}"
+    );
+}
+
+/// The end offset of each partition.
+fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("client");
+    (0..partitions)
+        .map(|p| {
+            client
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
