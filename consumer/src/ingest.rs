@@ -1,10 +1,17 @@
 //! The consume loop: poll → batch → insert (with retry) → store offsets.
 //!
-//! Offsets are stored (`enable.auto.offset.store=false`) only after every row of
-//! the batch is in ClickHouse or its message is in the dead-letter topic;
-//! librdkafka's auto-commit then commits stored offsets. Messages of a batch are
-//! stored in the order they arrived, so per partition the committed offset is
-//! always the end of a contiguous, durably handled run.
+//! Offsets are stored (`enable.auto.offset.store=false`) only after every
+//! message of the batch has its rows in ClickHouse or is in the dead-letter
+//! topic; librdkafka's auto-commit then commits stored offsets. Messages of a
+//! batch are stored in the order they arrived, so per partition the committed
+//! offset is always the end of a contiguous, durably handled run.
+//!
+//! While ClickHouse is failing, the batch is kept and retried with capped,
+//! jittered backoff; the assigned partitions are paused and the consumer keeps
+//! polling, so it stays in the group (heartbeats, `max.poll.interval.ms`) and
+//! serves rebalances. A partition revoked meanwhile cannot have its offsets
+//! stored by us; its new owner re-delivers those messages, and the rows are
+//! idempotent (ReplacingMergeTree keys), so nothing is double-counted.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -12,7 +19,9 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 
+use crate::batch::{BatchWriter, Pending, Rows, write_isolating};
 use crate::config::RunArgs;
 use crate::convert::{self, Source};
 use crate::dead_letter::DeadLetters;
@@ -22,6 +31,12 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl BatchWriter for Sink {
+    async fn write_batch(&mut self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+        self.write(batch).await
+    }
 }
 
 /// Runs the consumer until `shutdown` completes; the batch in hand is written and committed first.
@@ -44,19 +59,17 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[args.profiles_topic.as_str(), args.status_topic.as_str()])?;
     let dead_letters = DeadLetters::new(&args.brokers, &args.dlq_topic, &consumer_id)?;
-    let client = args.clickhouse_client();
-    let mut sink = Sink::new(client, args.stack_cache_entries);
+    let mut sink = Sink::new(args.clickhouse_client(), args.stack_cache_entries);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     tracing::info!(group = %args.group_id, topics = ?[&args.profiles_topic, &args.status_topic], "consuming");
 
     tokio::pin!(shutdown);
     let mut stopping = false;
     while !stopping {
-        let mut batch = Batch::default();
-        let mut handled: Vec<Source> = Vec::new();
-        let mut bytes = 0usize;
+        let mut pending: Vec<Pending> = Vec::new();
+        let (mut rows, mut bytes) = (0usize, 0usize);
         let deadline = Instant::now() + Duration::from_millis(args.batch_linger_ms);
-        while batch.rows() < args.batch_max_rows && bytes < args.batch_max_bytes {
+        while rows < args.batch_max_rows && bytes < args.batch_max_bytes {
             let message = tokio::select! {
                 m = consumer.recv() => m,
                 _ = tokio::time::sleep_until(deadline.into()) => break,
@@ -78,58 +91,169 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
             bytes += payload.len();
             let now = now_ms();
             let decoded = if source.topic == args.status_topic {
-                convert::status_row(payload).map(|row| batch.statuses.push(row))
+                convert::status_row(payload).map(Rows::Status)
             } else {
-                convert::window_rows(payload, &source, now).map(|rows| {
-                    batch.samples.extend(rows.samples);
-                    batch.stacks.extend(rows.stacks);
-                    batch.ledger.extend(rows.ledger);
-                })
+                convert::window_rows(payload, &source, now).map(Rows::Window)
             };
-            if let Err(error) = decoded {
-                tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, %error, "dead-lettering message");
-                let mut dlq_backoff = backoff.clone();
-                // The offset may only move past this message once the DLQ has it.
-                while let Err(e) = dead_letters
-                    .send(
+            let rows_of_message = match decoded {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, %error, "dead-lettering an invalid message");
+                    dead_letter(
+                        &dead_letters,
                         message.key(),
                         payload,
                         &source,
                         &error.to_string(),
                         "invalid_message",
-                        now,
+                        &backoff,
                     )
-                    .await
-                {
-                    tracing::warn!(error = %e, "dead-letter topic unavailable; retrying");
-                    tokio::time::sleep(dlq_backoff.next_delay()).await;
+                    .await;
+                    Rows::DeadLettered
                 }
-            }
-            handled.push(source);
+            };
+            rows += match &rows_of_message {
+                Rows::Window(w) => w.samples.len() + w.stacks.len() + 1,
+                Rows::Status(_) => 1,
+                Rows::DeadLettered => 0,
+            };
+            pending.push(Pending {
+                source,
+                key: message.key().map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+                rows: rows_of_message,
+            });
         }
-        if handled.is_empty() {
+        if pending.is_empty() {
             continue;
         }
         let started = Instant::now();
-        loop {
-            match sink.write(&batch).await {
-                Ok(()) => break,
-                Err(error) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(%error, class = ?classify(&error), retry_in = ?delay, "ClickHouse insert failed; batch kept, offsets not stored");
-                    tokio::time::sleep(delay).await;
-                }
-            }
+        let rejected = write_until_stored(&consumer, &mut sink, &pending, &mut backoff).await;
+        for (index, reason) in rejected {
+            let m = &pending[index];
+            tracing::warn!(topic = %m.source.topic, partition = m.source.partition, offset = m.source.offset, %reason, "ClickHouse rejected a message's rows; dead-lettering it");
+            dead_letter(
+                &dead_letters,
+                m.key.as_deref(),
+                &m.payload,
+                &m.source,
+                &reason,
+                "rejected_by_clickhouse",
+                &backoff,
+            )
+            .await;
         }
-        backoff.reset();
-        for source in &handled {
-            consumer.store_offset(&source.topic, source.partition, source.offset)?;
-        }
-        tracing::debug!(messages = handled.len(), rows = batch.rows(), took = ?started.elapsed(), "batch stored");
+        store_offsets(&consumer, &pending);
+        tracing::debug!(messages = pending.len(), rows, took = ?started.elapsed(), "batch stored");
     }
     // Stored offsets are committed synchronously on the way out.
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::warn!(error = %e, "final commit failed; the last batch may be re-delivered (it is idempotent)");
     }
     Ok(())
+}
+
+/// Sends a message to the dead-letter topic, retrying until the broker has it:
+/// its offset may only be stored afterwards.
+async fn dead_letter(
+    dead_letters: &DeadLetters,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    source: &Source,
+    reason: &str,
+    class: &str,
+    backoff: &Backoff,
+) {
+    let mut backoff = backoff.clone();
+    backoff.reset();
+    while let Err(e) = dead_letters
+        .send(key, payload, source, reason, class, now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "dead-letter topic unavailable; retrying");
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Writes the batch, isolating rejected messages (returned), and retrying
+/// transient failures until they pass, with partitions paused and polling going on.
+async fn write_until_stored(
+    consumer: &StreamConsumer,
+    sink: &mut Sink,
+    pending: &[Pending],
+    backoff: &mut Backoff,
+) -> Vec<(usize, String)> {
+    let mut paused = false;
+    let rejected = loop {
+        match write_isolating(sink, pending).await {
+            Ok(rejected) => break rejected,
+            Err(error) => {
+                if !paused {
+                    paused = pause_assigned(consumer);
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, class = ?classify(&error), retry_in = ?delay, "ClickHouse insert failed; batch kept, offsets not stored");
+                poll_while_waiting(consumer, delay).await;
+            }
+        }
+    };
+    backoff.reset();
+    if paused
+        && let Ok(assigned) = consumer.assignment()
+        && let Err(e) = consumer.resume(&assigned)
+    {
+        tracing::warn!(error = %e, "resuming partitions");
+    }
+    rejected
+}
+
+fn pause_assigned(consumer: &StreamConsumer) -> bool {
+    match consumer.assignment() {
+        Ok(assigned) => consumer
+            .pause(&assigned)
+            .map_err(|e| tracing::warn!(error = %e, "pausing partitions"))
+            .is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the assignment");
+            false
+        }
+    }
+}
+
+/// Polls for `delay` so the consumer stays in the group. Paused partitions
+/// deliver nothing; a message from a partition assigned during the wait is not
+/// processed now: its partition is rewound to it and paused too.
+async fn poll_while_waiting(consumer: &StreamConsumer, delay: Duration) {
+    let wake = tokio::time::sleep(delay);
+    tokio::pin!(wake);
+    loop {
+        tokio::select! {
+            _ = &mut wake => return,
+            message = consumer.recv() => {
+                let Ok(message) = message else { continue };
+                let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
+                drop(message);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                if let Err(e) = consumer.pause(&tpl) {
+                    tracing::warn!(error = %e, "pausing a newly assigned partition");
+                }
+                if let Err(e) = consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, %topic, partition, "rewinding a newly assigned partition");
+                }
+            }
+        }
+    }
+}
+
+/// Stores the offsets of a handled batch, in order. A partition revoked while
+/// the batch was in hand is no longer ours to store: skipped (its new owner
+/// re-delivers those messages, and the rows are idempotent).
+fn store_offsets(consumer: &StreamConsumer, pending: &[Pending]) {
+    for m in pending {
+        if let Err(e) = consumer.store_offset(&m.source.topic, m.source.partition, m.source.offset)
+        {
+            tracing::debug!(error = %e, topic = %m.source.topic, partition = m.source.partition, "offset not stored (partition no longer assigned)");
+        }
+    }
 }
