@@ -301,3 +301,51 @@ async fn sigkill_mid_stream_loses_nothing_and_double_counts_nothing() {
         "{raw} rows written for {rows} distinct samples: redelivered rows collapse under FINAL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_two_consumers_in_the_group_the_survivor_takes_over_when_one_dies() {
+    let p = Pipeline::new(4).await;
+    let fast = [
+        "--batch-linger-ms",
+        "200",
+        "--kafka-property",
+        "session.timeout.ms=6000",
+    ];
+    let mut a = p.consumer(&fast);
+    let _b = p.consumer(&fast);
+    let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+    let (mut expected_rows, mut expected_value) = (0u64, 0i64);
+    for i in 0..40 {
+        let (w, total) = window(i, 10);
+        expected_rows += 10;
+        expected_value += total;
+        p.produce(keys[i as usize % keys.len()], &w.to_bytes())
+            .await;
+    }
+    wait_for("the first 40 windows", Duration::from_secs(60), || async {
+        p.totals()
+            .await
+            .filter(|t| t.0 == expected_rows && t.1 == expected_value)
+    })
+    .await;
+    a.0.kill().expect("SIGKILL one consumer");
+    let _ = a.0.wait();
+    for i in 40..80 {
+        let (w, total) = window(i, 10);
+        expected_rows += 10;
+        expected_value += total;
+        p.produce(keys[i as usize % keys.len()], &w.to_bytes())
+            .await;
+    }
+    let got = wait_for(
+        "the survivor to take over every partition",
+        Duration::from_secs(90),
+        || async {
+            p.totals()
+                .await
+                .filter(|t| t.0 == expected_rows && t.1 == expected_value)
+        },
+    )
+    .await;
+    assert_eq!((got.0, got.1), (expected_rows, expected_value));
+}
