@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume profile windows and target status into ClickHouse.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create the database and apply pending schema migrations, then exit.
     Migrate(MigrateArgs),
 }
@@ -98,6 +98,15 @@ pub struct RunArgs {
     /// …or when this many milliseconds have passed since the batch started.
     #[arg(long, env = "JAVELIN_BATCH_LINGER_MS", default_value_t = 1000)]
     pub batch_linger_ms: u64,
+    /// Rows per second for the whole consumer group (0 = unlimited); each consumer takes the share of its partitions.
+    #[arg(long, env = "JAVELIN_MAX_ROWS_PER_SECOND", default_value_t = 0)]
+    pub max_rows_per_second: u32,
+    /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "JAVELIN_METRICS_LISTEN", default_value = "0.0.0.0:9465")]
+    pub metrics_listen: String,
+    /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
+    #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Entries of the (service, stack id) cache that avoids re-writing known stacks.
     #[arg(long, env = "JAVELIN_STACK_CACHE_ENTRIES", default_value_t = 1_000_000)]
     pub stack_cache_entries: usize,

@@ -25,7 +25,13 @@ use crate::batch::{BatchWriter, Pending, Rows, write_isolating};
 use crate::config::RunArgs;
 use crate::convert::{self, Source};
 use crate::dead_letter::DeadLetters;
+use crate::metrics::{ConsumerMetrics, Lag};
+use crate::rate_limit::RowBudget;
 use crate::sink::{Backoff, Batch, Sink, classify};
+use javelin_schema::telemetry::Telemetry;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -56,8 +62,31 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     for (k, v) in &args.kafka_properties {
         config.set(k, v);
     }
-    let consumer: StreamConsumer = config.create()?;
-    consumer.subscribe(&[args.profiles_topic.as_str(), args.status_topic.as_str()])?;
+    let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
+    let topics = [args.profiles_topic.clone(), args.status_topic.clone()];
+    consumer.subscribe(&[topics[0].as_str(), topics[1].as_str()])?;
+    let telemetry = Telemetry::new("javelin-consumer", args.otlp_endpoint.as_deref())?;
+    let metrics = ConsumerMetrics::new(&telemetry);
+    let retrying = metrics.retrying.clone();
+    let bound = telemetry
+        .serve(
+            &args.metrics_listen,
+            Arc::new(move || !retrying.load(Ordering::Relaxed)),
+        )
+        .await?;
+    // Scripts and tests read this line to find the port.
+    println!("javelin-consumer metrics on http://{bound}/metrics");
+    let total_partitions = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(sample_lag(
+        consumer.clone(),
+        topics.to_vec(),
+        metrics.lag.clone(),
+        total_partitions.clone(),
+    ));
+    let mut budget = RowBudget::new(
+        args.max_rows_per_second,
+        u32::try_from(args.batch_max_rows).unwrap_or(u32::MAX),
+    );
     let dead_letters = DeadLetters::new(&args.brokers, &args.dlq_topic, &consumer_id)?;
     let mut sink = Sink::new(args.clickhouse_client(), args.stack_cache_entries);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -109,6 +138,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                         &backoff,
                     )
                     .await;
+                    metrics.dead_letter("invalid_message");
                     Rows::DeadLettered
                 }
             };
@@ -127,9 +157,15 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         if pending.is_empty() {
             continue;
         }
+        let owned = consumer.assignment().map_or(0, |a| a.count());
+        budget.set_partitions(owned, total_partitions.load(Ordering::Relaxed));
+        metrics.throttled(budget.acquire(rows).await);
         let started = Instant::now();
-        let rejected = write_until_stored(&consumer, &mut sink, &pending, &mut backoff).await;
+        let rejected =
+            write_until_stored(&consumer, &mut sink, &pending, &mut backoff, &metrics).await;
+        metrics.written(&Batch::of(&pending), started.elapsed().as_secs_f64());
         for (index, reason) in rejected {
+            metrics.dead_letter("rejected_by_clickhouse");
             let m = &pending[index];
             tracing::warn!(topic = %m.source.topic, partition = m.source.partition, offset = m.source.offset, %reason, "ClickHouse rejected a message's rows; dead-lettering it");
             dead_letter(
@@ -146,6 +182,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         store_offsets(&consumer, &pending);
         tracing::debug!(messages = pending.len(), rows, took = ?started.elapsed(), "batch stored");
     }
+    telemetry.shutdown();
     // Stored offsets are committed synchronously on the way out.
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::warn!(error = %e, "final commit failed; the last batch may be re-delivered (it is idempotent)");
@@ -182,12 +219,15 @@ async fn write_until_stored(
     sink: &mut Sink,
     pending: &[Pending],
     backoff: &mut Backoff,
+    metrics: &ConsumerMetrics,
 ) -> Vec<(usize, String)> {
     let mut paused = false;
     let rejected = loop {
         match write_isolating(sink, pending).await {
             Ok(rejected) => break rejected,
             Err(error) => {
+                metrics.retry();
+                metrics.retrying.store(true, Ordering::Relaxed);
                 if !paused {
                     paused = pause_assigned(consumer);
                 }
@@ -198,6 +238,7 @@ async fn write_until_stored(
         }
     };
     backoff.reset();
+    metrics.retrying.store(false, Ordering::Relaxed);
     if paused
         && let Ok(assigned) = consumer.assignment()
         && let Err(e) = consumer.resume(&assigned)
@@ -243,6 +284,59 @@ async fn poll_while_waiting(consumer: &StreamConsumer, delay: Duration) {
                 }
             }
         }
+    }
+}
+
+/// Every 15 s: the partitions of the subscribed topics (for the rate-limit share)
+/// and the lag of each assigned partition (end offset − position).
+async fn sample_lag(
+    consumer: Arc<StreamConsumer>,
+    topics: Vec<String>,
+    lag: Lag,
+    total_partitions: Arc<AtomicUsize>,
+) {
+    loop {
+        let consumer = consumer.clone();
+        let topics = topics.clone();
+        let sampled = tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let total: usize = topics
+                .iter()
+                .filter_map(|t| consumer.fetch_metadata(Some(t), timeout).ok())
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .map(|t| t.partitions().len())
+                        .sum::<usize>()
+                })
+                .sum();
+            let mut lags = HashMap::new();
+            if let Ok(position) = consumer.position() {
+                for e in position.elements() {
+                    let Ok((_, high)) =
+                        consumer.fetch_watermarks(e.topic(), e.partition(), timeout)
+                    else {
+                        continue;
+                    };
+                    let at = match e.offset() {
+                        Offset::Offset(o) => o,
+                        _ => continue,
+                    };
+                    lags.insert((e.topic().to_string(), e.partition()), (high - at).max(0));
+                }
+            }
+            (total, lags)
+        })
+        .await;
+        if let Ok((total, lags)) = sampled {
+            if total > 0 {
+                total_partitions.store(total, Ordering::Relaxed);
+            }
+            if let Ok(mut l) = lag.lock() {
+                *l = lags;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(15)).await;
     }
 }
 

@@ -13,4 +13,6 @@ pub mod config;
 pub mod convert;
 pub mod dead_letter;
 pub mod ingest;
+pub mod metrics;
+pub mod rate_limit;
 pub mod sink;

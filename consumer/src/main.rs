@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             validate_database_name(&args.clickhouse.database)?;
-            javelin_consumer::ingest::run(args, shutdown_signal()).await
+            javelin_consumer::ingest::run(*args, shutdown_signal()).await
         }
     }
 }

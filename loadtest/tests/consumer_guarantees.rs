@@ -110,8 +110,9 @@ impl Pipeline {
                 "--dlq-topic",
                 &self.dlq,
             ])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("consumer starts");
@@ -185,7 +186,16 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_lands() {
     p.produce("svc", &invalid.to_bytes()).await;
     p.produce("svc", &w1.to_bytes()).await;
 
-    let _consumer = p.consumer(&[]);
+    let mut consumer = p.consumer(&[]);
+    let metrics_url = {
+        use std::io::BufRead;
+        let stdout = consumer.0.stdout.take().expect("consumer stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the consumer prints its metrics address");
+        line.trim().rsplit(' ').next().expect("url").to_string()
+    };
     wait_for(
         "both valid windows in ClickHouse",
         Duration::from_secs(60),
@@ -246,6 +256,37 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_lands() {
             .await
             .expect("ledger");
     assert_eq!(ledger, 2, "one ledger row per ingested window part");
+    // The dead letters and the written rows show in the consumer's metrics.
+    let text = reqwest::get(&metrics_url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let value = |name: &str, label: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(
+        value(
+            "javelin_consumer_dead_letters_total",
+            "class=\"invalid_message\""
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("javelin_consumer_rows_total", "table=\"samples\""),
+        40.0,
+        "{text}"
+    );
+    assert_eq!(value("javelin_consumer_retrying", ""), 0.0, "{text}");
+    let ready = reqwest::get(metrics_url.replace("/metrics", "/readyz"))
+        .await
+        .expect("readyz");
+    assert!(ready.status().is_success());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -148,7 +148,12 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
                 "--dlq-topic",
                 &dlq,
             ])
-            .args(["--batch-linger-ms", "200"])
+            .args([
+                "--batch-linger-ms",
+                "200",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

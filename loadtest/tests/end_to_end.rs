@@ -138,6 +138,7 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         "--metrics-listen",
         "127.0.0.1:0",
     ]);
+    agent.stdout(Stdio::null());
     let agent = spawn("agent", &logs, agent);
 
     let mut consumer = binary("javelin-consumer");
@@ -157,7 +158,10 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         &status,
         "--dlq-topic",
         &dlq,
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
+    consumer.stdout(Stdio::null());
     let consumer = spawn("consumer", &logs, consumer);
 
     let mut query = binary("javelin-query");
