@@ -98,6 +98,9 @@ pub struct RunArgs {
     /// …or when this many milliseconds have passed since the batch started.
     #[arg(long, env = "JAVELIN_BATCH_LINGER_MS", default_value_t = 1000)]
     pub batch_linger_ms: u64,
+    /// Days of data kept (1–7); on servers without TTL the consumer drops older day partitions hourly.
+    #[arg(long, env = "JAVELIN_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=7))]
+    pub retention_days: u32,
     /// Rows per second for the whole consumer group (0 = unlimited); each consumer takes the share of its partitions.
     #[arg(long, env = "JAVELIN_MAX_ROWS_PER_SECOND", default_value_t = 0)]
     pub max_rows_per_second: u32,

@@ -89,6 +89,12 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     );
     let dead_letters = DeadLetters::new(&args.brokers, &args.dlq_topic, &consumer_id)?;
     let mut sink = Sink::new(args.clickhouse_client(), args.stack_cache_entries);
+    tokio::spawn(crate::retention::run(
+        args.clickhouse_client(),
+        args.clickhouse.database.clone(),
+        args.retention_days,
+        Duration::from_secs(3600),
+    ));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     tracing::info!(group = %args.group_id, topics = ?[&args.profiles_topic, &args.status_topic], "consuming");
 

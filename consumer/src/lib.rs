@@ -15,4 +15,5 @@ pub mod dead_letter;
 pub mod ingest;
 pub mod metrics;
 pub mod rate_limit;
+pub mod retention;
 pub mod sink;
