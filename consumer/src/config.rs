@@ -19,6 +19,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Create the database and apply pending schema migrations, then exit.
     Migrate(MigrateArgs),
+    /// Re-ingest the profile windows of a time range from Kafka (idempotent), then exit.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -121,4 +123,31 @@ impl RunArgs {
             .server_client()
             .with_database(&self.clickhouse.database)
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic of profile windows.
+    #[arg(long, env = "JAVELIN_PROFILES_TOPIC", default_value = javelin_schema::topics::PROFILES)]
+    pub profiles_topic: String,
+    /// Windows starting at or after this time (ms since the epoch, or RFC 3339).
+    #[arg(long, value_parser = crate::replay::parse_time)]
+    pub from: i64,
+    /// Windows starting before this time (ms since the epoch, or RFC 3339).
+    #[arg(long, value_parser = crate::replay::parse_time)]
+    pub to: i64,
+    /// Only this service's windows.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Read and count, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long after its start a window may have been published, in ms (start offsets are looked up this much earlier).
+    #[arg(long, env = "JAVELIN_REPLAY_SLACK_MS", default_value_t = 600_000)]
+    pub slack_ms: i64,
 }

@@ -15,5 +15,6 @@ pub mod dead_letter;
 pub mod ingest;
 pub mod metrics;
 pub mod rate_limit;
+pub mod replay;
 pub mod retention;
 pub mod sink;

@@ -33,6 +33,23 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Replay(args) => {
+            validate_database_name(&args.clickhouse.database)?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} messages ({eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let summary = javelin_consumer::replay::replay(&args, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish();
+            println!("{}{summary}", if args.dry_run { "dry run: " } else { "" });
+            Ok(())
+        }
         Command::Run(args) => {
             validate_database_name(&args.clickhouse.database)?;
             javelin_consumer::ingest::run(*args, shutdown_signal()).await
