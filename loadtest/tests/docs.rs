@@ -24,6 +24,7 @@ fn configuration_reference_covers_every_option() {
         ("javelin-agent", None),
         ("javelin-consumer", Some("run")),
         ("javelin-consumer", Some("migrate")),
+        ("javelin-consumer", Some("replay")),
         ("javelin-query", None),
     ] {
         let mut cmd = Command::new(bin(binary));
