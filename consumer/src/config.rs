@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Javelin consumer: Kafka → ClickHouse"
 )]
 pub struct Cli {
+    /// File of KEY=VALUE settings (the JAVELIN_* variables of the subcommand); flags and the environment win over it.
+    #[arg(long, global = true, env = "JAVELIN_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -1,13 +1,13 @@
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use javelin_consumer::config::{Cli, Command};
 use javelin_schema::migrations::{MigrateOptions, migrate, validate_database_name};
-use javelin_schema::process::{init_logging, shutdown_signal};
+use javelin_schema::process::{args_with_config_file, init_logging, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
-    match Cli::parse().command {
+    match Cli::parse_from(args_with_config_file(&Cli::command())?).command {
         Command::Migrate(args) => {
             let report = migrate(
                 &args.clickhouse.server_client(),

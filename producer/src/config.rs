@@ -20,6 +20,9 @@ use crate::target::TargetConfig;
     about = "Javelin node agent: profiles HotSpot JVMs and publishes to Kafka"
 )]
 pub struct AgentArgs {
+    /// File of KEY=VALUE settings (the JAVELIN_* variables below); flags and the environment win over it.
+    #[arg(long, env = "JAVELIN_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Kafka bootstrap servers.
     #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,

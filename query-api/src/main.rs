@@ -1,12 +1,15 @@
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use javelin_query::api::{AppState, Limits, router};
 use javelin_query::store::Store;
-use javelin_schema::process::{init_logging, shutdown_signal};
+use javelin_schema::process::{args_with_config_file, init_logging, shutdown_signal};
 
 #[derive(Debug, Parser)]
 #[command(name = "javelin-query", version, about = "Javelin query API and UI")]
 struct Args {
+    /// File of KEY=VALUE settings (the JAVELIN_* variables below); flags and the environment win over it.
+    #[arg(long, env = "JAVELIN_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, env = "JAVELIN_LISTEN", default_value = "127.0.0.1:4040")]
     listen: String,
@@ -44,7 +47,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logging();
-    let args = Args::parse();
+    let args = Args::parse_from(args_with_config_file(&Args::command())?);
     javelin_schema::migrations::validate_database_name(&args.database)?;
     anyhow::ensure!(
         (2..=args.max_nodes_limit).contains(&args.default_max_nodes),
