@@ -160,11 +160,15 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                 rows: rows_of_message,
             });
         }
+        // The share follows the assignment, also while idle.
+        let owned = consumer.assignment().map_or(0, |a| a.count());
+        budget.set_partitions(owned, total_partitions.load(Ordering::Relaxed));
+        metrics
+            .rate_share
+            .store(u64::from(budget.share()), Ordering::Relaxed);
         if pending.is_empty() {
             continue;
         }
-        let owned = consumer.assignment().map_or(0, |a| a.count());
-        budget.set_partitions(owned, total_partitions.load(Ordering::Relaxed));
         metrics.throttled(budget.acquire(rows).await);
         let started = Instant::now();
         let rejected =

@@ -3,7 +3,7 @@
 //! lag per partition (sampled from the broker's watermarks).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ pub struct ConsumerMetrics {
     throttled_seconds: Counter<f64>,
     /// True while a batch is being retried (ClickHouse failing).
     pub retrying: Arc<AtomicBool>,
+    /// This consumer's current rows-per-second share (0 = unlimited).
+    pub rate_share: Arc<AtomicU64>,
     pub lag: Lag,
 }
 
@@ -45,6 +47,15 @@ impl ConsumerMetrics {
             .u64_observable_gauge("javelin.consumer.retrying")
             .with_description("1 while a batch is being retried because ClickHouse fails")
             .with_callback(move |o| o.observe(u64::from(r.load(Ordering::Relaxed)), &[]))
+            .build();
+        let rate_share = Arc::new(AtomicU64::new(0));
+        let r = rate_share.clone();
+        meter
+            .u64_observable_gauge("javelin.consumer.rate.limit.rows.per.second")
+            .with_description(
+                "This consumer's share of the group's rows-per-second budget (0 = unlimited)",
+            )
+            .with_callback(move |o| o.observe(r.load(Ordering::Relaxed), &[]))
             .build();
         let l = lag.clone();
         meter
@@ -93,6 +104,7 @@ impl ConsumerMetrics {
                 .with_description("Time spent waiting for the rows-per-second budget")
                 .build(),
             retrying,
+            rate_share,
             lag,
         }
     }

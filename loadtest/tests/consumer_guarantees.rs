@@ -147,6 +147,19 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The start of the first synthetic window: an hour ago, on a 10 s boundary,
+/// fixed for the test process. Recent on purpose: the consumer's retention
+/// drops data older than 7 days.
+fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (now - 3_600_000) / 10_000 * 10_000
+    })
+}
+
 /// A synthetic window with `stacks` stacks; returns it and its total value.
 fn window(index: i64, stacks: u32) -> (ProfileWindow, i64) {
     let target = TargetIdentity {
@@ -166,7 +179,7 @@ fn window(index: i64, stacks: u32) -> (ProfileWindow, i64) {
         total += value;
         agg.add(ProfileType::Cpu, &frames.into(), value, 1);
     }
-    let start = 1_764_000_000_000 + index * 10_000;
+    let start = base_ms() + index * 10_000;
     let mut windows = agg.finish(&target, start, start + 10_000, &Default::default(), 0, 0);
     assert_eq!(windows.len(), 1);
     (windows.remove(0), total)
@@ -187,15 +200,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_lands() {
     p.produce("svc", &w1.to_bytes()).await;
 
     let mut consumer = p.consumer(&[]);
-    let metrics_url = {
-        use std::io::BufRead;
-        let stdout = consumer.0.stdout.take().expect("consumer stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the consumer prints its metrics address");
-        line.trim().rsplit(' ').next().expect("url").to_string()
-    };
+    let metrics_url = metrics_url(&mut consumer);
     wait_for(
         "both valid windows in ClickHouse",
         Duration::from_secs(60),
@@ -346,14 +351,19 @@ async fn sigkill_mid_stream_loses_nothing_and_double_counts_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_two_consumers_in_the_group_the_survivor_takes_over_when_one_dies() {
     let p = Pipeline::new(4).await;
+    // 1000 rows/s for the group; each consumer owns half of the 8 partitions (2 topics × 4).
     let fast = [
         "--batch-linger-ms",
         "200",
         "--kafka-property",
         "session.timeout.ms=6000",
+        "--max-rows-per-second",
+        "1000",
     ];
     let mut a = p.consumer(&fast);
-    let _b = p.consumer(&fast);
+    let mut b = p.consumer(&fast);
+    let a_metrics = metrics_url(&mut a);
+    let b_metrics = metrics_url(&mut b);
     let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
     let (mut expected_rows, mut expected_value) = (0u64, 0i64);
     for i in 0..40 {
@@ -369,6 +379,17 @@ async fn with_two_consumers_in_the_group_the_survivor_takes_over_when_one_dies()
             .filter(|t| t.0 == expected_rows && t.1 == expected_value)
     })
     .await;
+    for url in [&a_metrics, &b_metrics] {
+        wait_for(
+            "each consumer's share to be half the budget",
+            Duration::from_secs(60),
+            || async {
+                let share = gauge(url, "javelin_consumer_rate_limit_rows_per_second").await;
+                (share == Some(500.0)).then_some(())
+            },
+        )
+        .await;
+    }
     a.0.kill().expect("SIGKILL one consumer");
     let _ = a.0.wait();
     for i in 40..80 {
@@ -389,6 +410,34 @@ async fn with_two_consumers_in_the_group_the_survivor_takes_over_when_one_dies()
     )
     .await;
     assert_eq!((got.0, got.1), (expected_rows, expected_value));
+    wait_for(
+        "the survivor's share to grow to the whole budget",
+        Duration::from_secs(60),
+        || async {
+            (gauge(&b_metrics, "javelin_consumer_rate_limit_rows_per_second").await == Some(1000.0))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The metrics URL a consumer prints on its first stdout line.
+fn metrics_url(consumer: &mut Consumer) -> String {
+    use std::io::BufRead;
+    let stdout = consumer.0.stdout.take().expect("consumer stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the consumer prints its metrics address");
+    line.trim().rsplit(' ').next().expect("url").to_string()
+}
+
+/// The value of a label-less gauge from a Prometheus endpoint.
+async fn gauge(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -410,10 +459,7 @@ async fn replay_restores_a_lost_range_and_changes_nothing_on_an_intact_one() {
         .await;
     }
     // Lose windows 10..20 (their start seconds) from ClickHouse.
-    let (from_ms, to_ms) = (
-        1_764_000_000_000 + 10 * 10_000,
-        1_764_000_000_000 + 20 * 10_000,
-    );
+    let (from_ms, to_ms) = (base_ms() + 10 * 10_000, base_ms() + 20 * 10_000);
     p.db.query("ALTER TABLE samples DELETE WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)")
         .bind(from_ms / 1000)
         .bind(to_ms / 1000)
@@ -480,7 +526,7 @@ async fn replay_restores_a_lost_range_and_changes_nothing_on_an_intact_one() {
     );
 
     // Replaying everything again changes nothing.
-    let all = replay(1_764_000_000_000, 1_764_000_000_000 + 30 * 10_000, false);
+    let all = replay(base_ms(), base_ms() + 30 * 10_000, false);
     assert!(all.contains("windows replayed: 30,"), "{all}");
     let again = p.totals().await.expect("totals");
     assert_eq!((again.0, again.1), (rows, value));

@@ -185,6 +185,12 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let producer = tokio::spawn(async move {
         let (mut rows, mut value, mut i) = (0u64, 0i64, 0i64);
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+            / 1000
+            * 1000
+            - 3_600_000;
         let target = TargetIdentity {
             service: "svc".into(),
             target_id: 5,
@@ -201,7 +207,8 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
                 value += 100 + k + i;
                 rows += 1;
             }
-            let start = 1_764_000_000_000 + i * 1000;
+            // Recent windows: the consumer's retention drops anything older than 7 days.
+            let start = base + i * 1000;
             for w in agg.finish(&target, start, start + 1000, &Default::default(), 0, 0) {
                 let key = if i % 2 == 0 { "a" } else { "b" };
                 publisher
