@@ -31,6 +31,7 @@ pub fn window_rows(
     now_ms: i64,
 ) -> Result<WindowRows, DecodeError> {
     let window = ProfileWindow::decode_valid(payload)?;
+    check_policy(&window, now_ms)?;
     let target = window.target.clone().unwrap_or_default();
     let kind = window.kind().name().to_string();
     let window_start = secs(window.window_start_ms);
@@ -99,6 +100,43 @@ pub fn window_rows(
     Ok(rows)
 }
 
+/// Windows may start at most this far in the future (clock skew between nodes).
+pub const MAX_FUTURE_MS: i64 = 3_600_000;
+/// A window may last at most this long.
+pub const MAX_WINDOW_MS: i64 = 86_400_000;
+/// Stacks in one message at most (the agent's own bounds are far below).
+pub const MAX_STACKS_PER_MESSAGE: usize = 1_000_000;
+
+/// The consumer's policy on top of the wire contract: sane timestamps and sizes.
+fn check_policy(window: &ProfileWindow, now_ms: i64) -> Result<(), DecodeError> {
+    let invalid = |m: String| Err(DecodeError::Invalid(m));
+    if window.window_start_ms > now_ms + MAX_FUTURE_MS {
+        return invalid(format!(
+            "window starts {} ms in the future",
+            window.window_start_ms - now_ms
+        ));
+    }
+    if window.window_start_ms <= 0 {
+        return invalid(format!(
+            "window start {} is not a time",
+            window.window_start_ms
+        ));
+    }
+    if window.window_end_ms - window.window_start_ms > MAX_WINDOW_MS {
+        return invalid(format!(
+            "window of {} ms is longer than a day",
+            window.window_end_ms - window.window_start_ms
+        ));
+    }
+    if window.stacks.len() > MAX_STACKS_PER_MESSAGE {
+        return invalid(format!(
+            "{} stacks in one message (limit {MAX_STACKS_PER_MESSAGE})",
+            window.stacks.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes a target status message into its row.
 pub fn status_row(payload: &[u8]) -> Result<TargetStatusRow, DecodeError> {
     let status = TargetStatus::decode(payload)?;
@@ -128,4 +166,50 @@ pub fn status_row(payload: &[u8]) -> Result<TargetStatusRow, DecodeError> {
         dropped_stacks: status.dropped_stacks,
         truncated_windows: status.truncated_windows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use javelin_schema::wire::{ProfileType, TargetIdentity};
+
+    fn window(start: i64, end: i64) -> Vec<u8> {
+        ProfileWindow {
+            target: Some(TargetIdentity {
+                service: "svc".into(),
+                ..Default::default()
+            }),
+            profile_type: ProfileType::Cpu as i32,
+            window_start_ms: start,
+            window_end_ms: end,
+            part_count: 1,
+            strings: vec![String::new()],
+            ..Default::default()
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn timestamps_must_be_sane() {
+        let source = Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let now = 1_764_000_000_000;
+        assert!(window_rows(&window(now - 60_000, now), &source, now).is_ok());
+        let future = window_rows(
+            &window(now + 2 * MAX_FUTURE_MS, now + 2 * MAX_FUTURE_MS + 1),
+            &source,
+            now,
+        );
+        assert!(
+            future
+                .expect_err("future")
+                .to_string()
+                .contains("in the future")
+        );
+        assert!(window_rows(&window(0, 10), &source, now).is_err());
+        assert!(window_rows(&window(now - 2 * MAX_WINDOW_MS, now), &source, now).is_err());
+    }
 }

@@ -188,6 +188,21 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                 &backoff,
             )
             .await;
+            // The ledger shows the rejection next to the agent's accounting (best effort:
+            // the ledger row may be what ClickHouse refuses).
+            if let Rows::Window(w) = &m.rows
+                && let Some(mut row) = w.ledger.clone()
+            {
+                row.status = "rejected".into();
+                row.reason = reason.chars().take(1000).collect();
+                let ledger = Batch {
+                    ledger: vec![row],
+                    ..Batch::default()
+                };
+                if let Err(e) = sink.write(&ledger).await {
+                    tracing::warn!(error = %e, "could not record the rejection in the ledger");
+                }
+            }
         }
         store_offsets(&consumer, &pending);
         tracing::debug!(messages = pending.len(), rows, took = ?started.elapsed(), "batch stored");
