@@ -2,6 +2,7 @@
 //! the benchmarks (see `docs/benchmarks.md`).
 
 mod bench;
+mod bench_consumer;
 
 use std::time::Duration;
 
@@ -38,6 +39,24 @@ enum Cmd {
         /// Runs of each measurement (the median is reported).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+    },
+    /// End-to-end consumer rows/s vs clickhouse-client inserting the same rows (the ceiling).
+    BenchConsumer {
+        #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(
+            long,
+            env = "JAVELIN_CLICKHOUSE_URL",
+            default_value = "http://127.0.0.1:8123"
+        )]
+        clickhouse_url: String,
+        /// Native port for clickhouse-client.
+        #[arg(long, env = "JAVELIN_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
+        clickhouse_tcp_port: u16,
+        #[arg(long, default_value_t = 2000)]
+        windows: u32,
+        #[arg(long, default_value_t = 200)]
+        stacks: u32,
     },
     /// Peak RSS of the agent profiling N demo JVMs.
     BenchAgentRss {
@@ -85,6 +104,22 @@ async fn main() -> anyhow::Result<()> {
             min_mb,
             repeat,
         } => return bench::bench_parse(file, min_mb, repeat),
+        Cmd::BenchConsumer {
+            brokers,
+            clickhouse_url,
+            clickhouse_tcp_port,
+            windows,
+            stacks,
+        } => {
+            return bench_consumer::run(bench_consumer::BenchConsumer {
+                brokers,
+                clickhouse_url,
+                clickhouse_tcp_port,
+                windows,
+                stacks,
+            })
+            .await;
+        }
         Cmd::BenchAgentRss {
             brokers,
             jvms,

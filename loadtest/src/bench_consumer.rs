@@ -1,0 +1,295 @@
+//! `bench-consumer`: end-to-end rows/s from Kafka into ClickHouse with one
+//! consumer, against `clickhouse-client` inserting the same sample rows from a
+//! RowBinary file in the same run (the ceiling).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use javelin_agent::aggregate::{Bounds, WindowAggregator};
+use javelin_agent::jfr_parse::Frame;
+use javelin_agent::publish::{Publisher, PublisherConfig};
+use javelin_agent::spool::Destination;
+use javelin_schema::migrations::{MigrateOptions, migrate};
+use javelin_schema::rows::SampleRow;
+use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
+
+/// Settings of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchConsumer {
+    pub brokers: String,
+    pub clickhouse_url: String,
+    pub clickhouse_tcp_port: u16,
+    pub windows: u32,
+    pub stacks: u32,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// RowBinary encoding of a sample row (String = LEB128 length + bytes; numbers little-endian).
+fn row_binary(row: &SampleRow, out: &mut Vec<u8>) {
+    let string = |s: &str, out: &mut Vec<u8>| {
+        let mut n = s.len() as u64;
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(s.as_bytes());
+    };
+    string(&row.service, out);
+    string(&row.profile_type, out);
+    out.extend_from_slice(&row.window_start.to_le_bytes());
+    for s in [
+        &row.cluster,
+        &row.namespace,
+        &row.pod,
+        &row.container,
+        &row.node,
+    ] {
+        string(s, out);
+    }
+    out.extend_from_slice(&row.target_id.to_le_bytes());
+    out.extend_from_slice(&row.stack_id.to_le_bytes());
+    out.extend_from_slice(&row.value.to_le_bytes());
+    out.extend_from_slice(&row.count.to_le_bytes());
+}
+
+pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
+    let run = format!("bench_consumer_{}", std::process::id());
+    let topic = format!("{run}.profiles");
+    create_topic(&cfg.brokers, &topic).await?;
+    let server = clickhouse::Client::default()
+        .with_url(&cfg.clickhouse_url)
+        .with_validation(false);
+    migrate(&server, &run, MigrateOptions::default())
+        .await
+        .context("migrating")?;
+    let db = server.clone().with_database(&run);
+    db.query("CREATE TABLE samples_ceiling AS samples")
+        .execute()
+        .await
+        .context("ceiling table")?;
+
+    // The load: windows of `stacks` stacks (Zipf-like values), 8 pods of one service.
+    eprintln!("producing {} windows × {} stacks", cfg.windows, cfg.stacks);
+    let publisher = Publisher::new(PublisherConfig {
+        brokers: cfg.brokers.clone(),
+        profiles_topic: topic.clone(),
+        status_topic: format!("{run}.status"),
+        send_timeout: Duration::from_secs(60),
+        properties: vec![],
+    })?;
+    let base = now_ms() / 10_000 * 10_000 - 3_600_000;
+    let mut ceiling_file = Vec::new();
+    let mut sends = Vec::new();
+    let mut expected_rows = 0u64;
+    for w in 0..cfg.windows {
+        let pod = w % 8;
+        let target = TargetIdentity {
+            service: "bench".into(),
+            pod: format!("bench-{pod}"),
+            target_id: u64::from(pod) + 1,
+            ..Default::default()
+        };
+        let mut agg = WindowAggregator::new(Bounds {
+            max_stacks_per_window: u64::MAX,
+            ..Bounds::default()
+        });
+        for k in 0..cfg.stacks {
+            let frames: Vec<Frame> = [
+                "main".to_string(),
+                "bench.Handler.handle".to_string(),
+                format!("bench.Work.step{k}"),
+            ]
+            .iter()
+            .map(|n| Frame::synthetic(n))
+            .collect();
+            agg.add(
+                ProfileType::Cpu,
+                &frames.into(),
+                1_000_000 * i64::from(cfg.stacks) / i64::from(k + 1),
+                1,
+            );
+        }
+        let start = base + i64::from(w / 8) * 10_000;
+        for window in agg.finish(&target, start, start + 10_000, &Default::default(), 0, 0) {
+            for row in sample_rows(&window) {
+                row_binary(&row, &mut ceiling_file);
+                expected_rows += 1;
+            }
+            sends.push(window.to_bytes());
+        }
+    }
+    for chunk in sends.chunks(256) {
+        let results = futures_join(
+            chunk
+                .iter()
+                .map(|p| publisher.send_to(Destination::Profiles, "bench", p)),
+        )
+        .await;
+        for r in results {
+            r?;
+        }
+    }
+
+    // The consumer, timed from start until every sample row is in ClickHouse.
+    let consumer_bin = std::env::current_exe()?.with_file_name("javelin-consumer");
+    let started = Instant::now();
+    let mut consumer = Command::new(&consumer_bin)
+        .args([
+            "run",
+            "--clickhouse-url",
+            &cfg.clickhouse_url,
+            "--database",
+            &run,
+            "--brokers",
+            &cfg.brokers,
+        ])
+        .args([
+            "--group-id",
+            &run,
+            "--profiles-topic",
+            &topic,
+            "--status-topic",
+            &format!("{run}.status"),
+        ])
+        .args([
+            "--dlq-topic",
+            &format!("{run}.dlq"),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", consumer_bin.display()))?;
+    let consumed = loop {
+        let n: u64 = db
+            .query("SELECT count() FROM samples")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if n >= expected_rows {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            let _ = consumer.kill();
+            bail!("the consumer stored {n} of {expected_rows} rows in 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+
+    // The ceiling: clickhouse-client inserting the same rows from a file.
+    let file = std::env::temp_dir().join(format!("{run}.rowbinary"));
+    std::fs::File::create(&file)?.write_all(&ceiling_file)?;
+    let started = Instant::now();
+    let status = Command::new("clickhouse-client")
+        .args([
+            "--port",
+            &cfg.clickhouse_tcp_port.to_string(),
+            "--database",
+            &run,
+        ])
+        .args(["--query", "INSERT INTO samples_ceiling FORMAT RowBinary"])
+        .stdin(std::fs::File::open(&file)?)
+        .status()
+        .context("running clickhouse-client")?;
+    let ceiling = started.elapsed();
+    let _ = std::fs::remove_file(&file);
+    if !status.success() {
+        bail!("clickhouse-client failed");
+    }
+    let stored: u64 = db
+        .query("SELECT count() FROM samples_ceiling")
+        .fetch_one()
+        .await?;
+    if stored != expected_rows {
+        bail!("the ceiling stored {stored} of {expected_rows} rows");
+    }
+    let rate = |d: Duration| expected_rows as f64 / d.as_secs_f64();
+    println!(
+        "{expected_rows} sample rows ({} windows × {} stacks, {:.1} MiB of messages)",
+        cfg.windows,
+        cfg.stacks,
+        sends_mib(&sends)
+    );
+    println!();
+    println!("| path | time | rows/s |");
+    println!("|---|---|---|");
+    println!(
+        "| Kafka → javelin-consumer → ClickHouse (end to end, stacks and ledger included) | {:.2} s | {:.0} |",
+        consumed.as_secs_f64(),
+        rate(consumed)
+    );
+    println!(
+        "| clickhouse-client INSERT … FORMAT RowBinary from a file (ceiling, samples only) | {:.2} s | {:.0} |",
+        ceiling.as_secs_f64(),
+        rate(ceiling)
+    );
+    println!();
+    println!(
+        "ratio consumer / ceiling: {:.2} (target ≥ 0.80)",
+        rate(consumed) / rate(ceiling)
+    );
+    server
+        .query(&format!("DROP DATABASE {run}"))
+        .execute()
+        .await?;
+    Ok(())
+}
+
+fn sends_mib(sends: &[Vec<u8>]) -> f64 {
+    sends.iter().map(|s| s.len()).sum::<usize>() as f64 / (1 << 20) as f64
+}
+
+fn sample_rows(window: &ProfileWindow) -> Vec<SampleRow> {
+    let target = window.target.clone().unwrap_or_default();
+    window
+        .stacks
+        .iter()
+        .map(|s| SampleRow {
+            service: target.service.clone(),
+            profile_type: window.kind().name().into(),
+            window_start: (window.window_start_ms / 1000) as u32,
+            cluster: target.cluster.clone(),
+            namespace: target.namespace.clone(),
+            pod: target.pod.clone(),
+            container: target.container.clone(),
+            node: target.node.clone(),
+            target_id: target.target_id,
+            stack_id: s.stack_id,
+            value: s.value,
+            count: s.count,
+        })
+        .collect()
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    futures::future::join_all(futures).await
+}
+
+async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    admin
+        .create_topics(
+            &[NewTopic::new(topic, 4, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    Ok(())
+}
