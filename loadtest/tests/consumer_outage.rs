@@ -70,6 +70,24 @@ impl Drop for OwnClickHouse {
     }
 }
 
+/// The member ids of `group`, as the broker's group coordinator lists them.
+fn members(group: &str) -> Vec<String> {
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("client");
+    let list = client
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("describe group");
+    let mut ids: Vec<String> = list
+        .groups()
+        .iter()
+        .flat_map(|g| g.members().iter().map(|m| m.id().to_string()))
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Committed offsets of `group` on `topic` (partitions 0..n), without joining the group.
 fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let client: BaseConsumer = rdkafka::ClientConfig::new()
@@ -230,6 +248,12 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
         || async { totals().await.filter(|t| t.0 > 100) },
     )
     .await;
+    let members_before = members(&run);
+    assert_eq!(
+        members_before.len(),
+        1,
+        "one consumer in the group: {members_before:?}"
+    );
     ch.stack("stop-clickhouse");
     let down_at = Instant::now();
     // Offsets stored before the stop may still be committed by the next auto-commit
@@ -264,6 +288,11 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
     assert!(
         consumer.0.try_wait().expect("wait").is_none(),
         "the consumer stays up through the outage"
+    );
+    assert_eq!(
+        members(&run),
+        members_before,
+        "the consumer never left the group (same member id)"
     );
     ch.stack("start-clickhouse");
     let _ = stop_tx.send(true);
