@@ -172,12 +172,16 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", consumer_bin.display()))?;
+    let mut first_rows = None;
     let consumed = loop {
         let n: u64 = db
             .query("SELECT count() FROM samples")
             .fetch_one()
             .await
             .unwrap_or(0);
+        if n > 0 && first_rows.is_none() {
+            first_rows = Some(started.elapsed());
+        }
         if n >= expected_rows {
             break started.elapsed();
         }
@@ -237,6 +241,15 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         ceiling.as_secs_f64(),
         rate(ceiling)
     );
+    if let Some(first) = first_rows {
+        let steady = consumed.saturating_sub(first);
+        println!(
+            "| … of which start-up and group join until the first rows: {:.2} s; from the first rows on | {:.2} s | {:.0} |",
+            first.as_secs_f64(),
+            steady.as_secs_f64(),
+            rate(steady)
+        );
+    }
     println!();
     println!(
         "ratio consumer / ceiling: {:.2} (target ≥ 0.80)",
