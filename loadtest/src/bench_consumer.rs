@@ -13,7 +13,7 @@ use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
 use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::rows::SampleRow;
-use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
+use javelin_schema::wire::{ProfileType, TargetIdentity};
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]
@@ -122,8 +122,16 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         }
         let start = base + i64::from(w / 8) * 10_000;
         for window in agg.finish(&target, start, start + 10_000, &Default::default(), 0, 0) {
-            for row in sample_rows(&window) {
-                row_binary(&row, &mut ceiling_file);
+            // The rows the consumer itself would make of this message.
+            let source = javelin_consumer::convert::Source {
+                topic: topic.clone(),
+                partition: 0,
+                offset: 0,
+            };
+            let rows =
+                javelin_consumer::convert::window_rows(&window.to_bytes(), &source, now_ms())?;
+            for row in &rows.samples {
+                row_binary(row, &mut ceiling_file);
                 expected_rows += 1;
             }
             sends.push(window.to_bytes());
@@ -264,28 +272,6 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
 
 fn sends_mib(sends: &[Vec<u8>]) -> f64 {
     sends.iter().map(|s| s.len()).sum::<usize>() as f64 / (1 << 20) as f64
-}
-
-fn sample_rows(window: &ProfileWindow) -> Vec<SampleRow> {
-    let target = window.target.clone().unwrap_or_default();
-    window
-        .stacks
-        .iter()
-        .map(|s| SampleRow {
-            service: target.service.clone(),
-            profile_type: window.kind().name().into(),
-            window_start: (window.window_start_ms / 1000) as u32,
-            cluster: target.cluster.clone(),
-            namespace: target.namespace.clone(),
-            pod: target.pod.clone(),
-            container: target.container.clone(),
-            node: target.node.clone(),
-            target_id: target.target_id,
-            stack_id: s.stack_id,
-            value: s.value,
-            count: s.count,
-        })
-        .collect()
 }
 
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {

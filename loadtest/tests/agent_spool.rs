@@ -1,28 +1,16 @@
 //! The agent's spool against a real broker that is down at first: messages wait
 //! (bounded, oldest dropped and counted) and are delivered once the broker is up.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::{Destination, Spool, Spooled};
-use javelin_schema::testkit::{TopicLog, create_topics_on, tansu_bin, unique_name, wait_for};
+use javelin_schema::testkit::{
+    Reaped, TopicLog, create_topics_on, free_port, tansu_bin, unique_name, wait_for,
+};
 use tokio::sync::Notify;
-
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_wait_in_the_bounded_spool_until_kafka_is_back() {
@@ -75,7 +63,7 @@ async fn messages_wait_in_the_bounded_spool_until_kafka_is_back() {
     let dir = std::env::temp_dir().join(&topic);
     std::fs::create_dir_all(&dir).expect("dir");
     let url = format!("tcp://{brokers}");
-    let _broker = Broker(
+    let _broker = Reaped(
         Command::new(tansu_bin())
             .args([
                 "broker",

@@ -2,24 +2,15 @@
 //! states published on the status topic.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use javelin_agent::attach::AttachTarget;
 use javelin_schema::testkit::{
-    DemoJvm, TopicLog, create_topics, kafka_brokers, unique_name, wait_for,
+    DemoJvm, Reaped, TopicLog, create_topics, kafka_brokers, unique_name, wait_for,
 };
 use javelin_schema::wire::{ProfileWindow, TargetState, TargetStatus};
 use prost::Message;
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Setup {
     run: String,
@@ -39,16 +30,16 @@ impl Setup {
         setup
     }
 
-    fn agent(&self, pid: u32) -> Agent {
+    fn agent(&self, pid: u32) -> Reaped {
         self.spawn_agent(pid, Stdio::null(), &[])
     }
 
     /// An agent whose stdout (the metrics address line) the test reads.
-    fn agent_with_stdout(&self, pid: u32) -> Agent {
+    fn agent_with_stdout(&self, pid: u32) -> Reaped {
         self.spawn_agent(pid, Stdio::piped(), &[])
     }
 
-    fn spawn_agent(&self, pid: u32, stdout: Stdio, extra: &[&str]) -> Agent {
+    fn spawn_agent(&self, pid: u32, stdout: Stdio, extra: &[&str]) -> Reaped {
         let bin =
             PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name("javelin-agent");
         assert!(
@@ -95,7 +86,7 @@ impl Setup {
             .stderr(log)
             .spawn()
             .expect("agent starts");
-        Agent(child)
+        Reaped(child)
     }
 }
 

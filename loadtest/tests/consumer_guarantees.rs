@@ -3,7 +3,7 @@
 //! and SIGKILLs mid-stream lose nothing and double-count nothing.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,19 +12,10 @@ use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
 use javelin_schema::testkit::{
-    TopicLog, clickhouse_client, clickhouse_url, create_topics, kafka_brokers, unique_name,
+    Reaped, TopicLog, clickhouse_client, clickhouse_url, create_topics, kafka_brokers, unique_name,
     wait_for,
 };
 use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
-
-struct Consumer(Child);
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Pipeline {
     run: String,
@@ -85,7 +76,7 @@ impl Pipeline {
             .expect("produced");
     }
 
-    fn consumer(&self, extra: &[&str]) -> Consumer {
+    fn consumer(&self, extra: &[&str]) -> Reaped {
         let logs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("logs");
         let log = std::fs::OpenOptions::new()
@@ -116,7 +107,7 @@ impl Pipeline {
             .stderr(log)
             .spawn()
             .expect("consumer starts");
-        Consumer(child)
+        Reaped(child)
     }
 
     /// (rows, Σ value) as queries see them (`FINAL`), and rows without FINAL.
@@ -422,7 +413,7 @@ async fn with_two_consumers_in_the_group_the_survivor_takes_over_when_one_dies()
 }
 
 /// The metrics URL a consumer prints on its first stdout line.
-fn metrics_url(consumer: &mut Consumer) -> String {
+fn metrics_url(consumer: &mut Reaped) -> String {
     use std::io::BufRead;
     let stdout = consumer.0.stdout.take().expect("consumer stdout");
     let mut line = String::new();

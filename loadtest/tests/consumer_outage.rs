@@ -5,37 +5,22 @@
 //! tests keep theirs.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::testkit::{create_topics, kafka_brokers, unique_name, wait_for};
+use javelin_schema::testkit::{
+    Reaped, create_topics, free_port, kafka_brokers, unique_name, wait_for,
+};
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A ClickHouse server of this test's own, driven through `dev/stack`.

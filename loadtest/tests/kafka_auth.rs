@@ -3,23 +3,14 @@
 //! credentials and fails with wrong ones.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::testkit::{tansu_bin, unique_name, wait_for};
+use javelin_schema::testkit::{Reaped, free_port, tansu_bin, unique_name, wait_for};
 
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn broker(dir: &Path, url: &str, auth: bool) -> Broker {
+fn broker(dir: &Path, url: &str, auth: bool) -> Reaped {
     let mut cmd = Command::new(tansu_bin());
     cmd.args([
         "broker",
@@ -36,7 +27,7 @@ fn broker(dir: &Path, url: &str, auth: bool) -> Broker {
     if auth {
         cmd.arg("--authentication");
     }
-    Broker(cmd.spawn().expect("tansu starts"))
+    Reaped(cmd.spawn().expect("tansu starts"))
 }
 
 async fn wait_listening(port: u16) {
@@ -78,11 +69,7 @@ fn publisher(brokers: &str, topic: &str, password: &str) -> Publisher {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sasl_scram_properties_reach_librdkafka() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let brokers = format!("127.0.0.1:{port}");
     let dir = std::env::temp_dir().join(unique_name("kafka_auth"));

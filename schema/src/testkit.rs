@@ -251,3 +251,23 @@ impl TopicLog {
         self.messages().into_iter().map(|m| m.payload).collect()
     }
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a
+/// failing test never leaves servers or binaries behind.
+#[derive(Debug)]
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
