@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use javelin_consumer::config::{Cli, Command};
 use javelin_schema::migrations::{MigrateOptions, migrate};
-use javelin_schema::testkit::{clickhouse_client, clickhouse_url, unique_name, wait_for};
+use javelin_schema::testkit::{
+    RunTopics, clickhouse_client, clickhouse_url, unique_name, wait_for,
+};
 use javelin_schema::wire::{ProfileType, ProfileWindow, Stack, TargetIdentity};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -108,30 +110,15 @@ async fn commit_failures_and_a_broker_outage_lose_and_double_count_nothing() {
     let mut expected = produce(&producer, &profiles, 0, 20, base).await;
 
     let args = |run: &str| {
-        let cli = Cli::parse_from([
-            "javelin-consumer",
-            "run",
-            "--clickhouse-url",
-            &clickhouse_url(),
-            "--database",
-            run,
-            "--brokers",
-            &brokers,
-            "--group-id",
-            run,
-            "--profiles-topic",
-            &profiles,
-            "--status-topic",
-            &status,
-            "--dlq-topic",
-            &dlq,
-            "--batch-linger-ms",
-            "200",
-            "--batch-max-rows",
-            "50",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]);
+        let topics = RunTopics {
+            profiles: profiles.clone(),
+            status: status.clone(),
+            dlq: dlq.clone(),
+        };
+        let mut argv = vec!["javelin-consumer".to_string()];
+        argv.extend(topics.consumer_args(&clickhouse_url(), run, &brokers, run));
+        argv.extend(["--batch-linger-ms", "200", "--batch-max-rows", "50"].map(String::from));
+        let cli = Cli::parse_from(argv);
         match cli.command {
             Command::Run(args) => *args,
             _ => unreachable!("run"),

@@ -12,8 +12,8 @@ use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
 use javelin_schema::testkit::{
-    Reaped, TopicLog, clickhouse_client, clickhouse_url, create_topics, kafka_brokers, unique_name,
-    wait_for,
+    Reaped, RunTopics, TopicLog, clickhouse_client, clickhouse_url, create_topics, kafka_brokers,
+    unique_name, wait_for,
 };
 use javelin_schema::wire::{ProfileType, ProfileWindow, TargetIdentity};
 
@@ -85,23 +85,19 @@ impl Pipeline {
             .open(logs.join(format!("{}.consumer.log", self.run)))
             .expect("log");
         let child = Command::new(bin("javelin-consumer"))
-            .args([
-                "run",
-                "--clickhouse-url",
-                &clickhouse_url(),
-                "--database",
-                &self.run,
-            ])
-            .args(["--brokers", &kafka_brokers(), "--group-id", &self.run])
-            .args([
-                "--profiles-topic",
-                &self.profiles,
-                "--status-topic",
-                &self.status,
-                "--dlq-topic",
-                &self.dlq,
-            ])
-            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(
+                RunTopics {
+                    profiles: self.profiles.clone(),
+                    status: self.status.clone(),
+                    dlq: self.dlq.clone(),
+                }
+                .consumer_args(
+                    &clickhouse_url(),
+                    &self.run,
+                    &kafka_brokers(),
+                    &self.run,
+                ),
+            )
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)

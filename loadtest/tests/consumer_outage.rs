@@ -13,7 +13,7 @@ use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
 use javelin_schema::testkit::{
-    Reaped, create_topics, free_port, kafka_brokers, unique_name, wait_for,
+    Reaped, RunTopics, create_topics, free_port, kafka_brokers, unique_name, wait_for,
 };
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -132,31 +132,15 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
     let log = std::fs::File::create(&log_path).expect("log");
     let mut consumer = Reaped(
         Command::new(bin("javelin-consumer"))
-            .args([
-                "run",
-                "--clickhouse-url",
-                &ch.url(),
-                "--database",
-                &run,
-                "--brokers",
-                &kafka_brokers(),
-            ])
-            .args([
-                "--group-id",
-                &run,
-                "--profiles-topic",
-                &profiles,
-                "--status-topic",
-                &status,
-                "--dlq-topic",
-                &dlq,
-            ])
-            .args([
-                "--batch-linger-ms",
-                "200",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
+            .args(
+                RunTopics {
+                    profiles: profiles.clone(),
+                    status: status.clone(),
+                    dlq: dlq.clone(),
+                }
+                .consumer_args(&ch.url(), &run, &kafka_brokers(), &run),
+            )
+            .args(["--batch-linger-ms", "200"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use javelin_schema::testkit::{
-    DemoJvm, clickhouse_url, create_topics, kafka_brokers, unique_name, wait_for,
+    DemoJvm, RunTopics, clickhouse_url, create_topics, kafka_brokers, unique_name, wait_for,
 };
 use serde::Deserialize;
 
@@ -142,25 +142,14 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
     let agent = spawn("agent", &logs, agent);
 
     let mut consumer = binary("javelin-consumer");
-    consumer.args([
-        "run",
-        "--clickhouse-url",
-        &clickhouse_url(),
-        "--database",
-        &database,
-        "--brokers",
-        &kafka_brokers(),
-        "--group-id",
-        &run,
-        "--profiles-topic",
-        &profiles,
-        "--status-topic",
-        &status,
-        "--dlq-topic",
-        &dlq,
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
+    consumer.args(
+        RunTopics {
+            profiles: profiles.clone(),
+            status: status.clone(),
+            dlq: dlq.clone(),
+        }
+        .consumer_args(&clickhouse_url(), &database, &kafka_brokers(), &run),
+    );
     consumer.stdout(Stdio::null());
     let consumer = spawn("consumer", &logs, consumer);
 

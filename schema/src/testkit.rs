@@ -271,3 +271,54 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// The topics of one test run: `<run>.profiles`, `<run>.status`, `<run>.dlq`.
+#[derive(Debug, Clone)]
+pub struct RunTopics {
+    pub profiles: String,
+    pub status: String,
+    pub dlq: String,
+}
+
+impl RunTopics {
+    pub fn new(run: &str) -> RunTopics {
+        RunTopics {
+            profiles: format!("{run}.profiles"),
+            status: format!("{run}.status"),
+            dlq: format!("{run}.dlq"),
+        }
+    }
+
+    /// `javelin-consumer run …` for these topics: ClickHouse database, brokers,
+    /// consumer group, and metrics on a free port (tests run in parallel).
+    pub fn consumer_args(
+        &self,
+        clickhouse_url: &str,
+        database: &str,
+        brokers: &str,
+        group: &str,
+    ) -> Vec<String> {
+        [
+            "run",
+            "--clickhouse-url",
+            clickhouse_url,
+            "--database",
+            database,
+            "--brokers",
+            brokers,
+            "--group-id",
+            group,
+            "--profiles-topic",
+            &self.profiles,
+            "--status-topic",
+            &self.status,
+            "--dlq-topic",
+            &self.dlq,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
