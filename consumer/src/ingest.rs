@@ -14,6 +14,8 @@
 //! idempotent (ReplacingMergeTree keys), so nothing is double-counted.
 
 use std::future::Future;
+
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -88,6 +90,20 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         u32::try_from(args.batch_max_rows).unwrap_or(u32::MAX),
     );
     let dead_letters = DeadLetters::new(&args.brokers, &args.dlq_topic, &consumer_id)?;
+    // Rows travel as plain RowBinary: writing into an older schema would be refused row by row.
+    let pending = javelin_schema::migrations::pending(&args.clickhouse_client())
+        .await
+        .with_context(|| {
+            format!(
+                "checking the schema of database {}",
+                args.clickhouse.database
+            )
+        })?;
+    anyhow::ensure!(
+        pending.is_empty(),
+        "database {} lacks schema migrations {pending:?}: run `javelin-consumer migrate` first",
+        args.clickhouse.database
+    );
     let mut sink = Sink::new(args.clickhouse_client(), args.stack_cache_entries);
     tokio::spawn(crate::retention::run(
         args.clickhouse_client(),

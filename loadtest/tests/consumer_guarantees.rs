@@ -518,3 +518,34 @@ async fn replay_restores_a_lost_range_and_changes_nothing_on_an_intact_one() {
     let again = p.totals().await.expect("totals");
     assert_eq!((again.0, again.1), (rows, value));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_consumer_refuses_a_database_without_its_schema() {
+    let database = unique_name("consumer_unmigrated");
+    clickhouse_client()
+        .query(&format!("CREATE DATABASE {database}"))
+        .execute()
+        .await
+        .expect("database");
+    let out = Command::new(bin("javelin-consumer"))
+        .args(RunTopics::new(&database).consumer_args(
+            &clickhouse_url(),
+            &database,
+            &kafka_brokers(),
+            &database,
+        ))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("lacks schema migrations [1]")
+            && stderr.contains("javelin-consumer migrate"),
+        "{stderr}"
+    );
+    clickhouse_client()
+        .query(&format!("DROP DATABASE {database}"))
+        .execute()
+        .await
+        .expect("cleanup");
+}

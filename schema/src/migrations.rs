@@ -236,6 +236,36 @@ pub async fn migrate(
     Ok(report)
 }
 
+/// Versions of [`MIGRATIONS`] not yet applied to the database `db` is bound to
+/// (all of them when the database or its bookkeeping table does not exist).
+pub async fn pending(db: &Client) -> Result<Vec<u32>, MigrationError> {
+    let exists: u8 = db
+        .query(
+            "SELECT count() > 0 FROM system.tables WHERE database = currentDatabase() AND name = ?",
+        )
+        .bind(table::SCHEMA_MIGRATIONS)
+        .fetch_one()
+        .await?;
+    let done: Vec<u32> = if exists == 1 {
+        db.query(&format!(
+            "SELECT DISTINCT version FROM {}",
+            table::SCHEMA_MIGRATIONS
+        ))
+        .fetch_all::<AppliedVersion>()
+        .await?
+        .into_iter()
+        .map(|row| row.version)
+        .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !done.contains(v))
+        .collect())
+}
+
 /// Database names are spliced into DDL, so only plain identifiers are allowed.
 pub fn validate_database_name(name: &str) -> Result<(), MigrationError> {
     let ok = !name.is_empty()

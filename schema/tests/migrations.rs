@@ -9,9 +9,28 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
     let server = clickhouse_client();
     let database = unique_name("javelin_migrate");
 
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .execute()
+        .await
+        .expect("database");
+    let db = server.clone().with_database(&database);
+    assert_eq!(
+        javelin_schema::migrations::pending(&db)
+            .await
+            .expect("pending"),
+        vec![1],
+        "a new database lacks every migration"
+    );
     let first = migrate(&server, &database, MigrateOptions::default())
         .await
         .expect("first run");
+    assert!(
+        javelin_schema::migrations::pending(&db)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
     assert_eq!(first.applied, vec![1]);
     assert!(first.already_applied.is_empty());
 
