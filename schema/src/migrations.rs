@@ -194,16 +194,7 @@ pub async fn migrate(
     ))
     .execute()
     .await?;
-    let done: Vec<u32> = db
-        .query(&format!(
-            "SELECT DISTINCT version FROM {}",
-            table::SCHEMA_MIGRATIONS
-        ))
-        .fetch_all::<AppliedVersion>()
-        .await?
-        .into_iter()
-        .map(|row| row.version)
-        .collect();
+    let done = applied_versions(&db).await?;
 
     let mut report = MigrationReport {
         features,
@@ -236,6 +227,18 @@ pub async fn migrate(
     Ok(report)
 }
 
+/// Versions recorded in `schema_migrations` (the table must exist).
+async fn applied_versions(db: &Client) -> Result<Vec<u32>, MigrationError> {
+    let rows = db
+        .query(&format!(
+            "SELECT DISTINCT version FROM {}",
+            table::SCHEMA_MIGRATIONS
+        ))
+        .fetch_all::<AppliedVersion>()
+        .await?;
+    Ok(rows.into_iter().map(|row| row.version).collect())
+}
+
 /// Versions of [`MIGRATIONS`] not yet applied to the database `db` is bound to
 /// (all of them when the database or its bookkeeping table does not exist).
 pub async fn pending(db: &Client) -> Result<Vec<u32>, MigrationError> {
@@ -246,16 +249,8 @@ pub async fn pending(db: &Client) -> Result<Vec<u32>, MigrationError> {
         .bind(table::SCHEMA_MIGRATIONS)
         .fetch_one()
         .await?;
-    let done: Vec<u32> = if exists == 1 {
-        db.query(&format!(
-            "SELECT DISTINCT version FROM {}",
-            table::SCHEMA_MIGRATIONS
-        ))
-        .fetch_all::<AppliedVersion>()
-        .await?
-        .into_iter()
-        .map(|row| row.version)
-        .collect()
+    let done = if exists == 1 {
+        applied_versions(db).await?
     } else {
         Vec::new()
     };
