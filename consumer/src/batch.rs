@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use javelin_schema::rows::TargetStatusRow;
+use javelin_schema::rows::{LedgerRow, TargetStatusRow};
 
 use crate::convert::{Source, WindowRows};
 use crate::sink::{Batch, ErrorClass, classify};
@@ -13,10 +13,12 @@ use crate::sink::{Batch, ErrorClass, classify};
 /// What one consumed message becomes.
 #[derive(Debug, Clone)]
 pub enum Rows {
-    Window(WindowRows),
-    Status(TargetStatusRow),
+    Window(Box<WindowRows>),
+    Status(Box<TargetStatusRow>),
     /// Invalid, and already in the dead-letter topic: nothing to write.
     DeadLettered,
+    /// A refused profiles message, already in the dead-letter topic: its ledger row.
+    Refused(Box<LedgerRow>),
 }
 
 /// One consumed message, kept until its rows are stored or it is dead-lettered.
@@ -28,18 +30,18 @@ pub struct Pending {
     pub rows: Rows,
 }
 
-impl Batch {
-    /// The rows of `messages`, ready to insert.
-    pub fn of(messages: &[Pending]) -> Batch {
+impl Batch<'_> {
+    /// The rows of `messages`, ready to insert (borrowed: nothing is copied).
+    pub fn of(messages: &[Pending]) -> Batch<'_> {
         let mut batch = Batch::default();
         for m in messages {
             match &m.rows {
                 Rows::Window(w) => {
-                    batch.samples.extend(w.samples.iter().cloned());
-                    batch.stacks.extend(w.stacks.iter().cloned());
-                    batch.ledger.extend(w.ledger.iter().cloned());
+                    batch.windows.push(w);
+                    batch.ledger.push(&w.ledger);
                 }
-                Rows::Status(s) => batch.statuses.push(s.clone()),
+                Rows::Status(s) => batch.statuses.push(s),
+                Rows::Refused(row) => batch.ledger.push(row),
                 Rows::DeadLettered => {}
             }
         }
@@ -51,7 +53,7 @@ impl Batch {
 pub trait BatchWriter {
     fn write_batch(
         &mut self,
-        batch: &Batch,
+        batch: &Batch<'_>,
     ) -> impl Future<Output = Result<(), clickhouse::error::Error>> + Send;
 }
 
@@ -92,7 +94,6 @@ pub async fn write_isolating<W: BatchWriter>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use javelin_schema::rows::SampleRow;
 
     /// Fault injection: rejects any batch containing a sample of the poisoned services.
     struct Rejecting {
@@ -103,7 +104,7 @@ mod tests {
     }
 
     impl BatchWriter for Rejecting {
-        async fn write_batch(&mut self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+        async fn write_batch(&mut self, batch: &Batch<'_>) -> Result<(), clickhouse::error::Error> {
             self.attempts += 1;
             if std::mem::take(&mut self.fail_transiently_once) {
                 return Err(clickhouse::error::Error::BadResponse(
@@ -111,48 +112,59 @@ mod tests {
                 ));
             }
             if batch
-                .samples
+                .windows
                 .iter()
-                .any(|s| self.poisoned.contains(&s.service))
+                .any(|w| self.poisoned.iter().any(|p| p == w.service()))
             {
                 return Err(clickhouse::error::Error::BadResponse(
                     "Code: 53. Type mismatch".into(),
                 ));
             }
-            self.written
-                .extend(batch.samples.iter().map(|s| s.service.clone()));
+            self.written.extend(
+                batch
+                    .windows
+                    .iter()
+                    .flat_map(|w| w.samples())
+                    .map(|s| s.service.to_string()),
+            );
             Ok(())
         }
     }
 
     fn message(i: i64, service: &str) -> Pending {
-        let sample = SampleRow {
-            service: service.into(),
-            profile_type: "cpu".into(),
-            window_start: 0,
-            cluster: String::new(),
-            namespace: String::new(),
-            pod: String::new(),
-            container: String::new(),
-            node: String::new(),
-            target_id: 1,
-            stack_id: i as u64,
-            value: 1,
-            count: 1,
+        use javelin_schema::wire::{ProfileType, ProfileWindow, Stack, TargetIdentity};
+        let now = 1_764_000_000_000;
+        let window = ProfileWindow {
+            target: Some(TargetIdentity {
+                service: service.into(),
+                ..Default::default()
+            }),
+            profile_type: ProfileType::Cpu as i32,
+            window_start_ms: now - 10_000,
+            window_end_ms: now,
+            part_count: 1,
+            strings: vec![String::new(), "main".into()],
+            stacks: vec![Stack {
+                frames: vec![1],
+                value: 1,
+                count: 1,
+                stack_id: i as u64,
+                ..Default::default()
+            }],
+            ..Default::default()
         };
+        let source = Source {
+            topic: "t".into(),
+            partition: 0,
+            offset: i,
+        };
+        let rows =
+            crate::convert::window_rows(&window.to_bytes(), &source, now).expect("a valid window");
         Pending {
-            source: Source {
-                topic: "t".into(),
-                partition: 0,
-                offset: i,
-            },
+            source,
             key: None,
             payload: vec![],
-            rows: Rows::Window(WindowRows {
-                samples: vec![sample],
-                stacks: vec![],
-                ledger: None,
-            }),
+            rows: Rows::Window(Box::new(rows)),
         }
     }
 

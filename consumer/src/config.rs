@@ -95,7 +95,7 @@ pub struct RunArgs {
     #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = javelin_schema::process::parse_key_value)]
     pub kafka_properties: Vec<(String, String)>,
     /// A batch is inserted once it has this many rows…
-    #[arg(long, env = "JAVELIN_BATCH_MAX_ROWS", default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "JAVELIN_BATCH_MAX_ROWS", default_value_t = 500_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch_max_rows: usize,
     /// …or this many message bytes…
     #[arg(long, env = "JAVELIN_BATCH_MAX_BYTES", default_value_t = 32 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]

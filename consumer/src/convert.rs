@@ -1,7 +1,7 @@
 //! Wire messages → ClickHouse rows.
 
-use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, TargetStatusRow};
-use javelin_schema::wire::{DecodeError, ProfileWindow, TargetState, TargetStatus};
+use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow};
+use javelin_schema::wire::{DecodeError, ProfileWindow, TargetIdentity, TargetState, TargetStatus};
 use prost::Message;
 
 /// Where a message came from, for the ledger and the dead-letter headers.
@@ -12,12 +12,73 @@ pub struct Source {
     pub offset: i64,
 }
 
-/// The rows one profile window part becomes.
-#[derive(Debug, Default, Clone)]
+/// The rows one profile window part becomes. The decoded message is kept and
+/// its rows are borrowed from it when written, so a batch costs no allocation
+/// per row (the consumer's hot path).
+#[derive(Debug, Clone)]
 pub struct WindowRows {
-    pub samples: Vec<SampleRow>,
-    pub stacks: Vec<StackRow>,
-    pub ledger: Option<LedgerRow>,
+    window: ProfileWindow,
+    target: TargetIdentity,
+    profile_type: &'static str,
+    window_start: u32,
+    last_seen: u32,
+    pub ledger: LedgerRow,
+}
+
+impl WindowRows {
+    pub fn service(&self) -> &str {
+        &self.target.service
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.window.stacks.len()
+    }
+
+    /// One sample row per stack of the window.
+    pub fn samples(&self) -> impl Iterator<Item = SampleRowRef<'_>> {
+        let t = &self.target;
+        self.window.stacks.iter().map(move |stack| SampleRowRef {
+            service: &t.service,
+            profile_type: self.profile_type,
+            window_start: self.window_start,
+            cluster: &t.cluster,
+            namespace: &t.namespace,
+            pod: &t.pod,
+            container: &t.container,
+            node: &t.node,
+            target_id: t.target_id,
+            stack_id: stack.stack_id,
+            value: stack.value,
+            count: stack.count,
+        })
+    }
+
+    /// The stack ids of the window, in order (see [`Self::stack_row`]).
+    pub fn stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.window.stacks.iter().map(|s| s.stack_id)
+    }
+
+    /// Seconds since the epoch stamped on this window's stack rows.
+    pub fn last_seen(&self) -> u32 {
+        self.last_seen
+    }
+
+    /// The stack row of the `index`-th stack.
+    pub fn stack_row(&self, index: usize) -> Option<StackRowRef<'_>> {
+        let stack = self.window.stacks.get(index)?;
+        Some(StackRowRef {
+            service: &self.target.service,
+            stack_id: stack.stack_id,
+            frames: self.window.frames(stack).collect(),
+            lines: &stack.lines,
+            frame_types: stack
+                .frame_types
+                .iter()
+                .map(|&t| u8::try_from(t).unwrap_or(0))
+                .collect(),
+            last_seen: self.last_seen,
+        })
+    }
 }
 
 fn secs(ms: i64) -> u32 {
@@ -30,45 +91,16 @@ pub fn window_rows(
     source: &Source,
     now_ms: i64,
 ) -> Result<WindowRows, DecodeError> {
-    let window = ProfileWindow::decode_valid(payload)?;
+    let mut window = ProfileWindow::decode_valid(payload)?;
     check_policy(&window, now_ms)?;
-    let target = window.target.clone().unwrap_or_default();
-    let kind = window.kind().name().to_string();
+    let target = window.target.take().unwrap_or_default();
+    let profile_type = window.kind().name();
     let window_start = secs(window.window_start_ms);
     let acc = window.accounting.unwrap_or_default();
-    let mut rows = WindowRows::default();
-    for stack in &window.stacks {
-        rows.samples.push(SampleRow {
-            service: target.service.clone(),
-            profile_type: kind.clone(),
-            window_start,
-            cluster: target.cluster.clone(),
-            namespace: target.namespace.clone(),
-            pod: target.pod.clone(),
-            container: target.container.clone(),
-            node: target.node.clone(),
-            target_id: target.target_id,
-            stack_id: stack.stack_id,
-            value: stack.value,
-            count: stack.count,
-        });
-        rows.stacks.push(StackRow {
-            service: target.service.clone(),
-            stack_id: stack.stack_id,
-            frames: window.frames(stack).map(str::to_string).collect(),
-            lines: stack.lines.clone(),
-            frame_types: stack
-                .frame_types
-                .iter()
-                .map(|&t| u8::try_from(t).unwrap_or(0))
-                .collect(),
-            last_seen: secs(now_ms),
-        });
-    }
-    rows.ledger = Some(LedgerRow {
+    let ledger = LedgerRow {
         window_id: window.window_id,
         service: target.service.clone(),
-        profile_type: kind,
+        profile_type: profile_type.to_string(),
         window_start,
         window_start_ms: window.window_start_ms,
         window_end_ms: window.window_end_ms,
@@ -96,8 +128,106 @@ pub fn window_rows(
         reason: String::new(),
         ingested_at: secs(now_ms),
         ingest_latency_ms: (now_ms - window.window_end_ms).max(0),
-    });
-    Ok(rows)
+    };
+    Ok(WindowRows {
+        window,
+        target,
+        profile_type,
+        window_start,
+        last_seen: secs(now_ms),
+        ledger,
+    })
+}
+
+/// The ledger row of a profiles message the consumer refused (it is in the
+/// dead-letter topic): what could be read of its identity, else the message
+/// key (the agent keys by service) and the message's own timestamp, so a
+/// redelivery lands on the same row.
+pub fn refused_ledger_row(
+    key: Option<&[u8]>,
+    payload: &[u8],
+    source: &Source,
+    message_time_ms: Option<i64>,
+    reason: &str,
+    now_ms: i64,
+) -> LedgerRow {
+    let mut row = match ProfileWindow::decode(payload) {
+        Ok(window) if window.target.is_some() => {
+            let target = window.target.clone().unwrap_or_default();
+            LedgerRow {
+                window_id: window.window_id,
+                service: target.service,
+                profile_type: window.kind().name().to_string(),
+                window_start: secs(window.window_start_ms),
+                window_start_ms: window.window_start_ms,
+                window_end_ms: window.window_end_ms,
+                target_id: target.target_id,
+                pod: target.pod,
+                part_index: window.part_index,
+                part_count: window.part_count,
+                ..refused_row_defaults()
+            }
+        }
+        _ => {
+            let at = message_time_ms.filter(|t| *t > 0).unwrap_or(now_ms);
+            LedgerRow {
+                window_id: javelin_schema::wire::message_id(
+                    &source.topic,
+                    source.partition,
+                    source.offset,
+                ),
+                service: key
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
+                window_start: secs(at),
+                window_start_ms: at,
+                window_end_ms: at,
+                ..refused_row_defaults()
+            }
+        }
+    };
+    // A window's own start may be absurd (that may be why it was refused):
+    // the row is filed under the time it arrived, which retention understands.
+    if row.window_start_ms <= 0 || row.window_start_ms > now_ms + MAX_FUTURE_MS {
+        row.window_start = secs(message_time_ms.filter(|t| *t > 0).unwrap_or(now_ms));
+    }
+    row.topic = source.topic.clone();
+    row.partition = source.partition;
+    row.offset = source.offset;
+    row.status = "rejected".into();
+    row.reason = reason.chars().take(1000).collect();
+    row.ingested_at = secs(now_ms);
+    row
+}
+
+fn refused_row_defaults() -> LedgerRow {
+    LedgerRow {
+        window_id: 0,
+        service: String::new(),
+        profile_type: String::new(),
+        window_start: 0,
+        window_start_ms: 0,
+        window_end_ms: 0,
+        target_id: 0,
+        pod: String::new(),
+        part_index: 0,
+        part_count: 0,
+        raw_events: 0,
+        parsed_events: 0,
+        stacks: 0,
+        dropped_events: 0,
+        dropped_stacks: 0,
+        truncated: 0,
+        jfr_bytes: 0,
+        parse_micros: 0,
+        topic: String::new(),
+        partition: 0,
+        offset: 0,
+        status: String::new(),
+        reason: String::new(),
+        ingested_at: 0,
+        ingest_latency_ms: 0,
+    }
 }
 
 /// Windows may start at most this far in the future (clock skew between nodes).
@@ -187,6 +317,46 @@ mod tests {
             ..Default::default()
         }
         .to_bytes()
+    }
+
+    #[test]
+    fn refused_messages_get_a_ledger_row_with_what_can_be_read() {
+        let source = Source {
+            topic: "t".into(),
+            partition: 2,
+            offset: 41,
+        };
+        let now = 1_764_000_000_000;
+        let garbage = refused_ledger_row(
+            Some(b"svc-x"),
+            b"\xff\xfe not protobuf",
+            &source,
+            Some(now - 5_000),
+            "bad bytes",
+            now,
+        );
+        assert_eq!(garbage.service, "svc-x", "the key names the service");
+        assert_eq!(garbage.window_start, secs(now - 5_000));
+        assert_eq!(garbage.status, "rejected");
+        assert_eq!((garbage.partition, garbage.offset), (2, 41));
+        let again = refused_ledger_row(
+            Some(b"svc-x"),
+            b"\xff\xfe not protobuf",
+            &source,
+            Some(now - 5_000),
+            "bad bytes",
+            now + 60_000,
+        );
+        assert_eq!(
+            (again.service, again.window_start, again.window_id),
+            (garbage.service, garbage.window_start, garbage.window_id),
+            "a redelivery lands on the same ledger row"
+        );
+        let future = window(now + 2 * MAX_FUTURE_MS, now + 2 * MAX_FUTURE_MS + 1);
+        let row = refused_ledger_row(None, &future, &source, Some(now), "future", now);
+        assert_eq!(row.service, "svc", "identity read from the window");
+        assert_eq!(row.profile_type, "cpu");
+        assert_eq!(row.window_start, secs(now), "filed under its arrival time");
     }
 
     #[test]

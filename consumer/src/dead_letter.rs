@@ -41,6 +41,28 @@ impl DeadLetters {
         })
     }
 
+    /// Sends a message to the dead-letter topic, retrying with `backoff` until
+    /// the broker has it: its offset may only be stored afterwards.
+    pub async fn send_until_delivered(
+        &self,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        source: &Source,
+        reason: &str,
+        error_class: &str,
+        backoff: &crate::sink::Backoff,
+    ) {
+        let mut backoff = backoff.clone();
+        backoff.reset();
+        while let Err(e) = self
+            .send(key, payload, source, reason, error_class, crate::now_ms())
+            .await
+        {
+            tracing::warn!(error = %e, "dead-letter topic unavailable; retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
     /// Sends one message to the dead-letter topic; resolves once the broker has it.
     pub async fn send(
         &self,

@@ -1,20 +1,30 @@
 //! The Javelin consumer: Kafka → ClickHouse.
 //!
 //! # Pipeline
-//! [`ingest`] polls the consumer group and cuts batches by rows, bytes and time →
-//! [`convert`] decodes and validates each message and turns it into rows →
-//! [`batch`] writes them, isolating rows ClickHouse rejects →
-//! [`sink`] inserts into ClickHouse, retried while it is unavailable →
-//! only then are the batch's offsets stored for commit. Undecodable or invalid
-//! messages go to the dead-letter topic ([`dead_letter`]) with the reason in headers.
+//! [`ingest`] runs the loop: [`gather`] polls the consumer group and cuts
+//! batches by rows, bytes and time, [`convert`] decoding and validating each
+//! message into rows → [`write`] writes the batch in its own task while the next
+//! one is gathered: [`batch`] isolates rows ClickHouse rejects, [`sink`] inserts,
+//! retried while ClickHouse is unavailable → only then are the batch's offsets
+//! stored for commit. Undecodable or invalid messages go to the dead-letter topic
+//! ([`dead_letter`]) with the reason in headers.
 
 pub mod batch;
 pub mod config;
 pub mod convert;
 pub mod dead_letter;
+pub mod gather;
 pub mod ingest;
 pub mod metrics;
 pub mod rate_limit;
 pub mod replay;
 pub mod retention;
 pub mod sink;
+pub mod write;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -109,10 +109,10 @@ impl ConsumerMetrics {
         }
     }
 
-    pub fn written(&self, batch: &Batch, seconds: f64) {
+    pub fn written(&self, batch: &Batch<'_>, stacks: u64, seconds: f64) {
         for (table, n) in [
-            ("samples", batch.samples.len()),
-            ("stacks", batch.stacks.len()),
+            ("samples", batch.samples()),
+            ("stacks", stacks as usize),
             ("ingest_ledger", batch.ledger.len()),
             ("target_status", batch.statuses.len()),
         ] {

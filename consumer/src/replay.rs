@@ -157,26 +157,23 @@ pub async fn replay(
             partition,
             offset,
         };
-        match convert::window_rows(payload, &source, now_ms()) {
+        match convert::window_rows(payload, &source, crate::now_ms()) {
             Err(_) => summary.invalid += 1,
             Ok(rows) => {
-                let window = rows.ledger.as_ref();
-                let in_range = window
-                    .is_some_and(|l| l.window_start_ms >= args.from && l.window_start_ms < args.to);
-                let service_ok = args
-                    .service
-                    .as_ref()
-                    .is_none_or(|s| window.is_some_and(|l| &l.service == s));
+                let window = &rows.ledger;
+                let in_range =
+                    window.window_start_ms >= args.from && window.window_start_ms < args.to;
+                let service_ok = args.service.as_ref().is_none_or(|s| &window.service == s);
                 if !(in_range && service_ok) {
                     summary.skipped += 1;
                 } else {
                     summary.windows += 1;
-                    summary.rows += rows.samples.len() as u64;
+                    summary.rows += rows.sample_count() as u64;
                     pending.push(Pending {
                         source,
                         key: None,
                         payload: Vec::new(),
-                        rows: Rows::Window(rows),
+                        rows: Rows::Window(Box::new(rows)),
                     });
                 }
             }
@@ -216,12 +213,6 @@ async fn flush(
         }
     }
     pending.clear();
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -3,24 +3,31 @@
 //! with capped, jittered exponential backoff until it lands; its offsets are
 //! stored only afterwards, so nothing is committed past unsaved data.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use clickhouse::Client;
-use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, TargetStatusRow, table};
+use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow, table};
 
-/// Rows of one batch, ready to insert.
+use crate::convert::WindowRows;
+
+/// Rows of one batch, borrowed from the consumed messages.
 #[derive(Debug, Default)]
-pub struct Batch {
-    pub samples: Vec<SampleRow>,
-    pub stacks: Vec<StackRow>,
-    pub ledger: Vec<LedgerRow>,
-    pub statuses: Vec<TargetStatusRow>,
+pub struct Batch<'a> {
+    pub windows: Vec<&'a WindowRows>,
+    pub ledger: Vec<&'a LedgerRow>,
+    pub statuses: Vec<&'a TargetStatusRow>,
 }
 
-impl Batch {
+impl Batch<'_> {
+    pub fn samples(&self) -> usize {
+        self.windows.iter().map(|w| w.sample_count()).sum()
+    }
+
+    /// Sample, ledger and status rows (stack rows depend on the stack cache).
     pub fn rows(&self) -> usize {
-        self.samples.len() + self.stacks.len() + self.ledger.len() + self.statuses.len()
+        self.samples() + self.ledger.len() + self.statuses.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,12 +72,13 @@ pub fn server_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Remembers which (service, stack id) were written today, up to `capacity`
-/// entries; when full it starts over (a re-written stack is harmless:
-/// ReplacingMergeTree keeps one copy).
+/// Remembers which (service, stack id) were written on which day, up to
+/// `capacity` entries; when full it starts over (a re-written stack is
+/// harmless: ReplacingMergeTree keeps one copy).
 #[derive(Debug)]
 pub struct StackCache {
-    seen: HashMap<(String, u64), u32>,
+    seen: HashMap<String, HashMap<u64, u32>>,
+    entries: usize,
     capacity: usize,
 }
 
@@ -78,23 +86,31 @@ impl StackCache {
     pub fn new(capacity: usize) -> StackCache {
         StackCache {
             seen: HashMap::new(),
+            entries: 0,
             capacity,
         }
     }
 
-    fn is_fresh(&self, row: &StackRow) -> bool {
+    fn is_fresh(&self, service: &str, stack_id: u64, last_seen: u32) -> bool {
         self.seen
-            .get(&(row.service.clone(), row.stack_id))
-            .is_some_and(|&day| day == row.last_seen / 86_400)
+            .get(service)
+            .and_then(|ids| ids.get(&stack_id))
+            .is_some_and(|&day| day == last_seen / 86_400)
     }
 
-    fn remember(&mut self, rows: &[StackRow]) {
+    fn remember(&mut self, rows: &[StackRowRef<'_>]) {
         for row in rows {
-            if self.seen.len() >= self.capacity {
+            if self.entries >= self.capacity {
                 self.seen.clear();
+                self.entries = 0;
             }
-            self.seen
-                .insert((row.service.clone(), row.stack_id), row.last_seen / 86_400);
+            let ids = match self.seen.get_mut(row.service) {
+                Some(ids) => ids,
+                None => self.seen.entry(row.service.to_string()).or_default(),
+            };
+            if ids.insert(row.stack_id, row.last_seen / 86_400).is_none() {
+                self.entries += 1;
+            }
         }
     }
 }
@@ -103,6 +119,7 @@ impl StackCache {
 pub struct Sink {
     client: Client,
     stacks: StackCache,
+    stacks_written: u64,
 }
 
 impl Sink {
@@ -110,36 +127,92 @@ impl Sink {
         Sink {
             client,
             stacks: StackCache::new(stack_cache_capacity),
+            stacks_written: 0,
         }
     }
 
+    /// Stack rows written since the last call (for the metrics).
+    pub fn take_stacks_written(&mut self) -> u64 {
+        std::mem::take(&mut self.stacks_written)
+    }
+
     /// One attempt at writing the whole batch.
-    pub async fn write(&mut self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
-        let mut unique: HashMap<(&str, u64), &StackRow> = HashMap::new();
-        for row in batch.stacks.iter().filter(|r| !self.stacks.is_fresh(r)) {
-            unique.insert((row.service.as_str(), row.stack_id), row);
+    pub async fn write(&mut self, batch: &Batch<'_>) -> Result<(), clickhouse::error::Error> {
+        let mut in_batch: HashSet<(&str, u64)> = HashSet::new();
+        let mut new_stacks: Vec<StackRowRef<'_>> = Vec::new();
+        for w in &batch.windows {
+            for (index, id) in w.stack_ids().enumerate() {
+                if self.stacks.is_fresh(w.service(), id, w.last_seen())
+                    || !in_batch.insert((w.service(), id))
+                {
+                    continue;
+                }
+                new_stacks.extend(w.stack_row(index));
+            }
         }
-        let new_stacks: Vec<StackRow> = unique.into_values().cloned().collect();
         // Stacks first: a sample is never visible without its frames.
-        insert(&self.client, table::STACKS, &new_stacks).await?;
-        insert(&self.client, table::SAMPLES, &batch.samples).await?;
-        insert(&self.client, table::INGEST_LEDGER, &batch.ledger).await?;
-        insert(&self.client, table::TARGET_STATUS, &batch.statuses).await?;
+        insert::<StackRowRef<'static>>(&self.client, table::STACKS, &new_stacks).await?;
+        insert_samples(&self.client, &batch.windows).await?;
+        insert::<LedgerRow>(&self.client, table::INGEST_LEDGER, &batch.ledger).await?;
+        insert::<TargetStatusRow>(&self.client, table::TARGET_STATUS, &batch.statuses).await?;
         self.stacks.remember(&new_stacks);
+        self.stacks_written += new_stacks.len() as u64;
         Ok(())
     }
 }
 
-async fn insert<T>(client: &Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
-where
-    T: clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
-{
+/// One INSERT of `rows` (none when there are no rows).
+async fn insert<T: clickhouse::RowWrite>(
+    client: &Client,
+    table: &str,
+    rows: &[impl Borrow<T::Value<'_>>],
+) -> Result<(), clickhouse::error::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let mut insert = client.insert::<T>(table).await?;
     for row in rows {
-        insert.write(row).await?;
+        insert.write(row.borrow()).await?;
+    }
+    insert.end().await
+}
+
+/// The sample rows of `windows`, made on the fly from the decoded messages.
+/// A large batch goes as two concurrent INSERTs: the server parses each on its
+/// own thread, so encoding and parsing overlap (both halves are idempotent).
+async fn insert_samples(
+    client: &Client,
+    windows: &[&WindowRows],
+) -> Result<(), clickhouse::error::Error> {
+    let rows: usize = windows.iter().map(|w| w.sample_count()).sum();
+    if rows < PARALLEL_INSERT_ROWS || windows.len() < 2 {
+        return insert_sample_rows(client, windows).await;
+    }
+    let (left, right) = windows.split_at(windows.len() / 2);
+    tokio::try_join!(
+        insert_sample_rows(client, left),
+        insert_sample_rows(client, right)
+    )
+    .map(|_| ())
+}
+
+/// Batches of at least this many sample rows are written as two INSERTs.
+const PARALLEL_INSERT_ROWS: usize = 200_000;
+
+async fn insert_sample_rows(
+    client: &Client,
+    windows: &[&WindowRows],
+) -> Result<(), clickhouse::error::Error> {
+    if windows.iter().all(|w| w.sample_count() == 0) {
+        return Ok(());
+    }
+    let mut insert = client
+        .insert::<SampleRowRef<'static>>(table::SAMPLES)
+        .await?;
+    for window in windows {
+        for row in window.samples() {
+            insert.write(&row).await?;
+        }
     }
     insert.end().await
 }
@@ -241,22 +314,24 @@ mod tests {
 
     #[test]
     fn stack_cache_is_bounded_and_per_day() {
-        let row = |id, day: u32| StackRow {
-            service: "s".into(),
+        let row = |id, day: u32| StackRowRef {
+            service: "s",
             stack_id: id,
             frames: vec![],
-            lines: vec![],
+            lines: &[],
             frame_types: vec![],
             last_seen: day * 86_400 + 5,
         };
         let mut cache = StackCache::new(2);
         cache.remember(&[row(1, 10), row(2, 10)]);
-        assert!(cache.is_fresh(&row(1, 10)));
+        assert!(cache.is_fresh("s", 1, 10 * 86_400 + 7));
+        assert!(!cache.is_fresh("other", 1, 10 * 86_400 + 7));
         assert!(
-            !cache.is_fresh(&row(1, 11)),
+            !cache.is_fresh("s", 1, 11 * 86_400),
             "re-written once a day for retention"
         );
         cache.remember(&[row(3, 10)]);
-        assert!(cache.seen.len() <= 2);
+        assert!(cache.entries <= 2);
+        assert!(cache.is_fresh("s", 3, 10 * 86_400));
     }
 }

@@ -12,7 +12,7 @@ use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
 use javelin_schema::migrations::{MigrateOptions, migrate};
-use javelin_schema::rows::SampleRow;
+use javelin_schema::rows::SampleRowRef;
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 
 /// Settings of one benchmark run.
@@ -32,7 +32,7 @@ fn now_ms() -> i64 {
 }
 
 /// RowBinary encoding of a sample row (String = LEB128 length + bytes; numbers little-endian).
-fn row_binary(row: &SampleRow, out: &mut Vec<u8>) {
+fn row_binary(row: &SampleRowRef<'_>, out: &mut Vec<u8>) {
     let string = |s: &str, out: &mut Vec<u8>| {
         let mut n = s.len() as u64;
         loop {
@@ -45,16 +45,10 @@ fn row_binary(row: &SampleRow, out: &mut Vec<u8>) {
         }
         out.extend_from_slice(s.as_bytes());
     };
-    string(&row.service, out);
-    string(&row.profile_type, out);
+    string(row.service, out);
+    string(row.profile_type, out);
     out.extend_from_slice(&row.window_start.to_le_bytes());
-    for s in [
-        &row.cluster,
-        &row.namespace,
-        &row.pod,
-        &row.container,
-        &row.node,
-    ] {
+    for s in [row.cluster, row.namespace, row.pod, row.container, row.node] {
         string(s, out);
     }
     out.extend_from_slice(&row.target_id.to_le_bytes());
@@ -130,8 +124,8 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
             };
             let rows =
                 javelin_consumer::convert::window_rows(&window.to_bytes(), &source, now_ms())?;
-            for row in &rows.samples {
-                row_binary(row, &mut ceiling_file);
+            for row in rows.samples() {
+                row_binary(&row, &mut ceiling_file);
                 expected_rows += 1;
             }
             sends.push(window.to_bytes());
@@ -177,7 +171,12 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
             "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // The consumer's log shows when RUST_LOG asks for it (where did the time go?).
+        .stderr(if std::env::var_os("RUST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .with_context(|| format!("starting {}", consumer_bin.display()))?;
     let mut first_rows = None;
@@ -192,6 +191,9 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         }
         if n >= expected_rows {
             break started.elapsed();
+        }
+        if let Some(status) = consumer.try_wait()? {
+            bail!("the consumer exited ({status}) after storing {n} of {expected_rows} rows");
         }
         if started.elapsed() > Duration::from_secs(1800) {
             let _ = consumer.kill();

@@ -242,12 +242,35 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_lands() {
             .header("javelin.reason")
             .is_some_and(|r| r.contains("part 5 of 1"))
     );
-    let ledger: u64 =
-        p.db.query("SELECT count() FROM ingest_ledger FINAL")
-            .fetch_one()
+    // One ledger row per message: the two windows accepted, the two refusals
+    // with their reason (the garbage filed under its key, the invalid window
+    // under its own identity).
+    let ledger: Vec<(String, String, i64, String)> =
+        wait_for("four ledger rows", Duration::from_secs(30), || async {
+            p.db.query(
+                "SELECT service, status, offset, reason FROM ingest_ledger FINAL ORDER BY offset",
+            )
+            .fetch_all::<(String, String, i64, String)>()
             .await
-            .expect("ledger");
-    assert_eq!(ledger, 2, "one ledger row per ingested window part");
+            .ok()
+            .filter(|rows| rows.len() >= 4)
+        })
+        .await;
+    let summary: Vec<(&str, &str, i64)> = ledger
+        .iter()
+        .map(|(s, st, o, _)| (s.as_str(), st.as_str(), *o))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("svc", "accepted", 0),
+            ("svc", "rejected", 1),
+            ("svc", "rejected", 2),
+            ("svc", "accepted", 3)
+        ]
+    );
+    assert!(ledger[1].3.contains("protobuf"), "{:?}", ledger[1]);
+    assert!(ledger[2].3.contains("part 5 of 1"), "{:?}", ledger[2]);
     // The dead letters and the written rows show in the consumer's metrics.
     let text = reqwest::get(&metrics_url)
         .await

@@ -95,6 +95,108 @@ fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
         .collect()
 }
 
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name)
+}
+
+/// A ClickHouse of the test's own with the schema migrated, and the run's topics.
+async fn setup(run: &str) -> (OwnClickHouse, RunTopics) {
+    let ch = OwnClickHouse {
+        dir: std::env::temp_dir().join(run),
+        http: free_port(),
+        tcp: free_port(),
+    };
+    ch.stack("start-clickhouse");
+    let topics = RunTopics {
+        profiles: format!("{run}.profiles"),
+        status: format!("{run}.status"),
+        dlq: format!("{run}.dlq"),
+    };
+    create_topics(&[&topics.profiles, &topics.status, &topics.dlq], 2).await;
+    let migrate = Command::new(bin("javelin-consumer"))
+        .args(["migrate", "--clickhouse-url", &ch.url(), "--database", run])
+        .output()
+        .expect("migrate");
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    (ch, topics)
+}
+
+/// The consumer of the run, logging to `log_path`.
+fn spawn_consumer(ch: &OwnClickHouse, run: &str, topics: &RunTopics, log_path: &PathBuf) -> Reaped {
+    std::fs::create_dir_all(log_path.parent().expect("dir")).expect("log dir");
+    let log = std::fs::File::create(log_path).expect("log");
+    Reaped(
+        Command::new(bin("javelin-consumer"))
+            .args(topics.consumer_args(&ch.url(), run, &kafka_brokers(), run))
+            .args(["--batch-linger-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("consumer"),
+    )
+}
+
+/// The (rows, value) totals the samples table holds.
+async fn totals(ch: &OwnClickHouse, run: &str) -> Option<(u64, i64)> {
+    clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_database(run)
+        .with_validation(false)
+        .query("SELECT count(), sum(value) FROM samples FINAL")
+        .fetch_one::<(u64, i64)>()
+        .await
+        .ok()
+}
+
+/// Window `i` of the stream: 10 stacks of one target; returns the payload, rows and value.
+fn window(i: i64, base: i64) -> (Vec<u8>, u64, i64) {
+    let target = TargetIdentity {
+        service: "svc".into(),
+        target_id: 5,
+        ..Default::default()
+    };
+    let mut agg = WindowAggregator::new(Bounds::default());
+    let mut value = 0;
+    for k in 0..10 {
+        let frames: Vec<Frame> = ["main".to_string(), format!("Step{k}")]
+            .iter()
+            .map(|n| Frame::synthetic(n))
+            .collect();
+        agg.add(ProfileType::Cpu, &frames.into(), 100 + k + i, 1);
+        value += 100 + k + i;
+    }
+    // Recent windows: the consumer's retention drops anything older than 7 days.
+    let start = base + i * 1000;
+    let mut parts = agg.finish(&target, start, start + 1000, &Default::default(), 0, 0);
+    assert_eq!(parts.len(), 1, "one part per window");
+    (parts.remove(0).to_bytes(), 10, value)
+}
+
+/// A base time an hour ago, on a whole second.
+fn base_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        / 1000
+        * 1000
+        - 3_600_000
+}
+
+fn publisher(topics: &RunTopics) -> Publisher {
+    Publisher::new(PublisherConfig {
+        brokers: kafka_brokers(),
+        profiles_topic: topics.profiles.clone(),
+        status_topic: topics.status.clone(),
+        send_timeout: Duration::from_secs(30),
+        properties: vec![],
+    })
+    .expect("producer")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
     let outage = Duration::from_secs(
@@ -104,105 +206,26 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
             .unwrap_or(60),
     );
     let run = unique_name("outage");
-    let ch = OwnClickHouse {
-        dir: std::env::temp_dir().join(&run),
-        http: free_port(),
-        tcp: free_port(),
-    };
-    ch.stack("start-clickhouse");
-    let (profiles, status, dlq) = (
-        format!("{run}.profiles"),
-        format!("{run}.status"),
-        format!("{run}.dlq"),
-    );
-    create_topics(&[&profiles, &status, &dlq], 2).await;
-    let bin =
-        |name: &str| PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name);
-    let migrate = Command::new(bin("javelin-consumer"))
-        .args(["migrate", "--clickhouse-url", &ch.url(), "--database", &run])
-        .output()
-        .expect("migrate");
-    assert!(
-        migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
+    let (ch, topics) = setup(&run).await;
+    let profiles = topics.profiles.clone();
     let log_path = repo().join(format!("target/e2e-logs/{run}.consumer.log"));
-    std::fs::create_dir_all(log_path.parent().expect("dir")).expect("log dir");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut consumer = Reaped(
-        Command::new(bin("javelin-consumer"))
-            .args(
-                RunTopics {
-                    profiles: profiles.clone(),
-                    status: status.clone(),
-                    dlq: dlq.clone(),
-                }
-                .consumer_args(&ch.url(), &run, &kafka_brokers(), &run),
-            )
-            .args(["--batch-linger-ms", "200"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("consumer"),
-    );
-    let db = clickhouse::Client::default()
-        .with_url(ch.url())
-        .with_database(&run)
-        .with_validation(false);
-    let totals = || {
-        let db = db.clone();
-        async move {
-            db.query("SELECT count(), sum(value) FROM samples FINAL")
-                .fetch_one::<(u64, i64)>()
-                .await
-                .ok()
-        }
-    };
+    let mut consumer = spawn_consumer(&ch, &run, &topics, &log_path);
+    let totals = || totals(&ch, &run);
 
     // A steady stream: one window every 250 ms before, during and after the outage.
-    let publisher = Publisher::new(PublisherConfig {
-        brokers: kafka_brokers(),
-        profiles_topic: profiles.clone(),
-        status_topic: status.clone(),
-        send_timeout: Duration::from_secs(30),
-        properties: vec![],
-    })
-    .expect("producer");
+    let publisher = publisher(&topics);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let producer = tokio::spawn(async move {
         let (mut rows, mut value, mut i) = (0u64, 0i64, 0i64);
-        let base = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-            / 1000
-            * 1000
-            - 3_600_000;
-        let target = TargetIdentity {
-            service: "svc".into(),
-            target_id: 5,
-            ..Default::default()
-        };
+        let base = base_ms();
         loop {
-            let mut agg = WindowAggregator::new(Bounds::default());
-            for k in 0..10 {
-                let frames: Vec<Frame> = ["main".to_string(), format!("Step{k}")]
-                    .iter()
-                    .map(|n| Frame::synthetic(n))
-                    .collect();
-                agg.add(ProfileType::Cpu, &frames.into(), 100 + k + i, 1);
-                value += 100 + k + i;
-                rows += 1;
-            }
-            // Recent windows: the consumer's retention drops anything older than 7 days.
-            let start = base + i * 1000;
-            for w in agg.finish(&target, start, start + 1000, &Default::default(), 0, 0) {
-                let key = if i % 2 == 0 { "a" } else { "b" };
-                publisher
-                    .send_to(Destination::Profiles, key, &w.to_bytes())
-                    .await
-                    .expect("produced");
-            }
+            let (payload, r, v) = window(i, base);
+            let key = if i % 2 == 0 { "a" } else { "b" };
+            publisher
+                .send_to(Destination::Profiles, key, &payload)
+                .await
+                .expect("produced");
+            (rows, value) = (rows + r, value + v);
             i += 1;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -295,6 +318,77 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
         after.iter().sum::<i64>() > before.iter().sum::<i64>(),
         "{before:?} → {after:?}"
     );
+}
+
+/// SIGTERM while ClickHouse is down: the consumer exits promptly instead of
+/// retrying forever, commits nothing it has not stored, and a restarted
+/// consumer stores everything exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_an_outage_exits_promptly_and_loses_nothing() {
+    let run = unique_name("sigterm");
+    let (ch, topics) = setup(&run).await;
+    let log_path = repo().join(format!("target/e2e-logs/{run}.consumer.log"));
+    let mut consumer = spawn_consumer(&ch, &run, &topics, &log_path);
+    let publisher = publisher(&topics);
+    let base = base_ms();
+    let (mut rows, mut value) = (0u64, 0i64);
+    let mut publish = async |range: std::ops::Range<i64>| {
+        for i in range {
+            let (payload, r, v) = window(i, base);
+            publisher
+                .send_to(Destination::Profiles, "k", &payload)
+                .await
+                .expect("produced");
+            (rows, value) = (rows + r, value + v);
+        }
+    };
+    publish(0..20).await;
+    wait_for(
+        "the first windows stored",
+        Duration::from_secs(60),
+        || async { totals(&ch, &run).await.filter(|t| t.0 == 200) },
+    )
+    .await;
+    ch.stack("stop-clickhouse");
+    publish(20..40).await;
+    wait_for("a retrying consumer", Duration::from_secs(30), || async {
+        std::fs::read_to_string(&log_path)
+            .is_ok_and(|l| l.contains("ClickHouse insert failed"))
+            .then_some(())
+    })
+    .await;
+    let before = committed(&run, &topics.profiles, 2);
+    let term = Command::new("kill")
+        .args(["-TERM", &consumer.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let exited = wait_for("the consumer to exit", Duration::from_secs(15), || {
+        let status = consumer.0.try_wait().expect("wait");
+        async move { status }
+    })
+    .await;
+    assert!(exited.success(), "a clean exit: {exited}");
+    assert_eq!(
+        committed(&run, &topics.profiles, 2),
+        before,
+        "nothing committed past what was stored"
+    );
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        log.contains("the batch in hand is not stored"),
+        "the abandoned batch is logged"
+    );
+
+    ch.stack("start-clickhouse");
+    let _restarted = spawn_consumer(&ch, &run, &topics, &log_path.with_extension("2.log"));
+    let got = wait_for(
+        "exact totals after the restart",
+        Duration::from_secs(120),
+        || async { totals(&ch, &run).await.filter(|t| *t == (rows, value)) },
+    )
+    .await;
+    assert_eq!(got, (rows, value));
 }
 
 /// The end offset of each partition.

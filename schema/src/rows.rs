@@ -49,6 +49,67 @@ pub struct StackRow {
     pub last_seen: u32,
 }
 
+/// [`SampleRow`] borrowing its strings from the decoded message: the
+/// consumer's write path allocates nothing per row. Same columns, same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Serialize)]
+pub struct SampleRowRef<'a> {
+    pub service: &'a str,
+    pub profile_type: &'a str,
+    pub window_start: u32,
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub node: &'a str,
+    pub target_id: u64,
+    pub stack_id: u64,
+    pub value: i64,
+    pub count: i64,
+}
+
+/// [`StackRow`] borrowing its strings from the decoded message. Same columns, same order.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize)]
+pub struct StackRowRef<'a> {
+    pub service: &'a str,
+    pub stack_id: u64,
+    pub frames: Vec<&'a str>,
+    pub lines: &'a [i32],
+    pub frame_types: Vec<u8>,
+    pub last_seen: u32,
+}
+
+impl SampleRow {
+    pub fn borrowed(&self) -> SampleRowRef<'_> {
+        SampleRowRef {
+            service: &self.service,
+            profile_type: &self.profile_type,
+            window_start: self.window_start,
+            cluster: &self.cluster,
+            namespace: &self.namespace,
+            pod: &self.pod,
+            container: &self.container,
+            node: &self.node,
+            target_id: self.target_id,
+            stack_id: self.stack_id,
+            value: self.value,
+            count: self.count,
+        }
+    }
+}
+
+impl StackRow {
+    pub fn borrowed(&self) -> StackRowRef<'_> {
+        StackRowRef {
+            service: &self.service,
+            stack_id: self.stack_id,
+            frames: self.frames.iter().map(String::as_str).collect(),
+            lines: &self.lines,
+            frame_types: self.frame_types.clone(),
+            last_seen: self.last_seen,
+        }
+    }
+}
+
 /// One row per ingested (or rejected) window part: the agent's accounting plus
 /// where the consumer found it and what it did with it.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]

@@ -114,6 +114,18 @@ pub fn window_id(
     h.digest()
 }
 
+/// Deterministic id of a Kafka message (topic, partition, offset): the ledger
+/// id of a message that could not be read as a window, the same on redelivery.
+pub fn message_id(topic: &str, partition: i32, offset: i64) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(b"javelin.message.v1");
+    h.update(&(topic.len() as u32).to_le_bytes());
+    h.update(topic.as_bytes());
+    h.update(&partition.to_le_bytes());
+    h.update(&offset.to_le_bytes());
+    h.digest()
+}
+
 impl ProfileWindow {
     /// Encodes to protobuf bytes.
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -1,7 +1,9 @@
 //! Migrations against the real ClickHouse of the local stack (`dev/stack up`).
 
 use javelin_schema::migrations::{MigrateOptions, migrate};
-use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, TargetStatusRow, table};
+use javelin_schema::rows::{
+    LedgerRow, SampleRow, SampleRowRef, StackRow, StackRowRef, TargetStatusRow, table,
+};
 use javelin_schema::testkit::{clickhouse_client, unique_name};
 
 #[tokio::test]
@@ -122,10 +124,11 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         dropped_stacks: 3,
         truncated_windows: 4,
     };
-    write_one(&db, table::SAMPLES, &sample).await;
-    write_one(&db, table::STACKS, &stack).await;
-    write_one(&db, table::INGEST_LEDGER, &ledger).await;
-    write_one(&db, table::TARGET_STATUS, &status).await;
+    // The consumer writes the borrowed forms; they must land as the owned rows read back.
+    write_one::<SampleRowRef>(&db, table::SAMPLES, &sample.borrowed()).await;
+    write_one::<StackRowRef>(&db, table::STACKS, &stack.borrowed()).await;
+    write_one::<LedgerRow>(&db, table::INGEST_LEDGER, &ledger).await;
+    write_one::<TargetStatusRow>(&db, table::TARGET_STATUS, &status).await;
 
     let q = |t: &str| format!("SELECT * FROM {t}");
     assert_eq!(
@@ -164,10 +167,11 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         .expect("cleanup");
 }
 
-async fn write_one<T>(db: &clickhouse::Client, table: &str, row: &T)
-where
-    T: clickhouse::RowWrite + for<'a> clickhouse::Row<Value<'a> = T>,
-{
+async fn write_one<T: clickhouse::RowWrite>(
+    db: &clickhouse::Client,
+    table: &str,
+    row: &T::Value<'_>,
+) {
     let mut insert = db.insert::<T>(table).await.expect("insert");
     insert.write(row).await.expect("write");
     insert.end().await.expect("end");

@@ -1,0 +1,189 @@
+//! Gathering a batch: receive and decode messages until the batch is full (rows
+//! or bytes) or its linger time is up. Invalid messages are dead-lettered on the
+//! way, so the partition keeps flowing.
+//!
+//! Gathering runs while the previous batch is being written; when that write
+//! finishes, gathering reports it at once (so its offsets are stored without
+//! waiting for this batch's linger).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio::task::{JoinError, JoinHandle};
+
+use crate::batch::{Pending, Rows};
+use crate::convert::{self, Source};
+use crate::dead_letter::DeadLetters;
+use crate::metrics::ConsumerMetrics;
+use crate::sink::Backoff;
+use crate::write::Written;
+
+/// Where a batch ends.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+}
+
+/// A batch being gathered.
+#[derive(Debug)]
+pub struct Gathered {
+    pub messages: Vec<Pending>,
+    pub rows: usize,
+    bytes: usize,
+    deadline: Instant,
+}
+
+impl Gathered {
+    pub fn new(limits: &BatchLimits) -> Gathered {
+        Gathered {
+            messages: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            deadline: Instant::now() + limits.linger,
+        }
+    }
+
+    pub fn is_full(&self, limits: &BatchLimits) -> bool {
+        self.rows >= limits.max_rows || self.bytes >= limits.max_bytes
+    }
+}
+
+/// What interrupted gathering.
+#[derive(Debug)]
+pub enum Interrupt {
+    /// The batch is full or its linger time is up.
+    Done,
+    /// The write in flight finished (its handle has been taken).
+    Written(Box<Result<Written, JoinError>>),
+    Shutdown,
+}
+
+/// What gathering reads from and reports to.
+pub struct Gatherer<'a> {
+    pub consumer: &'a StreamConsumer,
+    pub status_topic: &'a str,
+    pub limits: BatchLimits,
+    pub dead_letters: &'a DeadLetters,
+    pub metrics: &'a ConsumerMetrics,
+}
+
+impl std::fmt::Debug for Gatherer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gatherer")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gatherer<'_> {
+    /// Decodes messages into `batch` until it is done, the write in flight
+    /// finishes, or `shutdown` completes.
+    pub async fn gather(
+        &self,
+        batch: &mut Gathered,
+        in_flight: &mut Option<JoinHandle<Written>>,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Interrupt {
+        let dlq_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        while !batch.is_full(&self.limits) {
+            let event = tokio::select! {
+                m = self.consumer.recv() => Event::Message(m),
+                w = join(in_flight) => Event::Written(Box::new(w)),
+                _ = tokio::time::sleep_until(batch.deadline.into()) => return Interrupt::Done,
+                _ = &mut *shutdown => return Interrupt::Shutdown,
+            };
+            let message = match event {
+                Event::Written(w) => {
+                    *in_flight = None;
+                    return Interrupt::Written(w);
+                }
+                Event::Message(Ok(m)) => m,
+                Event::Message(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka poll error");
+                    continue;
+                }
+            };
+            self.add(batch, &message, &dlq_backoff).await;
+        }
+        Interrupt::Done
+    }
+
+    /// Decodes one message into the batch, dead-lettering it when invalid.
+    async fn add(
+        &self,
+        batch: &mut Gathered,
+        message: &BorrowedMessage<'_>,
+        dlq_backoff: &Backoff,
+    ) {
+        let source = Source {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let payload = message.payload().unwrap_or_default();
+        batch.bytes += payload.len();
+        let decoded = if source.topic == self.status_topic {
+            convert::status_row(payload).map(|s| Rows::Status(Box::new(s)))
+        } else {
+            convert::window_rows(payload, &source, crate::now_ms())
+                .map(|w| Rows::Window(Box::new(w)))
+        };
+        let rows = match decoded {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, %error, "dead-lettering an invalid message");
+                self.dead_letters
+                    .send_until_delivered(
+                        message.key(),
+                        payload,
+                        &source,
+                        &error.to_string(),
+                        "invalid_message",
+                        dlq_backoff,
+                    )
+                    .await;
+                self.metrics.dead_letter("invalid_message");
+                if source.topic == self.status_topic {
+                    Rows::DeadLettered
+                } else {
+                    Rows::Refused(Box::new(convert::refused_ledger_row(
+                        message.key(),
+                        payload,
+                        &source,
+                        message.timestamp().to_millis(),
+                        &error.to_string(),
+                        crate::now_ms(),
+                    )))
+                }
+            }
+        };
+        batch.rows += match &rows {
+            Rows::Window(w) => w.sample_count() + 1,
+            Rows::Status(_) | Rows::Refused(_) => 1,
+            Rows::DeadLettered => 0,
+        };
+        batch.messages.push(Pending {
+            source,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            rows,
+        });
+    }
+}
+
+enum Event<'c> {
+    Message(KafkaResult<BorrowedMessage<'c>>),
+    Written(Box<Result<Written, JoinError>>),
+}
+
+/// The write in flight, once it finishes; never, when there is none.
+async fn join(in_flight: &mut Option<JoinHandle<Written>>) -> Result<Written, JoinError> {
+    match in_flight {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,222 @@
+//! Writing a batch: a task of its own per batch (so the next batch is gathered
+//! meanwhile), retried until ClickHouse has the rows; then the messages
+//! ClickHouse rejected go to the dead-letter topic and the batch's offsets are
+//! stored, in arrival order.
+//!
+//! While ClickHouse is failing, the batch is kept and retried with capped,
+//! jittered backoff; the assigned partitions are paused and the main task keeps
+//! polling ([`wait_for_write`]), so the consumer stays in the group (heartbeats,
+//! `max.poll.interval.ms`) and serves rebalances. A partition revoked meanwhile
+//! cannot have its offsets stored by us; its new owner re-delivers those
+//! messages, and the rows are idempotent (ReplacingMergeTree keys), so nothing
+//! is double-counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+
+use crate::batch::{BatchWriter, Pending, Rows, write_isolating};
+use crate::dead_letter::DeadLetters;
+use crate::metrics::ConsumerMetrics;
+use crate::sink::{Backoff, Batch, Sink, classify};
+
+impl BatchWriter for Sink {
+    async fn write_batch(&mut self, batch: &Batch<'_>) -> Result<(), clickhouse::error::Error> {
+        self.write(batch).await
+    }
+}
+
+/// What a write task hands back: the writer's state, the batch, and the
+/// messages whose rows ClickHouse rejected.
+#[derive(Debug)]
+pub struct Written {
+    sink: Sink,
+    backoff: Backoff,
+    pending: Vec<Pending>,
+    rejected: Vec<(usize, String)>,
+    started: Instant,
+}
+
+/// The write task: writes the batch, isolating rejected messages, and retries
+/// transient failures until they pass, with the assigned partitions paused
+/// (the main task keeps polling; see [`wait_for_write`]).
+pub async fn write_until_stored(
+    consumer: Arc<StreamConsumer>,
+    mut sink: Sink,
+    mut backoff: Backoff,
+    pending: Vec<Pending>,
+    metrics: ConsumerMetrics,
+) -> Written {
+    let started = Instant::now();
+    let mut paused = false;
+    let rejected = loop {
+        match write_isolating(&mut sink, &pending).await {
+            Ok(rejected) => break rejected,
+            Err(error) => {
+                metrics.retry();
+                if !paused {
+                    paused = pause_assigned(&consumer);
+                }
+                metrics.retrying.store(true, Ordering::Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, class = ?classify(&error), retry_in = ?delay, "ClickHouse insert failed; batch kept, offsets not stored");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    backoff.reset();
+    metrics.retrying.store(false, Ordering::Relaxed);
+    if paused
+        && let Ok(assigned) = consumer.assignment()
+        && let Err(e) = consumer.resume(&assigned)
+    {
+        tracing::warn!(error = %e, "resuming partitions");
+    }
+    Written {
+        sink,
+        backoff,
+        pending,
+        rejected,
+        started,
+    }
+}
+
+fn pause_assigned(consumer: &StreamConsumer) -> bool {
+    match consumer.assignment() {
+        Ok(assigned) => consumer
+            .pause(&assigned)
+            .map_err(|e| tracing::warn!(error = %e, "pausing partitions"))
+            .is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the assignment");
+            false
+        }
+    }
+}
+
+/// A message received while partitions are paused comes from a partition
+/// assigned meanwhile: it is not processed now; its partition is rewound to it
+/// and paused too.
+fn hold_back(consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::warn!(error = %e, "pausing a newly assigned partition");
+    }
+    if let Err(e) = consumer.seek(
+        topic,
+        partition,
+        Offset::Offset(offset),
+        Duration::from_secs(5),
+    ) {
+        tracing::warn!(error = %e, %topic, partition, "rewinding a newly assigned partition");
+    }
+}
+
+/// Waits for the write in flight. While it retries (partitions paused), the
+/// consumer keeps polling so it stays in the group; a message that arrives
+/// meanwhile (a newly assigned partition) is held back for later. A shutdown
+/// while ClickHouse is failing abandons the batch: nothing of it is stored, so
+/// it is re-delivered after the restart. `None` means abandoned.
+pub async fn wait_for_write(
+    consumer: &StreamConsumer,
+    handle: &mut JoinHandle<Written>,
+    retrying: &AtomicBool,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+    stopping: &mut bool,
+) -> anyhow::Result<Option<Written>> {
+    loop {
+        let is_retrying = retrying.load(Ordering::Relaxed);
+        if *stopping && is_retrying {
+            handle.abort();
+            tracing::warn!(
+                "stopping while ClickHouse is failing: the batch in hand is not stored and is re-delivered after the restart"
+            );
+            return Ok(None);
+        }
+        tokio::select! {
+            joined = &mut *handle => return joined.map(Some).context("the write task failed"),
+            message = consumer.recv(), if is_retrying => {
+                if let Ok(message) = message {
+                    hold_back(consumer, message.topic(), message.partition(), message.offset());
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut *shutdown, if !*stopping => *stopping = true,
+        }
+    }
+}
+
+/// After a write: dead-letters what ClickHouse rejected (with a `rejected`
+/// ledger row), records the metrics and stores the batch's offsets.
+pub async fn finish(
+    consumer: &StreamConsumer,
+    dead_letters: &DeadLetters,
+    metrics: &ConsumerMetrics,
+    written: Written,
+) -> (Sink, Backoff) {
+    let Written {
+        mut sink,
+        backoff,
+        pending,
+        rejected,
+        started,
+    } = written;
+    metrics.written(
+        &Batch::of(&pending),
+        sink.take_stacks_written(),
+        started.elapsed().as_secs_f64(),
+    );
+    for (index, reason) in rejected {
+        metrics.dead_letter("rejected_by_clickhouse");
+        let Some(m) = pending.get(index) else {
+            continue;
+        };
+        tracing::warn!(topic = %m.source.topic, partition = m.source.partition, offset = m.source.offset, %reason, "ClickHouse rejected a message's rows; dead-lettering it");
+        dead_letters
+            .send_until_delivered(
+                m.key.as_deref(),
+                &m.payload,
+                &m.source,
+                &reason,
+                "rejected_by_clickhouse",
+                &backoff,
+            )
+            .await;
+        // The ledger shows the rejection next to the agent's accounting (best effort:
+        // the ledger row may be what ClickHouse refuses).
+        if let Rows::Window(w) = &m.rows {
+            let mut row = w.ledger.clone();
+            row.status = "rejected".into();
+            row.reason = reason.chars().take(1000).collect();
+            let ledger = Batch {
+                ledger: vec![&row],
+                ..Batch::default()
+            };
+            if let Err(e) = sink.write(&ledger).await {
+                tracing::warn!(error = %e, "could not record the rejection in the ledger");
+            }
+        }
+    }
+    store_offsets(consumer, &pending);
+    tracing::debug!(messages = pending.len(), took = ?started.elapsed(), "batch stored");
+    (sink, backoff)
+}
+
+/// Stores the offsets of a handled batch, in order. A partition revoked while
+/// the batch was in hand is no longer ours to store: skipped (its new owner
+/// re-delivers those messages, and the rows are idempotent).
+fn store_offsets(consumer: &StreamConsumer, pending: &[Pending]) {
+    for m in pending {
+        if let Err(e) = consumer.store_offset(&m.source.topic, m.source.partition, m.source.offset)
+        {
+            tracing::debug!(error = %e, topic = %m.source.topic, partition = m.source.partition, "offset not stored (partition no longer assigned)");
+        }
+    }
+}
