@@ -3,104 +3,70 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use javelin_schema::rows::TargetStatusRow;
 use javelin_schema::wire::ProfileType;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::flamegraph::{CallTree, Flamegraph};
-use crate::store::{Scope, Store};
-
-/// Query limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub default_max_nodes: usize,
-    pub max_nodes_limit: usize,
-    pub max_range_ms: i64,
-}
+use crate::consumers::{self, ConsumerState};
+use crate::error::ApiError;
+use crate::export::{self, ValueMeaning};
+use crate::flamegraph::{CallTree, DiffFlamegraph, Flamegraph};
+use crate::params::{self, Limits, Params};
+use crate::store::{HealthBucket, Label, LedgerSummary, Selection, StackValue, Store};
+use crate::top::{SortBy, TopRow, top};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
     pub limits: Limits,
+    /// Bearer token required on `/api/v1/*` (none = open).
+    pub auth_token: Option<String>,
+    /// Consumers' Prometheus endpoints, for lag and retry state on the health page.
+    pub consumer_metrics_urls: Vec<String>,
+    pub http: reqwest::Client,
 }
 
 pub fn router(state: AppState) -> Router {
+    let token = Arc::new(state.auth_token.clone());
+    let api = Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/profile-types", get(profile_types))
+        .route("/api/v1/labels", get(labels))
+        .route("/api/v1/flamegraph", get(flamegraph))
+        .route("/api/v1/top", get(top_table))
+        .route("/api/v1/diff", get(diff))
+        .route("/api/v1/export/pprof", get(export_pprof))
+        .route("/api/v1/export/collapsed", get(export_collapsed))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/targets", get(targets))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            crate::auth::require_token,
+        ));
     Router::new()
         .route("/", get(ui))
-        .route("/api/v1/services", get(services))
-        .route("/api/v1/flamegraph", get(flamegraph))
+        .merge(api)
         .with_state(Arc::new(state))
 }
 
-/// An API error: a status and a JSON body `{"error": "..."}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
+type Shared = State<Arc<AppState>>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
-impl ApiError {
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+async fn not_found() -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::NOT_FOUND,
+        message: "no such endpoint; see /api/v1/openapi.json".into(),
     }
 }
 
-impl From<clickhouse::error::Error> for ApiError {
-    fn from(e: clickhouse::error::Error) -> ApiError {
-        tracing::warn!(error = %e, "ClickHouse query failed");
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("ClickHouse unavailable: {e}"),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RangeParams {
-    from: Option<i64>,
-    to: Option<i64>,
-}
-
-fn range(limits: &Limits, from: Option<i64>, to: Option<i64>) -> Result<(u32, u32), ApiError> {
-    let (Some(from), Some(to)) = (from, to) else {
-        return Err(ApiError::bad_request(
-            "`from` and `to` (ms since the epoch) are required",
-        ));
-    };
-    if from < 0 || to <= from {
-        return Err(ApiError::bad_request(format!(
-            "empty or negative range: from={from} to={to}"
-        )));
-    }
-    if to - from > limits.max_range_ms {
-        return Err(ApiError::bad_request(format!(
-            "range of {} ms exceeds the limit of {} ms",
-            to - from,
-            limits.max_range_ms
-        )));
-    }
-    let secs = |ms: i64| {
-        u32::try_from(ms / 1000)
-            .map_err(|_| ApiError::bad_request(format!("time {ms} out of range")))
-    };
-    // Windows are stored by their start second: round the end up so a window starting inside the range counts.
-    Ok((secs(from)?, secs(to + 999)?))
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
 }
 
 #[derive(Debug, Serialize)]
@@ -108,24 +74,111 @@ struct ServicesResponse {
     services: Vec<String>,
 }
 
-async fn services(
-    State(state): State<Arc<AppState>>,
-    Query(p): Query<RangeParams>,
-) -> Result<Json<ServicesResponse>, ApiError> {
-    let (from_s, to_s) = range(&state.limits, p.from, p.to)?;
+async fn services(State(s): Shared, Query(p): Query<Params>) -> ApiResult<ServicesResponse> {
+    let (from_s, to_s) = params::range(&s.limits, &p)?;
     Ok(Json(ServicesResponse {
-        services: state.store.services(from_s, to_s).await?,
+        services: s.store.services(from_s, to_s).await?,
     }))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct FlamegraphParams {
-    service: Option<String>,
-    #[serde(rename = "type")]
-    profile_type: Option<String>,
-    from: Option<i64>,
-    to: Option<i64>,
-    max_nodes: Option<usize>,
+#[derive(Debug, Serialize)]
+struct TypeInfo {
+    name: &'static str,
+    unit: &'static str,
+    count_unit: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct TypesResponse {
+    types: Vec<TypeInfo>,
+}
+
+async fn profile_types(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TypesResponse> {
+    let service = params::service(&p)?;
+    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let names = s.store.profile_types(&service, from_s, to_s).await?;
+    let types = names
+        .iter()
+        .filter_map(|n| ProfileType::from_name(n))
+        .map(|t| TypeInfo {
+            name: t.name(),
+            unit: t.value_unit(),
+            count_unit: t.count_unit(),
+        })
+        .collect();
+    Ok(Json(TypesResponse { types }))
+}
+
+#[derive(Debug, Serialize)]
+struct LabelsResponse {
+    label: String,
+    values: Vec<String>,
+}
+
+/// Label values listed at most.
+const MAX_LABEL_VALUES: u32 = 1000;
+
+async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsResponse> {
+    let service = params::service(&p)?;
+    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let name = params::text(&p, "label").unwrap_or_default();
+    let label = Label::parse(name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown label {name:?}; use namespace, pod or container"
+        ))
+    })?;
+    let values = s
+        .store
+        .label_values(&service, label, from_s, to_s, MAX_LABEL_VALUES)
+        .await?;
+    Ok(Json(LabelsResponse {
+        label: name.to_string(),
+        values,
+    }))
+}
+
+/// What the answer is based on, for the UI's evidence line.
+#[derive(Debug, Serialize)]
+struct Metadata {
+    service: String,
+    profile_type: String,
+    unit: &'static str,
+    from: i64,
+    to: i64,
+    namespace: String,
+    pod: String,
+    container: String,
+    /// Sample rows read.
+    scanned_rows: u64,
+    stacks: usize,
+    /// From the ingestion ledger: window parts in the range, and the evidence of loss.
+    #[serde(flatten)]
+    ledger: LedgerSummary,
+}
+
+/// The stacks of a selection and the metadata describing them.
+async fn load(
+    store: &Store,
+    sel: &Selection,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<StackValue>, Metadata), ApiError> {
+    let (stacks, ledger) = tokio::try_join!(store.stacks(sel), store.ledger_summary(sel))?;
+    let kind = ProfileType::from_name(&sel.profile_type).unwrap_or(ProfileType::Unspecified);
+    let metadata = Metadata {
+        service: sel.service.clone(),
+        profile_type: sel.profile_type.clone(),
+        unit: kind.value_unit(),
+        from,
+        to,
+        namespace: sel.namespace.clone(),
+        pod: sel.pod.clone(),
+        container: sel.container.clone(),
+        scanned_rows: stacks.iter().map(|s| s.rows).sum(),
+        stacks: stacks.len(),
+        ledger,
+    };
+    Ok((stacks, metadata))
 }
 
 #[derive(Debug, Serialize)]
@@ -133,63 +186,221 @@ struct FlamegraphResponse {
     #[serde(flatten)]
     flamegraph: Flamegraph,
     unit: &'static str,
-    metadata: FlamegraphMetadata,
-}
-
-#[derive(Debug, Serialize)]
-struct FlamegraphMetadata {
-    service: String,
-    profile_type: String,
-    from: i64,
-    to: i64,
-    stacks: usize,
     max_nodes: usize,
+    metadata: Metadata,
 }
 
-async fn flamegraph(
-    State(state): State<Arc<AppState>>,
-    Query(p): Query<FlamegraphParams>,
-) -> Result<Json<FlamegraphResponse>, ApiError> {
-    let service = p
-        .service
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("`service` is required"))?;
-    let type_name = p.profile_type.unwrap_or_else(|| "cpu".into());
-    let kind = ProfileType::from_name(&type_name).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "unknown profile type {type_name:?}; use cpu, alloc, lock or park"
-        ))
-    })?;
-    let (from_s, to_s) = range(&state.limits, p.from, p.to)?;
-    let max_nodes = p.max_nodes.unwrap_or(state.limits.default_max_nodes);
-    if !(2..=state.limits.max_nodes_limit).contains(&max_nodes) {
-        return Err(ApiError::bad_request(format!(
-            "max_nodes must be in 2..={}",
-            state.limits.max_nodes_limit
-        )));
-    }
-    let scope = Scope {
-        service: service.clone(),
-        profile_type: kind.name().into(),
-        from_s,
-        to_s,
-    };
-    let stacks = state.store.stacks(&scope).await?;
+async fn flamegraph(State(s): Shared, Query(p): Query<Params>) -> ApiResult<FlamegraphResponse> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let max_nodes = params::max_nodes(&s.limits, &p)?;
+    let (stacks, metadata) = load(&s.store, &sel, from, to).await?;
     let mut tree = CallTree::new();
     for stack in &stacks {
         tree.add(&stack.frames, stack.value);
     }
     Ok(Json(FlamegraphResponse {
         flamegraph: tree.to_flamegraph(max_nodes),
-        unit: kind.value_unit(),
-        metadata: FlamegraphMetadata {
-            service,
-            profile_type: kind.name().into(),
-            from: p.from.unwrap_or_default(),
-            to: p.to.unwrap_or_default(),
-            stacks: stacks.len(),
-            max_nodes,
+        unit: metadata.unit,
+        max_nodes,
+        metadata,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct TopResponse {
+    rows: Vec<TopRow>,
+    /// Functions in the selection (before `limit`).
+    functions: usize,
+    total: i64,
+    unit: &'static str,
+    metadata: Metadata,
+}
+
+async fn top_table(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TopResponse> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let sort = match params::text(&p, "sort").unwrap_or("self") {
+        "self" => SortBy::SelfValue,
+        "total" => SortBy::Total,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown sort {other:?}; use self or total"
+            )));
+        }
+    };
+    let limit = params::int(&p, "limit")?.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be in 1..=10000"));
+    }
+    let (stacks, metadata) = load(&s.store, &sel, from, to).await?;
+    let (rows, functions) = top(&stacks, sort, limit as usize);
+    Ok(Json(TopResponse {
+        rows,
+        functions,
+        total: stacks.iter().map(|s| s.value).sum(),
+        unit: metadata.unit,
+        metadata,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct DiffResponse {
+    #[serde(flatten)]
+    diff: DiffFlamegraph,
+    unit: &'static str,
+    max_nodes: usize,
+    left: Metadata,
+    right: Metadata,
+}
+
+async fn diff(State(s): Shared, Query(p): Query<Params>) -> ApiResult<DiffResponse> {
+    let (left_sel, lf, lt) = params::selection(&s.limits, &p, "")?;
+    let (right_sel, rf, rt) = params::selection(&s.limits, &p, "right_")?;
+    let max_nodes = params::max_nodes(&s.limits, &p)?;
+    let (left, right) = tokio::try_join!(
+        load(&s.store, &left_sel, lf, lt),
+        load(&s.store, &right_sel, rf, rt)
+    )?;
+    let mut tree = CallTree::new();
+    for stack in &left.0 {
+        tree.add(&stack.frames, stack.value);
+    }
+    for stack in &right.0 {
+        tree.add_right(&stack.frames, stack.value);
+    }
+    Ok(Json(DiffResponse {
+        diff: tree.to_diff(max_nodes),
+        unit: left.1.unit,
+        max_nodes,
+        left: left.1,
+        right: right.1,
+    }))
+}
+
+async fn export_pprof(
+    State(s): Shared,
+    Query(p): Query<Params>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let (stacks, metadata) = load(&s.store, &sel, from, to).await?;
+    let body = export::pprof_gzip(
+        &stacks,
+        ValueMeaning {
+            kind: &sel.profile_type,
+            unit: metadata.unit,
+            from_ms: from,
+            to_ms: to,
         },
+    )
+    .map_err(|e| ApiError::bad_request(format!("encoding the profile: {e}")))?;
+    let file = format!(
+        "attachment; filename=\"{}-{}-{from}.pb.gz\"",
+        sanitize(&sel.service),
+        sel.profile_type
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        body,
+    ))
+}
+
+async fn export_collapsed(
+    State(s): Shared,
+    Query(p): Query<Params>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let (stacks, _) = load(&s.store, &sel, from, to).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        export::collapsed(&stacks),
+    ))
+}
+
+/// A service name as a file name part.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct HealthResponse {
+    service: String,
+    bucket_seconds: u32,
+    buckets: Vec<HealthBucket>,
+    totals: HealthBucket,
+    consumers: Vec<ConsumerState>,
+}
+
+/// Health buckets returned at most (bucket length is raised to fit).
+const MAX_HEALTH_BUCKETS: i64 = 2000;
+
+async fn health(State(s): Shared, Query(p): Query<Params>) -> ApiResult<HealthResponse> {
+    let service = params::text(&p, "service").unwrap_or_default().to_string();
+    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let asked = params::int(&p, "bucket")?.unwrap_or(60);
+    if asked < 10 {
+        return Err(ApiError::bad_request("bucket must be at least 10 seconds"));
+    }
+    let span = i64::from(to_s - from_s);
+    let bucket = asked
+        .max((span + MAX_HEALTH_BUCKETS - 1) / MAX_HEALTH_BUCKETS)
+        .min(i64::from(u32::MAX));
+    let bucket = u32::try_from(bucket).unwrap_or(u32::MAX);
+    let (buckets, consumers) = tokio::join!(
+        s.store.health(&service, from_s, to_s, bucket),
+        consumers::scrape(&s.http, &s.consumer_metrics_urls)
+    );
+    let buckets = buckets?;
+    let totals = buckets.iter().fold(
+        HealthBucket {
+            time: from_s,
+            windows: 0,
+            accepted_parts: 0,
+            truncated_parts: 0,
+            rejected_parts: 0,
+            dropped_events: 0,
+            dropped_stacks: 0,
+            max_ingest_latency_ms: 0,
+        },
+        |mut t, b| {
+            t.windows += b.windows;
+            t.accepted_parts += b.accepted_parts;
+            t.truncated_parts += b.truncated_parts;
+            t.rejected_parts += b.rejected_parts;
+            t.dropped_events += b.dropped_events;
+            t.dropped_stacks += b.dropped_stacks;
+            t.max_ingest_latency_ms = t.max_ingest_latency_ms.max(b.max_ingest_latency_ms);
+            t
+        },
+    );
+    Ok(Json(HealthResponse {
+        service,
+        bucket_seconds: bucket,
+        buckets,
+        totals,
+        consumers,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct TargetsResponse {
+    targets: Vec<TargetStatusRow>,
+}
+
+async fn targets(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TargetsResponse> {
+    let service = params::text(&p, "service").unwrap_or_default();
+    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    Ok(Json(TargetsResponse {
+        targets: s.store.targets(service, from_s, to_s).await?,
     }))
 }
 
@@ -198,27 +409,4 @@ async fn ui() -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-cache")],
         Html(include_str!("../ui/index.html")),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: Limits = Limits {
-        default_max_nodes: 8192,
-        max_nodes_limit: 1 << 20,
-        max_range_ms: 7 * 86_400_000,
-    };
-
-    #[test]
-    fn ranges_are_validated_and_rounded_to_window_seconds() {
-        assert_eq!(
-            range(&LIMITS, Some(1_000_500), Some(2_000_001)).ok(),
-            Some((1000, 2001))
-        );
-        assert!(range(&LIMITS, None, Some(1)).is_err());
-        assert!(range(&LIMITS, Some(5), Some(5)).is_err());
-        assert!(range(&LIMITS, Some(-5), Some(5)).is_err());
-        assert!(range(&LIMITS, Some(0), Some(8 * 86_400_000)).is_err());
-    }
 }

@@ -31,6 +31,9 @@ struct Node {
     name: u32,
     total: i64,
     self_value: i64,
+    /// The right-hand side of a diff (unused in a plain flamegraph).
+    right_total: i64,
+    right_self: i64,
     children: Vec<usize>,
     depth: u32,
 }
@@ -63,6 +66,8 @@ impl CallTree {
             name: root,
             total: 0,
             self_value: 0,
+            right_total: 0,
+            right_self: 0,
             children: vec![],
             depth: 0,
         });
@@ -81,8 +86,31 @@ impl CallTree {
 
     /// Adds `value` for a stack given root first.
     pub fn add<S: AsRef<str>>(&mut self, frames: &[S], value: i64) {
+        let leaf = self.path(frames);
+        for &i in &leaf {
+            self.nodes[i].total += value;
+        }
+        if let Some(&last) = leaf.last() {
+            self.nodes[last].self_value += value;
+        }
+    }
+
+    /// Adds `value` to the right-hand side of a diff.
+    pub fn add_right<S: AsRef<str>>(&mut self, frames: &[S], value: i64) {
+        let leaf = self.path(frames);
+        for &i in &leaf {
+            self.nodes[i].right_total += value;
+        }
+        if let Some(&last) = leaf.last() {
+            self.nodes[last].right_self += value;
+        }
+    }
+
+    /// The nodes from the root to the stack's leaf, created as needed.
+    fn path<S: AsRef<str>>(&mut self, frames: &[S]) -> Vec<usize> {
+        let mut path = Vec::with_capacity(frames.len() + 1);
         let mut node = 0;
-        self.nodes[0].total += value;
+        path.push(0);
         for frame in frames {
             let name = self.intern(frame.as_ref());
             node = match self.child_index.get(&(node, name)) {
@@ -94,6 +122,8 @@ impl CallTree {
                         name,
                         total: 0,
                         self_value: 0,
+                        right_total: 0,
+                        right_self: 0,
                         children: vec![],
                         depth,
                     });
@@ -102,17 +132,19 @@ impl CallTree {
                     child
                 }
             };
-            self.nodes[node].total += value;
+            path.push(node);
         }
-        self.nodes[node].self_value += value;
+        path
     }
 
     pub fn total(&self) -> i64 {
         self.nodes[0].total
     }
 
-    /// Which nodes to emit so that kept nodes plus `other` nodes fit `max_nodes`.
-    fn keep_set(&self, max_nodes: usize) -> Vec<bool> {
+    /// Which nodes to emit so that kept nodes plus `other` nodes fit
+    /// `max_nodes`, heaviest by `weight` first (a parent weighs at least as much
+    /// as any child).
+    fn keep_set(&self, max_nodes: usize, weight: &[f64]) -> Vec<bool> {
         let n = self.nodes.len();
         if n <= max_nodes {
             return vec![true; n];
@@ -121,8 +153,8 @@ impl CallTree {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| {
             let (na, nb) = (&self.nodes[a], &self.nodes[b]);
-            nb.total
-                .cmp(&na.total)
+            weight[b]
+                .total_cmp(&weight[a])
                 .then(na.depth.cmp(&nb.depth))
                 .then(a.cmp(&b))
         });
@@ -164,46 +196,132 @@ impl CallTree {
 
     /// Emits the names + levels layout with at most `max_nodes` nodes (minimum 2).
     pub fn to_flamegraph(&self, max_nodes: usize) -> Flamegraph {
-        let keep = self.keep_set(max_nodes.max(2));
+        let weight: Vec<f64> = self.nodes.iter().map(|n| n.total as f64).collect();
+        let keep = self.keep_set(max_nodes.max(2), &weight);
+        let (names, other_name) = self.names_with_other();
+        let mut levels: Vec<Vec<i64>> = Vec::new();
+        let mut max_self = 0;
+        let mut omitted = 0u64;
+        self.layout(&keep, &weight, |depth, x_offset, item| {
+            if levels.len() <= depth {
+                levels.push(Vec::new());
+            }
+            let (total, self_value, name) = match item {
+                Item::Node(i) => {
+                    let n = &self.nodes[i];
+                    (n.total, n.self_value, n.name)
+                }
+                Item::Other(cut) => {
+                    omitted += cut.iter().map(|&c| self.subtree_size(c)).sum::<u64>();
+                    let total = cut.iter().map(|&c| self.nodes[c].total).sum();
+                    (total, total, other_name)
+                }
+            };
+            max_self = max_self.max(self_value);
+            // Widths are integer totals: the f64 offsets are exact below 2^53.
+            levels[depth].extend_from_slice(&[x_offset as i64, total, self_value, i64::from(name)]);
+        });
+        Flamegraph {
+            names,
+            levels,
+            total: self.total(),
+            max_self,
+            omitted_nodes: omitted,
+        }
+    }
+
+    /// Emits a diff of the left (`add`) and right (`add_right`) sides. A node's
+    /// width is its share of the left total plus its share of the right total,
+    /// so both sides count equally whatever their sizes.
+    pub fn to_diff(&self, max_nodes: usize) -> DiffFlamegraph {
+        let (left, right) = (self.nodes[0].total, self.nodes[0].right_total);
+        let share = |v: i64, of: i64| if of == 0 { 0.0 } else { v as f64 / of as f64 };
+        let weight: Vec<f64> = self
+            .nodes
+            .iter()
+            .map(|n| share(n.total, left) + share(n.right_total, right))
+            .collect();
+        let keep = self.keep_set(max_nodes.max(2), &weight);
+        let (names, other_name) = self.names_with_other();
+        let mut levels: Vec<Vec<f64>> = Vec::new();
+        let mut omitted = 0u64;
+        self.layout(&keep, &weight, |depth, x_offset, item| {
+            if levels.len() <= depth {
+                levels.push(Vec::new());
+            }
+            let (width, name, lt, ls, rt, rs) = match item {
+                Item::Node(i) => {
+                    let n = &self.nodes[i];
+                    (
+                        weight[i],
+                        n.name,
+                        n.total,
+                        n.self_value,
+                        n.right_total,
+                        n.right_self,
+                    )
+                }
+                Item::Other(cut) => {
+                    omitted += cut.iter().map(|&c| self.subtree_size(c)).sum::<u64>();
+                    let lt: i64 = cut.iter().map(|&c| self.nodes[c].total).sum();
+                    let rt: i64 = cut.iter().map(|&c| self.nodes[c].right_total).sum();
+                    let width = cut.iter().map(|&c| weight[c]).sum();
+                    (width, other_name, lt, lt, rt, rt)
+                }
+            };
+            levels[depth].extend_from_slice(&[
+                x_offset,
+                width,
+                f64::from(name),
+                lt as f64,
+                ls as f64,
+                rt as f64,
+                rs as f64,
+            ]);
+        });
+        DiffFlamegraph {
+            names,
+            levels,
+            left_total: left,
+            right_total: right,
+            omitted_nodes: omitted,
+        }
+    }
+
+    /// The interned names plus `other` (index of `other` returned).
+    fn names_with_other(&self) -> (Vec<String>, u32) {
         let mut names = self.names.clone();
-        let other_name = match self.name_index.get(OTHER) {
+        let other = match self.name_index.get(OTHER) {
             Some(&i) => i,
             None => {
                 names.push(OTHER.to_string());
                 (names.len() - 1) as u32
             }
         };
-        let mut levels: Vec<Vec<i64>> = Vec::new();
-        let mut level_end: Vec<i64> = Vec::new();
-        let mut max_self = 0;
-        let mut omitted = 0u64;
-        // Depth-first, children by name, so the layout is deterministic.
-        let mut stack: Vec<(Emit, usize, i64)> = vec![(Emit::Node(0), 0, 0)];
+        (names, other)
+    }
+
+    /// Walks the kept tree depth-first (children by name, cut children as one
+    /// `other` after them) and calls `emit(depth, x offset from the previous
+    /// node of that depth, item)`, widths taken from `weight`.
+    fn layout(&self, keep: &[bool], weight: &[f64], mut emit: impl FnMut(usize, f64, Item)) {
+        let mut level_end: Vec<f64> = Vec::new();
+        let mut stack: Vec<(Item, usize, f64)> = vec![(Item::Node(0), 0, 0.0)];
         while let Some((item, depth, x)) = stack.pop() {
-            if levels.len() <= depth {
-                levels.push(Vec::new());
-                level_end.push(0);
+            if level_end.len() <= depth {
+                level_end.push(0.0);
             }
-            let (total, self_value, name) = match item {
-                Emit::Node(i) => (
-                    self.nodes[i].total,
-                    self.nodes[i].self_value,
-                    self.nodes[i].name,
-                ),
-                Emit::Other(total, count) => {
-                    omitted += count;
-                    (total, total, other_name)
-                }
+            let width = match &item {
+                Item::Node(i) => weight[*i],
+                Item::Other(cut) => cut.iter().map(|&c| weight[c]).sum(),
             };
-            levels[depth].extend_from_slice(&[
-                x - level_end[depth],
-                total,
-                self_value,
-                i64::from(name),
-            ]);
-            level_end[depth] = x + total;
-            max_self = max_self.max(self_value);
-            let Emit::Node(i) = item else { continue };
+            let offset = x - level_end[depth];
+            level_end[depth] = x + width;
+            let Item::Node(i) = item else {
+                emit(depth, offset, item);
+                continue;
+            };
+            emit(depth, offset, Item::Node(i));
             let mut kids: Vec<usize> = self.nodes[i]
                 .children
                 .iter()
@@ -214,30 +332,23 @@ impl CallTree {
                 self.names[self.nodes[a].name as usize]
                     .cmp(&self.names[self.nodes[b].name as usize])
             });
-            let mut cut_total = 0;
-            let mut cut_count = 0u64;
-            for &c in self.nodes[i].children.iter().filter(|&&c| !keep[c]) {
-                cut_total += self.nodes[c].total;
-                cut_count += self.subtree_size(c);
-            }
-            // Push in reverse so the leftmost child is emitted first.
+            let cut: Vec<usize> = self.nodes[i]
+                .children
+                .iter()
+                .copied()
+                .filter(|&c| !keep[c])
+                .collect();
             let mut next_x = x;
             let mut planned = Vec::with_capacity(kids.len() + 1);
             for &c in &kids {
-                planned.push((Emit::Node(c), depth + 1, next_x));
-                next_x += self.nodes[c].total;
+                planned.push((Item::Node(c), depth + 1, next_x));
+                next_x += weight[c];
             }
-            if cut_count > 0 {
-                planned.push((Emit::Other(cut_total, cut_count), depth + 1, next_x));
+            if !cut.is_empty() {
+                planned.push((Item::Other(cut), depth + 1, next_x));
             }
+            // Reversed so the leftmost child is emitted first.
             stack.extend(planned.into_iter().rev());
-        }
-        Flamegraph {
-            names,
-            levels,
-            total: self.total(),
-            max_self,
-            omitted_nodes: omitted,
         }
     }
 
@@ -252,11 +363,24 @@ impl CallTree {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Emit {
+/// What the layout emits: a kept node, or the cut children of a kept node as one `other`.
+#[derive(Debug, Clone)]
+enum Item {
     Node(usize),
-    /// Sum of cut children: (total, number of nodes folded).
-    Other(i64, u64),
+    Other(Vec<usize>),
+}
+
+/// A diff flamegraph: `levels[d]` is a flat list of 7-tuples
+/// `[x_offset, width, name_index, left_total, left_self, right_total, right_self]`;
+/// width = left share + right share of the node (the root's width is 2 when
+/// both sides have data), x_offset relative to the previous node's end.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DiffFlamegraph {
+    pub names: Vec<String>,
+    pub levels: Vec<Vec<f64>>,
+    pub left_total: i64,
+    pub right_total: i64,
+    pub omitted_nodes: u64,
 }
 
 #[cfg(test)]
@@ -333,5 +457,25 @@ mod tests {
         // Kept f-nodes are the heaviest.
         assert!(nodes.iter().any(|n| n.4 == "f99"));
         assert!(!nodes.iter().any(|n| n.4 == "f0"));
+    }
+
+    #[test]
+    fn a_diff_normalises_each_side_by_its_total() {
+        let mut tree = CallTree::new();
+        // Left: a 50 %, b 50 %. Right (10× bigger): a 20 %, b 80 %.
+        tree.add(&["main", "a"], 5);
+        tree.add(&["main", "b"], 5);
+        tree.add_right(&["main", "a"], 20);
+        tree.add_right(&["main", "b"], 80);
+        let diff = tree.to_diff(100);
+        assert_eq!((diff.left_total, diff.right_total), (10, 100));
+        let level = &diff.levels[2];
+        let node = |k: usize| &level[k * 7..k * 7 + 7];
+        let name = |k: usize| diff.names[node(k)[2] as usize].clone();
+        assert_eq!((name(0), name(1)), ("a".to_string(), "b".to_string()));
+        assert!((node(0)[1] - 0.7).abs() < 1e-9, "a: 0.5 + 0.2");
+        assert!((node(1)[1] - 1.3).abs() < 1e-9, "b: 0.5 + 0.8");
+        assert_eq!(&node(0)[3..], &[5.0, 5.0, 20.0, 20.0]);
+        assert!((diff.levels[0][1] - 2.0).abs() < 1e-9);
     }
 }

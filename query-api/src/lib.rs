@@ -1,10 +1,22 @@
 //! The Javelin query API and UI.
 //!
 //! # Layout
+//! - [`params`]: query parameters → validated selections and limits.
 //! - [`store`]: scoped, parameterised ClickHouse reads.
-//! - [`flamegraph`]: stacks → call tree → names + levels with a node bound.
-//! - [`api`]: the axum routes, validation and JSON errors; serves the UI at `/`.
+//! - [`flamegraph`]: stacks → call tree → names + levels (and diffs) with a node bound.
+//! - [`top`]: the top table (self / total per function).
+//! - [`export`]: pprof and collapsed-stack exports.
+//! - [`consumers`]: the consumers' lag and retry state for the health page.
+//! - [`api`]: the axum routes, JSON errors ([`error`]), auth ([`auth`]), the
+//!   OpenAPI document ([`openapi`]); serves the UI at `/`.
 
 pub mod api;
+pub mod auth;
+pub mod consumers;
+pub mod error;
+pub mod export;
 pub mod flamegraph;
+pub mod openapi;
+pub mod params;
 pub mod store;
+pub mod top;

@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use javelin_query::api::{AppState, Limits, router};
+use javelin_query::api::{AppState, router};
+use javelin_query::params::Limits;
 use javelin_query::store::Store;
 use javelin_schema::process::{args_with_config_file, init_logging, shutdown_signal};
 
@@ -42,6 +43,22 @@ struct Args {
     /// Longest query range, in hours.
     #[arg(long, env = "JAVELIN_MAX_RANGE_HOURS", default_value_t = 7 * 24)]
     max_range_hours: i64,
+    /// Most rows one query may read in ClickHouse (`max_rows_to_read`); beyond it the API answers 422.
+    #[arg(long, env = "JAVELIN_MAX_ROWS_SCANNED", default_value_t = 200_000_000)]
+    max_rows_scanned: u64,
+    /// Longest a query may run in ClickHouse (`max_execution_time`); beyond it the API answers 504.
+    #[arg(long, env = "JAVELIN_QUERY_TIMEOUT_SECONDS", default_value_t = 30)]
+    query_timeout_seconds: u64,
+    /// Bearer token required on /api/v1/* (read-only access); unset = no auth (local demo).
+    #[arg(long, env = "JAVELIN_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// A consumer's metrics URL (…/metrics), for lag and retry state on the health page; repeatable.
+    #[arg(
+        long = "consumer-metrics-url",
+        env = "JAVELIN_CONSUMER_METRICS_URLS",
+        value_delimiter = ','
+    )]
+    consumer_metrics_urls: Vec<String>,
 }
 
 #[tokio::main]
@@ -58,7 +75,13 @@ async fn main() -> anyhow::Result<()> {
         .with_user(&args.clickhouse_user)
         .with_password(&args.clickhouse_password)
         .with_database(&args.database)
-        .with_validation(false);
+        .with_validation(false)
+        .with_setting("max_rows_to_read", args.max_rows_scanned.to_string())
+        .with_setting("max_execution_time", args.query_timeout_seconds.to_string());
+    anyhow::ensure!(
+        args.auth_token.as_deref().is_none_or(|t| t.len() >= 16),
+        "--auth-token must be at least 16 characters"
+    );
     let state = AppState {
         store: Store::new(client),
         limits: Limits {
@@ -66,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
             max_nodes_limit: args.max_nodes_limit,
             max_range_ms: args.max_range_hours * 3_600_000,
         },
+        auth_token: args.auth_token.filter(|t| !t.is_empty()),
+        consumer_metrics_urls: args.consumer_metrics_urls,
+        http: reqwest::Client::new(),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -1,29 +1,93 @@
-//! Reads from ClickHouse. Every query is scoped by service, profile type and
-//! time range; user input is bound as values (`?`), never spliced into SQL.
+//! Reads from ClickHouse. Every profile query is scoped by service, profile
+//! type and time range; user input is bound as values (`?`), never spliced into
+//! SQL (the only identifiers chosen per request come from [`Label::column`]).
+//! Rows scanned and query time are capped by server settings on the client
+//! (`max_rows_to_read`, `max_execution_time`).
 
 use clickhouse::{Client, Row};
-use serde::Deserialize;
+use javelin_schema::rows::TargetStatusRow;
+use serde::{Deserialize, Serialize};
 
-/// A validated query scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scope {
+/// A validated selection of samples.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection {
     pub service: String,
     pub profile_type: String,
     /// Window starts in [from_s, to_s), seconds since the epoch.
     pub from_s: u32,
     pub to_s: u32,
+    /// Label filters; empty = any.
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
 }
 
+/// The label columns a selection can filter and list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Namespace,
+    Pod,
+    Container,
+}
+
+impl Label {
+    pub fn parse(name: &str) -> Option<Label> {
+        match name {
+            "namespace" => Some(Label::Namespace),
+            "pod" => Some(Label::Pod),
+            "container" => Some(Label::Container),
+            _ => None,
+        }
+    }
+
+    /// The column name: a fixed identifier, never user text.
+    fn column(self) -> &'static str {
+        match self {
+            Label::Namespace => "namespace",
+            Label::Pod => "pod",
+            Label::Container => "container",
+        }
+    }
+}
+
+/// The summed value of one stack in a selection, with its frames (root first).
 #[derive(Debug, Row, Deserialize)]
 pub struct StackValue {
     pub stack_id: u64,
     pub value: i64,
+    /// Sample rows summed into this stack (for the "rows scanned" metadata).
+    pub rows: u64,
     pub frames: Vec<String>,
 }
 
+/// What the ingestion ledger says about a selection's windows.
+#[derive(Debug, Default, Clone, Row, Deserialize, Serialize, PartialEq, Eq)]
+pub struct LedgerSummary {
+    pub window_parts: u64,
+    pub truncated_parts: u64,
+    pub rejected_parts: u64,
+    pub dropped_events: u64,
+    pub dropped_stacks: u64,
+}
+
+/// Ingestion health of one time bucket.
+#[derive(Debug, Clone, Row, Deserialize, Serialize, PartialEq, Eq)]
+pub struct HealthBucket {
+    /// Bucket start, seconds since the epoch.
+    pub time: u32,
+    pub windows: u64,
+    pub accepted_parts: u64,
+    pub truncated_parts: u64,
+    /// Parts refused by the consumer or ClickHouse (they are in the dead-letter topic).
+    pub rejected_parts: u64,
+    pub dropped_events: u64,
+    pub dropped_stacks: u64,
+    pub max_ingest_latency_ms: i64,
+}
+
 #[derive(Debug, Row, Deserialize)]
-struct ServiceName {
-    service: String,
+struct Name {
+    name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -31,9 +95,18 @@ pub struct Store {
     client: Client,
 }
 
+/// The label filter clause; binds each filter value twice (`? = '' OR col = ?`).
+const LABEL_FILTER: &str =
+    "(? = '' OR namespace = ?) AND (? = '' OR pod = ?) AND (? = '' OR container = ?)";
+
 impl Store {
     pub fn new(client: Client) -> Store {
         Store { client }
+    }
+
+    /// `sql` with the selection bound to its first ten `?`.
+    fn scoped(&self, sql: &str, sel: &Selection) -> clickhouse::query::Query {
+        bind_selection(self.client.query(sql), sel)
     }
 
     /// Services with samples in [from_s, to_s).
@@ -44,42 +117,173 @@ impl Store {
     ) -> Result<Vec<String>, clickhouse::error::Error> {
         let rows = self
             .client
-            .query("SELECT DISTINCT service FROM samples WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) ORDER BY service")
+            .query("SELECT DISTINCT service AS name FROM samples WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?) ORDER BY name")
             .bind(from_s)
             .bind(to_s)
-            .fetch_all::<ServiceName>()
+            .fetch_all::<Name>()
             .await?;
-        Ok(rows.into_iter().map(|r| r.service).collect())
+        Ok(rows.into_iter().map(|r| r.name).collect())
     }
 
-    /// Summed value per stack in the scope, with the stack's frames. `FINAL`
+    /// Profile types a service has samples of in [from_s, to_s).
+    pub async fn profile_types(
+        &self,
+        service: &str,
+        from_s: u32,
+        to_s: u32,
+    ) -> Result<Vec<String>, clickhouse::error::Error> {
+        let rows = self
+            .client
+            .query("SELECT DISTINCT profile_type AS name FROM samples WHERE service = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?) ORDER BY name")
+            .bind(service)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all::<Name>()
+            .await?;
+        Ok(rows.into_iter().map(|r| r.name).collect())
+    }
+
+    /// Values of `label` in a service's samples in [from_s, to_s), at most `limit`.
+    pub async fn label_values(
+        &self,
+        service: &str,
+        label: Label,
+        from_s: u32,
+        to_s: u32,
+        limit: u32,
+    ) -> Result<Vec<String>, clickhouse::error::Error> {
+        let column = label.column();
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT DISTINCT {column} AS name FROM samples WHERE service = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?) ORDER BY name LIMIT ?"
+            ))
+            .bind(service)
+            .bind(from_s)
+            .bind(to_s)
+            .bind(limit)
+            .fetch_all::<Name>()
+            .await?;
+        Ok(rows.into_iter().map(|r| r.name).collect())
+    }
+
+    /// Summed value per stack in the selection, with the stack's frames. `FINAL`
     /// collapses re-delivered copies of a window that merges have not reached yet.
-    pub async fn stacks(&self, scope: &Scope) -> Result<Vec<StackValue>, clickhouse::error::Error> {
+    pub async fn stacks(
+        &self,
+        sel: &Selection,
+    ) -> Result<Vec<StackValue>, clickhouse::error::Error> {
+        let where_samples = format!(
+            "service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?) AND {LABEL_FILTER}"
+        );
+        let sql = format!(
+            "SELECT stack_id, value, rows, frames FROM (
+                SELECT stack_id, sum(value) AS value, count() AS rows FROM samples FINAL
+                WHERE {where_samples}
+                GROUP BY stack_id
+            ) ANY LEFT JOIN (
+                SELECT stack_id, any(frames) AS frames FROM stacks
+                WHERE service = ? AND stack_id IN (SELECT stack_id FROM samples WHERE {where_samples})
+                GROUP BY stack_id
+            ) USING stack_id"
+        );
+        let query = self.scoped(&sql, sel).bind(&sel.service);
+        bind_selection(query, sel).fetch_all::<StackValue>().await
+    }
+
+    /// The ledger's account of the selection's window parts (pod filter only:
+    /// the ledger knows no namespace or container).
+    pub async fn ledger_summary(
+        &self,
+        sel: &Selection,
+    ) -> Result<LedgerSummary, clickhouse::error::Error> {
         self.client
             .query(
-                "SELECT stack_id, value, frames FROM (
-                    SELECT stack_id, sum(value) AS value FROM samples FINAL
-                    WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
-                    GROUP BY stack_id
-                ) ANY LEFT JOIN (
-                    SELECT stack_id, any(frames) AS frames FROM stacks
-                    WHERE service = ? AND stack_id IN (
-                        SELECT stack_id FROM samples
-                        WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
-                    )
-                    GROUP BY stack_id
-                ) USING stack_id",
+                "SELECT count() AS window_parts,
+                    countIf(status = 'truncated') AS truncated_parts,
+                    countIf(status = 'rejected') AS rejected_parts,
+                    sum(dropped_events) AS dropped_events,
+                    sum(dropped_stacks) AS dropped_stacks
+                 FROM ingest_ledger FINAL
+                 WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
+                   AND (? = '' OR pod = ?)",
             )
-            .bind(&scope.service)
-            .bind(&scope.profile_type)
-            .bind(scope.from_s)
-            .bind(scope.to_s)
-            .bind(&scope.service)
-            .bind(&scope.service)
-            .bind(&scope.profile_type)
-            .bind(scope.from_s)
-            .bind(scope.to_s)
-            .fetch_all::<StackValue>()
+            .bind(&sel.service)
+            .bind(&sel.profile_type)
+            .bind(sel.from_s)
+            .bind(sel.to_s)
+            .bind(&sel.pod)
+            .bind(&sel.pod)
+            .fetch_one::<LedgerSummary>()
             .await
     }
+
+    /// Ingestion health per `bucket_s` seconds; all services when `service` is empty.
+    pub async fn health(
+        &self,
+        service: &str,
+        from_s: u32,
+        to_s: u32,
+        bucket_s: u32,
+    ) -> Result<Vec<HealthBucket>, clickhouse::error::Error> {
+        self.client
+            .query(
+                "SELECT toUInt32(intDiv(toUInt32(window_start), ?) * ?) AS time,
+                    uniqExact(service, profile_type, target_id, window_start_ms) AS windows,
+                    countIf(status = 'accepted') AS accepted_parts,
+                    countIf(status = 'truncated') AS truncated_parts,
+                    countIf(status = 'rejected') AS rejected_parts,
+                    sum(dropped_events) AS dropped_events,
+                    sum(dropped_stacks) AS dropped_stacks,
+                    max(ingest_latency_ms) AS max_ingest_latency_ms
+                 FROM ingest_ledger FINAL
+                 WHERE (? = '' OR service = ?) AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
+                 GROUP BY time ORDER BY time",
+            )
+            .bind(bucket_s)
+            .bind(bucket_s)
+            .bind(service)
+            .bind(service)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all::<HealthBucket>()
+            .await
+    }
+
+    /// The latest status of every target seen in [from_s, to_s); all services when `service` is empty.
+    pub async fn targets(
+        &self,
+        service: &str,
+        from_s: u32,
+        to_s: u32,
+    ) -> Result<Vec<TargetStatusRow>, clickhouse::error::Error> {
+        self.client
+            .query(
+                "SELECT * FROM target_status FINAL
+                 WHERE (? = '' OR service = ?) AND observed_at >= toDateTime(?) AND observed_at < toDateTime(?)
+                 ORDER BY service, pod, target_id",
+            )
+            .bind(service)
+            .bind(service)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all::<TargetStatusRow>()
+            .await
+    }
+}
+
+/// Binds service, type, range and the label filters, in the order of the
+/// selection clauses (`service = ? AND profile_type = ? AND window_start … AND LABEL_FILTER`).
+fn bind_selection(query: clickhouse::query::Query, sel: &Selection) -> clickhouse::query::Query {
+    query
+        .bind(&sel.service)
+        .bind(&sel.profile_type)
+        .bind(sel.from_s)
+        .bind(sel.to_s)
+        .bind(&sel.namespace)
+        .bind(&sel.namespace)
+        .bind(&sel.pod)
+        .bind(&sel.pod)
+        .bind(&sel.container)
+        .bind(&sel.container)
 }

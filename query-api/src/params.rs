@@ -1,0 +1,186 @@
+//! Query parameters → validated selections. Parameters arrive as a string map
+//! so every malformed value gets its own clear message.
+
+use std::collections::HashMap;
+
+use javelin_schema::wire::ProfileType;
+
+use crate::error::ApiError;
+use crate::store::Selection;
+
+/// Query limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub default_max_nodes: usize,
+    pub max_nodes_limit: usize,
+    pub max_range_ms: i64,
+}
+
+pub type Params = HashMap<String, String>;
+
+/// A non-empty string parameter.
+pub fn text<'a>(p: &'a Params, name: &str) -> Option<&'a str> {
+    p.get(name).map(String::as_str).filter(|s| !s.is_empty())
+}
+
+/// An integer parameter, if present.
+pub fn int(p: &Params, name: &str) -> Result<Option<i64>, ApiError> {
+    text(p, name)
+        .map(|s| {
+            s.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("`{name}` must be an integer, got {s:?}"))
+            })
+        })
+        .transpose()
+}
+
+/// `from` / `to` (ms since the epoch) → window-start seconds [from_s, to_s).
+pub fn range(limits: &Limits, p: &Params) -> Result<(u32, u32), ApiError> {
+    let (Some(from), Some(to)) = (int(p, "from")?, int(p, "to")?) else {
+        return Err(ApiError::bad_request(
+            "`from` and `to` (ms since the epoch) are required",
+        ));
+    };
+    range_seconds(limits, from, to)
+}
+
+pub fn range_seconds(limits: &Limits, from: i64, to: i64) -> Result<(u32, u32), ApiError> {
+    if from < 0 || to <= from {
+        return Err(ApiError::bad_request(format!(
+            "empty or negative range: from={from} to={to}"
+        )));
+    }
+    if to - from > limits.max_range_ms {
+        return Err(ApiError::bad_request(format!(
+            "range of {} ms exceeds the limit of {} ms",
+            to - from,
+            limits.max_range_ms
+        )));
+    }
+    let secs = |ms: i64| {
+        u32::try_from(ms / 1000)
+            .map_err(|_| ApiError::bad_request(format!("time {ms} out of range")))
+    };
+    // Windows are stored by their start second: round the end up so a window starting inside the range counts.
+    Ok((secs(from)?, secs(to.saturating_add(999))?))
+}
+
+pub fn service(p: &Params) -> Result<String, ApiError> {
+    text(p, "service")
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_request("`service` is required"))
+}
+
+pub fn profile_type(p: &Params) -> Result<ProfileType, ApiError> {
+    let name = text(p, "type").unwrap_or("cpu");
+    ProfileType::from_name(name)
+        .filter(|t| *t != ProfileType::Unspecified)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown profile type {name:?}; use cpu, alloc, lock or park"
+            ))
+        })
+}
+
+/// The selection named by service, type, `{prefix}from`/`{prefix}to` and the
+/// `{prefix}namespace|pod|container` filters. With a prefix (the right side of
+/// a diff), a missing value falls back to the unprefixed one.
+pub fn selection(
+    limits: &Limits,
+    p: &Params,
+    prefix: &str,
+) -> Result<(Selection, i64, i64), ApiError> {
+    // The prefixed value, else (on the right side of a diff) the left one.
+    let value = |name: &str| text(p, &format!("{prefix}{name}")).or_else(|| text(p, name));
+    let bound = |name: &str| -> Result<i64, ApiError> {
+        let key = if text(p, &format!("{prefix}{name}")).is_some() {
+            format!("{prefix}{name}")
+        } else {
+            name.to_string()
+        };
+        int(p, &key)?.ok_or_else(|| {
+            ApiError::bad_request(format!("`{key}` (ms since the epoch) is required"))
+        })
+    };
+    let (from, to) = (bound("from")?, bound("to")?);
+    let (from_s, to_s) = range_seconds(limits, from, to)?;
+    let label = |name: &str| value(name).unwrap_or_default().to_string();
+    Ok((
+        Selection {
+            service: service(p)?,
+            profile_type: profile_type(p)?.name().to_string(),
+            from_s,
+            to_s,
+            namespace: label("namespace"),
+            pod: label("pod"),
+            container: label("container"),
+        },
+        from,
+        to,
+    ))
+}
+
+/// `max_nodes`, within 2..=the configured limit.
+pub fn max_nodes(limits: &Limits, p: &Params) -> Result<usize, ApiError> {
+    let n = int(p, "max_nodes")?.unwrap_or(limits.default_max_nodes as i64);
+    if n < 2 || n as u64 > limits.max_nodes_limit as u64 {
+        return Err(ApiError::bad_request(format!(
+            "max_nodes must be in 2..={}",
+            limits.max_nodes_limit
+        )));
+    }
+    Ok(n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        default_max_nodes: 8192,
+        max_nodes_limit: 1 << 20,
+        max_range_ms: 7 * 86_400_000,
+    };
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ranges_are_validated_and_rounded_to_window_seconds() {
+        assert_eq!(
+            range_seconds(&LIMITS, 1_000_500, 2_000_001).ok(),
+            Some((1000, 2001))
+        );
+        assert!(range_seconds(&LIMITS, 5, 5).is_err());
+        assert!(range_seconds(&LIMITS, -5, 5).is_err());
+        assert!(range_seconds(&LIMITS, 0, 8 * 86_400_000).is_err());
+        let err = range(&LIMITS, &params(&[("from", "x"), ("to", "5")])).expect_err("bad");
+        assert!(
+            err.message.contains("`from` must be an integer"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn the_right_side_of_a_diff_falls_back_to_the_left() {
+        let p = params(&[
+            ("service", "s"),
+            ("type", "alloc"),
+            ("from", "1000"),
+            ("to", "5000"),
+            ("pod", "a"),
+            ("right_pod", "b"),
+        ]);
+        let (left, _, _) = selection(&LIMITS, &p, "").expect("left");
+        let (right, _, _) = selection(&LIMITS, &p, "right_").expect("right");
+        assert_eq!((left.pod.as_str(), right.pod.as_str()), ("a", "b"));
+        assert_eq!((right.from_s, right.to_s), (left.from_s, left.to_s));
+        assert_eq!(right.profile_type, "alloc");
+        assert!(profile_type(&params(&[("type", "bogus")])).is_err());
+    }
+}
