@@ -12,7 +12,7 @@ fn time(name: &str, required: bool) -> Value {
         name,
         "Milliseconds since the epoch",
         required,
-        json!({ "type": "integer", "format": "int64" }),
+        json!({ "type": "integer", "format": "int64", "minimum": 0 }),
     )
 }
 

@@ -2,202 +2,10 @@
 //! totals, self / total, `other`-node arithmetic, filters, diff, exports,
 //! health, targets, limits, errors and auth.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-use javelin_schema::migrations::{MigrateOptions, migrate};
-use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, TargetStatusRow, table};
-use javelin_schema::stack_id_of_names;
-use javelin_schema::testkit::{Reaped, clickhouse_client, clickhouse_url, unique_name};
+use common::{drop_database, get, seeded_database, start_api};
 use serde_json::Value;
-
-/// One seeded window of one pod: (frames, value) per stack.
-struct Seed {
-    pod: &'static str,
-    stacks: Vec<(Vec<&'static str>, i64)>,
-    truncated: bool,
-    dropped_events: u64,
-}
-
-fn seeds() -> Vec<Seed> {
-    vec![
-        Seed {
-            pod: "pod-a",
-            stacks: vec![
-                (vec!["main", "a", "leaf"], 100),
-                (vec!["main", "b"], 50),
-                (vec!["main", "rec", "rec", "rec"], 30),
-            ],
-            truncated: true,
-            dropped_events: 7,
-        },
-        Seed {
-            pod: "pod-b",
-            stacks: vec![(vec!["main", "a", "leaf"], 10), (vec!["main", "c"], 40)],
-            truncated: false,
-            dropped_events: 0,
-        },
-    ]
-}
-
-fn now_s() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32)
-}
-
-async fn seed(db: &clickhouse::Client, window_start: u32) {
-    let mut samples = db
-        .insert::<SampleRow>(table::SAMPLES)
-        .await
-        .expect("insert");
-    let mut stacks = db.insert::<StackRow>(table::STACKS).await.expect("insert");
-    let mut ledger = db
-        .insert::<LedgerRow>(table::INGEST_LEDGER)
-        .await
-        .expect("insert");
-    for (t, s) in seeds().iter().enumerate() {
-        for (frames, value) in &s.stacks {
-            let names: Vec<String> = frames.iter().map(|f| f.to_string()).collect();
-            let id = stack_id_of_names(&names);
-            let row = SampleRow {
-                service: "svc".into(),
-                profile_type: "cpu".into(),
-                window_start,
-                cluster: "c".into(),
-                namespace: "ns".into(),
-                pod: s.pod.into(),
-                container: "app".into(),
-                node: "n".into(),
-                target_id: t as u64 + 1,
-                stack_id: id,
-                value: *value,
-                count: 1,
-            };
-            samples.write(&row).await.expect("sample");
-            stacks
-                .write(&StackRow {
-                    service: "svc".into(),
-                    stack_id: id,
-                    frames: names,
-                    lines: vec![],
-                    frame_types: vec![],
-                    last_seen: window_start,
-                })
-                .await
-                .expect("stack");
-        }
-        ledger
-            .write(&LedgerRow {
-                window_id: t as u64 + 100,
-                service: "svc".into(),
-                profile_type: "cpu".into(),
-                window_start,
-                window_start_ms: i64::from(window_start) * 1000,
-                window_end_ms: i64::from(window_start) * 1000 + 10_000,
-                target_id: t as u64 + 1,
-                pod: s.pod.into(),
-                part_index: 0,
-                part_count: 1,
-                raw_events: 100,
-                parsed_events: 100,
-                stacks: s.stacks.len() as u64,
-                dropped_events: s.dropped_events,
-                dropped_stacks: u64::from(s.truncated),
-                truncated: u8::from(s.truncated),
-                jfr_bytes: 0,
-                parse_micros: 0,
-                topic: "t".into(),
-                partition: 0,
-                offset: t as i64,
-                status: if s.truncated { "truncated" } else { "accepted" }.into(),
-                reason: String::new(),
-                ingested_at: window_start + 12,
-                ingest_latency_ms: 2000,
-            })
-            .await
-            .expect("ledger");
-    }
-    samples.end().await.expect("samples");
-    stacks.end().await.expect("stacks");
-    ledger.end().await.expect("ledger");
-    let mut status = db
-        .insert::<TargetStatusRow>(table::TARGET_STATUS)
-        .await
-        .expect("insert");
-    for (t, (pod, state, error)) in [
-        ("pod-a", "profiling", ""),
-        (
-            "pod-b",
-            "external_conflict",
-            "libasyncProfiler.so loaded from /opt/other",
-        ),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        status
-            .write(&TargetStatusRow {
-                service: "svc".into(),
-                target_id: t as u64 + 1,
-                cluster: "c".into(),
-                namespace: "ns".into(),
-                pod: pod.into(),
-                container: "app".into(),
-                node: "n".into(),
-                pid: 100 + t as u32,
-                state: state.into(),
-                recorder: "jfr".into(),
-                last_error: error.into(),
-                observed_at: window_start + 5,
-                agent_version: "test".into(),
-                windows_published: 1,
-                spool_dropped_messages: 0,
-                dropped_events: 0,
-                dropped_stacks: 0,
-                truncated_windows: 0,
-            })
-            .await
-            .expect("status");
-    }
-    status.end().await.expect("status");
-}
-
-/// The query API on a free port, serving `database`.
-fn start_api(database: &str, extra: &[&str]) -> (Reaped, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_javelin-query"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--clickhouse-url",
-            &clickhouse_url(),
-        ])
-        .args(["--database", database])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("javelin-query starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("url")
-        .trim_end_matches('/')
-        .to_string();
-    (Reaped(child), url)
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    let response = reqwest::get(url).await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// Flamegraph levels → (depth, name, total, self) tuples.
 fn nodes(fg: &Value) -> Vec<(usize, String, i64, i64)> {
@@ -214,17 +22,8 @@ fn nodes(fg: &Value) -> Vec<(usize, String, i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_answers_exactly_from_seeded_windows() {
-    let database = unique_name("query_api");
-    let server = clickhouse_client();
-    migrate(&server, &database, MigrateOptions::default())
-        .await
-        .expect("migrate");
-    let db = server.clone().with_database(&database);
-    let start = now_s() / 10 * 10 - 1800;
-    seed(&db, start).await;
+    let (database, _, from, to) = seeded_database("query_api").await;
     let (_api, base) = start_api(&database, &[]);
-    let from = i64::from(start - 60) * 1000;
-    let to = i64::from(start + 60) * 1000;
     let q = |path: &str, extra: &str| {
         format!("{base}/api/v1/{path}?service=svc&type=cpu&from={from}&to={to}{extra}")
     };
@@ -386,30 +185,17 @@ async fn the_api_answers_exactly_from_seeded_windows() {
     assert_eq!(status, 200);
     assert!(doc["paths"]["/api/v1/flamegraph"].is_object());
 
-    server
-        .query(&format!("DROP DATABASE {database}"))
-        .execute()
-        .await
-        .expect("drop");
+    drop_database(&database).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_and_auth_are_enforced() {
-    let database = unique_name("query_limits");
-    let server = clickhouse_client();
-    migrate(&server, &database, MigrateOptions::default())
-        .await
-        .expect("migrate");
-    let db = server.clone().with_database(&database);
-    let start = now_s() / 10 * 10 - 1800;
-    seed(&db, start).await;
+    let (database, _, from, to) = seeded_database("query_limits").await;
     let token = "a-long-enough-test-token";
     let (_api, base) = start_api(
         &database,
         &["--auth-token", token, "--max-rows-scanned", "2"],
     );
-    let from = i64::from(start - 60) * 1000;
-    let to = i64::from(start + 60) * 1000;
     let url = format!("{base}/api/v1/flamegraph?service=svc&from={from}&to={to}");
     let client = reqwest::Client::new();
     let anonymous = client.get(&url).send().await.expect("request");
@@ -442,9 +228,5 @@ async fn limits_and_auth_are_enforced() {
         .await
         .expect("request");
     assert_eq!(open.status().as_u16(), 200, "the document is public");
-    server
-        .query(&format!("DROP DATABASE {database}"))
-        .execute()
-        .await
-        .expect("drop");
+    drop_database(&database).await;
 }
