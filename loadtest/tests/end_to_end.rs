@@ -7,9 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use javelin_agent::aggregate::{Bounds, WindowAggregator};
+use javelin_agent::jfr_parse::Frame;
+use javelin_agent::publish::{Publisher, PublisherConfig};
+use javelin_agent::spool::Destination;
 use javelin_schema::testkit::{
-    DemoJvm, RunTopics, clickhouse_url, create_topics, kafka_brokers, unique_name, wait_for,
+    DemoJvm, RunTopics, clickhouse_url, create_topics, dev_tool, kafka_brokers, unique_name,
+    wait_for,
 };
+use javelin_schema::wire::{ProfileType, TargetIdentity};
 use serde::Deserialize;
 
 /// A child process killed (SIGKILL) and reaped when the test ends, pass or fail.
@@ -264,4 +270,100 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         .await
         .expect("html");
     assert!(page.contains("<canvas id=\"flamegraph\""));
+
+    // The UI in a real browser, against this pipeline, after injecting a
+    // truncated window through the real producer path.
+    inject_truncated_window(&profiles, &status).await;
+    wait_for(
+        "the injected truncation in the ledger",
+        Duration::from_secs(30),
+        || {
+            let url = format!(
+                "{base}/api/v1/health?service=javelin-demo&from={}&to={}",
+                now_ms() - 900_000,
+                now_ms()
+            );
+            async move {
+                let h: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                (h["totals"]["truncated_parts"].as_u64() >= Some(1)).then_some(())
+            }
+        },
+    )
+    .await;
+    let shots = repo_root().join("target").join("ui-screenshots").join(&run);
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let node_modules = dev_tool("node");
+    let chromium = dev_tool("chromium");
+    let out = Command::new("node")
+        .arg(repo_root().join("loadtest/tests/ui_check.cjs"))
+        .args([base.as_str(), "javelin-demo"])
+        .arg(&shots)
+        .arg(&chromium)
+        .env("NODE_PATH", &node_modules)
+        .output()
+        .expect("node runs");
+    eprintln!(
+        "UI check: {}{}screenshots in {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        shots.display()
+    );
+    assert!(out.status.success(), "the UI check failed (see above)");
+    let findings: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("findings as JSON");
+    assert!(findings["truncatedParts"].as_u64() >= Some(1), "{findings}");
+    assert!(findings["searchShare"].as_f64() > Some(0.3), "{findings}");
+    for shot in [
+        "1-flamegraph",
+        "2-search",
+        "3-focused",
+        "4-top-table",
+        "5-ingestion",
+    ] {
+        assert!(
+            shots.join(format!("{shot}.png")).exists(),
+            "{shot}.png kept"
+        );
+    }
+}
+
+/// A window of the demo service whose stack bound truncated it (one stack kept,
+/// the rest folded into `[truncated]`), published as the agent would.
+async fn inject_truncated_window(profiles: &str, status: &str) {
+    let publisher = Publisher::new(PublisherConfig {
+        brokers: kafka_brokers(),
+        profiles_topic: profiles.to_string(),
+        status_topic: status.to_string(),
+        send_timeout: Duration::from_secs(30),
+        properties: vec![],
+    })
+    .expect("producer");
+    let target = TargetIdentity {
+        service: "javelin-demo".into(),
+        pod: "injected".into(),
+        target_id: 999,
+        ..Default::default()
+    };
+    let mut agg = WindowAggregator::new(Bounds {
+        max_stacks_per_window: 2,
+        ..Bounds::default()
+    });
+    for k in 0..5 {
+        let frames: Vec<Frame> = [
+            "injected.Main.run".to_string(),
+            format!("injected.Work.step{k}"),
+        ]
+        .iter()
+        .map(|n| Frame::synthetic(n))
+        .collect();
+        agg.add(ProfileType::Cpu, &frames.into(), 1_000_000, 1);
+    }
+    let start = now_ms() / 1000 * 1000 - 60_000;
+    for window in agg.finish(&target, start, start + 10_000, &Default::default(), 0, 0) {
+        assert!(window.accounting.as_ref().is_some_and(|a| a.truncated));
+        publisher
+            .send_to(Destination::Profiles, "javelin-demo", &window.to_bytes())
+            .await
+            .expect("published");
+    }
 }

@@ -7,7 +7,8 @@ mod common;
 
 use std::process::Command;
 
-use common::{drop_database, repo, seeded_database, start_api, tool};
+use common::{drop_database, repo, seeded_database, start_api};
+use javelin_schema::testkit::dev_tool as tool;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]

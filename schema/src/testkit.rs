@@ -113,6 +113,23 @@ impl Drop for DemoJvm {
     }
 }
 
+/// Runs `dev/tools <name>` (installing the tool once per machine into the
+/// per-user cache) and returns the value it prints (`KEY=VALUE`).
+pub fn dev_tool(name: &str) -> String {
+    let out = std::process::Command::new(repo_root().join("dev/tools"))
+        .arg(name)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("dev/tools runs");
+    assert!(out.status.success(), "dev/tools {name} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .expect("dev/tools printed KEY=VALUE")
+}
+
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

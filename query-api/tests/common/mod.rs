@@ -228,19 +228,3 @@ pub async fn drop_database(database: &str) {
 pub fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
-
-/// Runs `dev/tools <tool>` (installing it once per machine) and returns the printed value.
-pub fn tool(name: &str) -> String {
-    let out = Command::new(repo().join("dev/tools"))
-        .arg(name)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("dev/tools runs");
-    assert!(out.status.success(), "dev/tools {name} failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .last()
-        .and_then(|l| l.split_once('='))
-        .map(|(_, v)| v.to_string())
-        .expect("dev/tools printed KEY=VALUE")
-}
