@@ -276,11 +276,13 @@ fn sends_mib(sends: &[Vec<u8>]) -> f64 {
     sends.iter().map(|s| s.len()).sum::<usize>() as f64 / (1 << 20) as f64
 }
 
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn futures_join<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     futures::future::join_all(futures).await
 }
 
-async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()

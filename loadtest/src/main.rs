@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_consumer;
+mod bench_query;
 
 use std::time::Duration;
 
@@ -57,6 +58,27 @@ enum Cmd {
         windows: u32,
         #[arg(long, default_value_t = 200)]
         stacks: u32,
+    },
+    /// Query API flamegraph / top latency for 1 service × 1 h × N pods seeded through the consumer.
+    BenchQuery {
+        #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(
+            long,
+            env = "JAVELIN_CLICKHOUSE_URL",
+            default_value = "http://127.0.0.1:8123"
+        )]
+        clickhouse_url: String,
+        #[arg(long, default_value_t = 50)]
+        pods: u32,
+        /// Distinct stacks per pod and window.
+        #[arg(long, default_value_t = 1500)]
+        stacks: u32,
+        #[arg(long, default_value_t = 60)]
+        window_secs: i64,
+        /// Timed requests per endpoint.
+        #[arg(long, default_value_t = 30)]
+        requests: usize,
     },
     /// Peak RSS of the agent profiling N demo JVMs.
     BenchAgentRss {
@@ -117,6 +139,24 @@ async fn main() -> anyhow::Result<()> {
                 clickhouse_tcp_port,
                 windows,
                 stacks,
+            })
+            .await;
+        }
+        Cmd::BenchQuery {
+            brokers,
+            clickhouse_url,
+            pods,
+            stacks,
+            window_secs,
+            requests,
+        } => {
+            return bench_query::run(bench_query::BenchQuery {
+                brokers,
+                clickhouse_url,
+                pods,
+                stacks,
+                window_secs,
+                requests,
             })
             .await;
         }

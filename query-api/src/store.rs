@@ -51,7 +51,7 @@ impl Label {
 }
 
 /// The summed value of one stack in a selection, with its frames (root first).
-#[derive(Debug, Row, Deserialize)]
+#[derive(Debug)]
 pub struct StackValue {
     pub stack_id: u64,
     pub value: i64,
@@ -86,6 +86,19 @@ pub struct HealthBucket {
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct StackSum {
+    stack_id: u64,
+    value: i64,
+    rows: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StackFrames {
+    stack_id: u64,
+    frames: Vec<String>,
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct Name {
     name: String,
 }
@@ -95,16 +108,42 @@ pub struct Store {
     client: Client,
 }
 
-/// The label filter clause; binds each filter value twice (`? = '' OR col = ?`).
-const LABEL_FILTER: &str =
-    "(? = '' OR namespace = ?) AND (? = '' OR pod = ?) AND (? = '' OR container = ?)";
+impl Selection {
+    /// The label filters in force, as (column, value). Columns are fixed
+    /// identifiers; only filters that are set become clauses, so an unfiltered
+    /// query does not read the label columns at all.
+    fn label_filters(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("namespace", self.namespace.as_str()),
+            ("pod", self.pod.as_str()),
+            ("container", self.container.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+    }
+
+    /// `service = ? AND profile_type = ? AND window_start … [AND label = ?]…`,
+    /// bound by [`bind_selection`].
+    fn clauses(&self) -> String {
+        let mut sql = String::from(
+            "service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
+        );
+        for (column, _) in self.label_filters() {
+            sql.push_str(" AND ");
+            sql.push_str(column);
+            sql.push_str(" = ?");
+        }
+        sql
+    }
+}
 
 impl Store {
     pub fn new(client: Client) -> Store {
         Store { client }
     }
 
-    /// `sql` with the selection bound to its first ten `?`.
+    /// `sql` (which starts its `?` with [`Selection::clauses`]) with the selection bound.
     fn scoped(&self, sql: &str, sel: &Selection) -> clickhouse::query::Query {
         bind_selection(self.client.query(sql), sel)
     }
@@ -168,27 +207,52 @@ impl Store {
     }
 
     /// Summed value per stack in the selection, with the stack's frames. `FINAL`
-    /// collapses re-delivered copies of a window that merges have not reached yet.
+    /// collapses re-delivered copies of a window that merges have not reached
+    /// yet. Samples are read once; the frames of the stacks found are fetched
+    /// by id in a second, small query.
     pub async fn stacks(
         &self,
         sel: &Selection,
     ) -> Result<Vec<StackValue>, clickhouse::error::Error> {
-        let where_samples = format!(
-            "service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?) AND {LABEL_FILTER}"
-        );
-        let sql = format!(
-            "SELECT stack_id, value, rows, frames FROM (
-                SELECT stack_id, sum(value) AS value, count() AS rows FROM samples FINAL
-                WHERE {where_samples}
-                GROUP BY stack_id
-            ) ANY LEFT JOIN (
-                SELECT stack_id, any(frames) AS frames FROM stacks
-                WHERE service = ? AND stack_id IN (SELECT stack_id FROM samples WHERE {where_samples})
-                GROUP BY stack_id
-            ) USING stack_id"
-        );
-        let query = self.scoped(&sql, sel).bind(&sel.service);
-        bind_selection(query, sel).fetch_all::<StackValue>().await
+        let sums = self
+            .scoped(
+                &format!(
+                    "SELECT stack_id, sum(value) AS value, count() AS rows FROM samples FINAL
+                     WHERE {} GROUP BY stack_id",
+                    sel.clauses()
+                ),
+                sel,
+            )
+            .fetch_all::<StackSum>()
+            .await?;
+        let mut frames: std::collections::HashMap<u64, Vec<String>> =
+            std::collections::HashMap::new();
+        for ids in sums.chunks(10_000) {
+            let ids: Vec<u64> = ids.iter().map(|s| s.stack_id).collect();
+            let rows = self
+                .client
+                .query(
+                    "SELECT stack_id, any(frames) AS frames FROM stacks
+                     WHERE service = ? AND has(?, stack_id) GROUP BY stack_id",
+                )
+                .bind(&sel.service)
+                .bind(ids)
+                .fetch_all::<StackFrames>()
+                .await?;
+            frames.extend(rows.into_iter().map(|r| (r.stack_id, r.frames)));
+        }
+        Ok(sums
+            .into_iter()
+            .map(|s| StackValue {
+                stack_id: s.stack_id,
+                value: s.value,
+                rows: s.rows,
+                // A stack row not (yet) written shows as its id, never silently vanishes.
+                frames: frames
+                    .remove(&s.stack_id)
+                    .unwrap_or_else(|| vec![format!("[unknown stack {:016x}]", s.stack_id)]),
+            })
+            .collect())
     }
 
     /// The ledger's account of the selection's window parts (pod filter only:
@@ -272,18 +336,16 @@ impl Store {
     }
 }
 
-/// Binds service, type, range and the label filters, in the order of the
-/// selection clauses (`service = ? AND profile_type = ? AND window_start … AND LABEL_FILTER`).
+/// Binds service, type, range and the label filters in force, in the order of
+/// [`Selection::clauses`].
 fn bind_selection(query: clickhouse::query::Query, sel: &Selection) -> clickhouse::query::Query {
-    query
+    let mut query = query
         .bind(&sel.service)
         .bind(&sel.profile_type)
         .bind(sel.from_s)
-        .bind(sel.to_s)
-        .bind(&sel.namespace)
-        .bind(&sel.namespace)
-        .bind(&sel.pod)
-        .bind(&sel.pod)
-        .bind(&sel.container)
-        .bind(&sel.container)
+        .bind(sel.to_s);
+    for (_, value) in sel.label_filters() {
+        query = query.bind(value);
+    }
+    query
 }
