@@ -18,6 +18,7 @@ use anyhow::Context;
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
 use tokio::task::JoinHandle;
 
 use crate::config::RunArgs;
@@ -41,7 +42,8 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "30000")
+        // A crashed consumer's partitions move to the others after this long.
+        .set("session.timeout.ms", "10000")
         .set("max.poll.interval.ms", "300000")
         // A fetch for idle partitions must not hold up the others for long (librdkafka's default is 500 ms).
         .set("fetch.wait.max.ms", "100");
@@ -159,7 +161,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
             }
             continue;
         }
-        metrics.throttled(budget.acquire(batch.rows).await);
+        metrics.throttled(throttle(&consumer, &budget, batch.rows).await);
         let Some((sink, backoff)) = idle.take() else {
             anyhow::bail!("internal error: no writer available for the next batch");
         };
@@ -229,5 +231,35 @@ async fn sample_lag(
             }
         }
         tokio::time::sleep(Duration::from_secs(15)).await;
+    }
+}
+
+/// Waits for the rows-per-second budget. A wait longer than a moment pauses
+/// the assigned partitions and keeps polling (holding back anything that
+/// arrives), so a throttled consumer stays in the group however long it waits.
+async fn throttle(consumer: &StreamConsumer, budget: &RowBudget, rows: usize) -> Duration {
+    let acquire = budget.acquire(rows);
+    tokio::pin!(acquire);
+    let mut paused = false;
+    loop {
+        tokio::select! {
+            waited = &mut acquire => {
+                if paused
+                    && let Ok(assigned) = consumer.assignment()
+                    && let Err(e) = consumer.resume(&assigned)
+                {
+                    tracing::warn!(error = %e, "resuming partitions after throttling");
+                }
+                return waited;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)), if !paused => {
+                paused = crate::write::pause_assigned(consumer);
+            }
+            message = consumer.recv(), if paused => {
+                if let Ok(m) = message {
+                    crate::write::hold_back(consumer, m.topic(), m.partition(), m.offset());
+                }
+            }
+        }
     }
 }

@@ -87,7 +87,7 @@ pub async fn write_until_stored(
     }
 }
 
-fn pause_assigned(consumer: &StreamConsumer) -> bool {
+pub(crate) fn pause_assigned(consumer: &StreamConsumer) -> bool {
     match consumer.assignment() {
         Ok(assigned) => consumer
             .pause(&assigned)
@@ -103,7 +103,7 @@ fn pause_assigned(consumer: &StreamConsumer) -> bool {
 /// A message received while partitions are paused comes from a partition
 /// assigned meanwhile: it is not processed now; its partition is rewound to it
 /// and paused too.
-fn hold_back(consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
+pub(crate) fn hold_back(consumer: &StreamConsumer, topic: &str, partition: i32, offset: i64) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     if let Err(e) = consumer.pause(&tpl) {

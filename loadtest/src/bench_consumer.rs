@@ -60,7 +60,7 @@ fn row_binary(row: &SampleRowRef<'_>, out: &mut Vec<u8>) {
 pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let run = format!("bench_consumer_{}", std::process::id());
     let topic = format!("{run}.profiles");
-    create_topic(&cfg.brokers, &topic).await?;
+    javelin_loadtest::topics::create(&cfg.brokers, std::slice::from_ref(&topic), 4).await?;
     let server = clickhouse::Client::default()
         .with_url(&cfg.clickhouse_url)
         .with_validation(false);
@@ -280,19 +280,4 @@ pub(crate) async fn futures_join<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output> {
     futures::future::join_all(futures).await
-}
-
-pub(crate) async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    admin
-        .create_topics(
-            &[NewTopic::new(topic, 4, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?;
-    Ok(())
 }

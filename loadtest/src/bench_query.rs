@@ -16,7 +16,7 @@ use javelin_agent::spool::Destination;
 use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 
-use crate::bench_consumer::{create_topic, futures_join};
+use crate::bench_consumer::futures_join;
 
 #[derive(Debug, Clone)]
 pub struct BenchQuery {
@@ -85,7 +85,7 @@ async fn time_gets(
 pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
     let run = format!("bench_query_{}", std::process::id());
     let topic = format!("{run}.profiles");
-    create_topic(&cfg.brokers, &topic).await?;
+    javelin_loadtest::topics::create(&cfg.brokers, std::slice::from_ref(&topic), 4).await?;
     let server = clickhouse::Client::default()
         .with_url(&cfg.clickhouse_url)
         .with_validation(false);

@@ -8,11 +8,11 @@ mod bench_query;
 use std::time::Duration;
 
 use clap::Parser;
-use javelin_agent::aggregate::{Bounds, WindowAggregator};
-use javelin_agent::jfr_parse::Frame;
+use javelin_agent::aggregate::Bounds;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::wire::{self, ProfileType, TargetIdentity};
+use javelin_loadtest::load::{Expected, Shape, windows_for_tick};
+use javelin_loadtest::scenario::{self, Scenario, ScenarioArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +59,9 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         stacks: u32,
     },
+    /// A load scenario through the real pipeline, ending with the reconciliation
+    /// (JSON report and markdown summary in --report-dir; exit 1 on FAIL).
+    Scenario(ScenarioCli),
     /// Query API flamegraph / top latency for 1 service × 1 h × N pods seeded through the consumer.
     BenchQuery {
         #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -94,6 +97,48 @@ enum Cmd {
 }
 
 #[derive(Debug, clap::Args)]
+struct ScenarioCli {
+    scenario: Scenario,
+    /// The short mode the test suite runs (seconds, small fleet).
+    #[arg(long)]
+    short: bool,
+    #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Services (default: by mode and scenario).
+    #[arg(long)]
+    services: Option<u32>,
+    #[arg(long)]
+    pods: Option<u32>,
+    /// Distinct stacks per pod, window and type.
+    #[arg(long)]
+    stacks: Option<u32>,
+    /// Windows each pod publishes.
+    #[arg(long)]
+    windows: Option<u32>,
+    #[arg(long)]
+    window_secs: Option<i64>,
+    /// Milliseconds between windows (the stream's pace).
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// clickhouse-outage: seconds ClickHouse stays down.
+    #[arg(long)]
+    outage_secs: Option<u64>,
+    /// consumer-crash: SIGKILLs over the run.
+    #[arg(long)]
+    kills: Option<u32>,
+    /// poison: poison messages per valid message.
+    #[arg(long)]
+    poison_fraction: Option<f64>,
+    /// Seconds the pipeline may take to settle after the last window.
+    #[arg(long, default_value_t = 180)]
+    settle_secs: u64,
+    #[arg(long)]
+    report_dir: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
@@ -114,6 +159,12 @@ struct Args {
     /// Window length in seconds.
     #[arg(long, default_value_t = 10)]
     window_secs: i64,
+    /// Add an allocation profile per window.
+    #[arg(long)]
+    alloc_heavy: bool,
+    /// Add lock and park profiles per window.
+    #[arg(long)]
+    lock_heavy: bool,
 }
 
 #[tokio::main]
@@ -121,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
     javelin_schema::process::init_logging();
     let args = match Cli::parse().command {
         Cmd::Publish(args) => args,
+        Cmd::Scenario(cli) => return run_scenario(cli).await,
         Cmd::BenchParse {
             file,
             min_mb,
@@ -176,59 +228,62 @@ async fn main() -> anyhow::Result<()> {
         send_timeout: Duration::from_secs(30),
         properties: vec![],
     })?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let shape = Shape {
+        services: args.services,
+        pods: args.pods,
+        stacks: args.stacks,
+        window_secs: args.window_secs,
+        alloc_heavy: args.alloc_heavy,
+        lock_heavy: args.lock_heavy,
+        max_stacks_per_window: Bounds::default().max_stacks_per_window,
+    };
     let window_ms = args.window_secs * 1000;
-    let first = (now_ms / window_ms - i64::from(args.windows)) * window_ms;
-    let (mut messages, mut total) = (0u64, 0i64);
-    for s in 0..args.services {
-        for p in 0..args.pods {
-            let target = TargetIdentity {
-                cluster: "loadtest".into(),
-                service: format!("loadtest-{s}"),
-                pod: format!("loadtest-{s}-{p}"),
-                node: "loadtest".into(),
-                pid: p + 1,
-                target_id: wire::target_id("loadtest", "loadtest", p + 1, i64::from(s)),
-                ..Default::default()
-            };
-            for w in 0..args.windows {
-                let start = first + i64::from(w) * window_ms;
-                let mut agg = WindowAggregator::new(Bounds::default());
-                for k in 0..args.stacks {
-                    let frames: Vec<Frame> = [
-                        "main".to_string(),
-                        format!("svc{s}.Handler.handle"),
-                        format!("svc{s}.Work.step{k}"),
-                    ]
-                    .iter()
-                    .map(|name| Frame::synthetic(name))
-                    .collect();
-                    // Zipf-like weights: stack k gets 1/(k+1) of the mass.
-                    let value = 10_000_000 * i64::from(args.stacks) / i64::from(k + 1);
-                    total += value;
-                    agg.add(ProfileType::Cpu, &frames.into(), value, 1);
-                }
-                for window in
-                    agg.finish(&target, start, start + window_ms, &Default::default(), 0, 0)
-                {
-                    publisher
-                        .send_to(
-                            Destination::Profiles,
-                            &window
-                                .target
-                                .as_ref()
-                                .map(|t| t.service.clone())
-                                .unwrap_or_default(),
-                            &window.to_bytes(),
-                        )
-                        .await?;
-                    messages += 1;
-                }
-            }
+    let first = (javelin_loadtest::now_ms() / window_ms - i64::from(args.windows)) * window_ms;
+    let mut expected = Expected::default();
+    for w in 0..args.windows {
+        let start = first + i64::from(w) * window_ms;
+        for (key, window) in windows_for_tick(&shape, start, &mut expected) {
+            publisher
+                .send_to(Destination::Profiles, &key, &window.to_bytes())
+                .await?;
         }
     }
-    println!("published {messages} messages, total cpu value {total} ns");
+    let total: i64 = expected.cells.values().map(|c| c.0).sum();
+    println!(
+        "published {} messages ({} rows), total value {total}",
+        expected.messages, expected.rows
+    );
+    Ok(())
+}
+
+async fn run_scenario(cli: ScenarioCli) -> anyhow::Result<()> {
+    let (mut shape, windows, tick, outage, kills, poison) = cli.scenario.defaults(cli.short);
+    shape.services = cli.services.unwrap_or(shape.services);
+    shape.pods = cli.pods.unwrap_or(shape.pods);
+    shape.stacks = cli.stacks.unwrap_or(shape.stacks);
+    shape.window_secs = cli.window_secs.unwrap_or(shape.window_secs);
+    let args = ScenarioArgs {
+        scenario: cli.scenario,
+        brokers: cli.brokers,
+        shape,
+        windows: cli.windows.unwrap_or(windows),
+        tick: cli.tick_ms.map_or(tick, Duration::from_millis),
+        outage: cli.outage_secs.map_or(outage, Duration::from_secs),
+        kills: cli.kills.unwrap_or(kills),
+        poison_fraction: cli.poison_fraction.unwrap_or(poison).clamp(0.0, 1.0),
+        settle: Duration::from_secs(cli.settle_secs),
+        report_dir: cli.report_dir.unwrap_or_else(scenario::default_report_dir),
+        seed: cli.seed,
+    };
+    let report_dir = args.report_dir.clone();
+    let report = scenario::run(args).await?;
+    println!("{}", scenario::markdown(&report));
+    println!(
+        "report: {}",
+        report_dir.join(format!("{}.json", report.run)).display()
+    );
+    if !report.passed {
+        anyhow::bail!("scenario failed: {}", report.failures.join("; "));
+    }
     Ok(())
 }

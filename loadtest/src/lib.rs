@@ -1,0 +1,15 @@
+//! Javelin's load test: simulated agents ([`load`]) publishing through the real
+//! producer path, scenarios with injected faults and the reconciliation
+//! ([`scenario`]), and the servers a scenario owns ([`servers`]).
+
+pub mod load;
+pub mod scenario;
+pub mod servers;
+pub mod topics;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

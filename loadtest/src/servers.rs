@@ -1,0 +1,183 @@
+//! Servers a scenario owns: a ClickHouse of its own (through `dev/stack`'s
+//! launcher, on free ports, in its own directory) that it may stop and start,
+//! and the consumer process it may kill and restart.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The repository root: `JAVELIN_REPO`, else the first ancestor of the
+/// executable that holds `dev/stack` (binaries live in `<repo>/target/<profile>/`).
+pub fn repo_root() -> anyhow::Result<PathBuf> {
+    if let Some(repo) = std::env::var_os("JAVELIN_REPO") {
+        return Ok(PathBuf::from(repo));
+    }
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .find(|d| d.join("dev/stack").is_file())
+        .map(Path::to_path_buf)
+        .context("cannot find the repository (dev/stack): set JAVELIN_REPO")
+}
+
+/// A binary built next to this one.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build the workspace binaries first",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A ClickHouse server of the scenario's own; stopped and removed on drop.
+#[derive(Debug)]
+pub struct PrivateClickHouse {
+    pub dir: PathBuf,
+    pub http: u16,
+    pub tcp: u16,
+    repo: PathBuf,
+}
+
+impl PrivateClickHouse {
+    pub fn start(name: &str) -> anyhow::Result<PrivateClickHouse> {
+        let ch = PrivateClickHouse {
+            dir: std::env::temp_dir().join(name),
+            http: free_port()?,
+            tcp: free_port()?,
+            repo: repo_root()?,
+        };
+        ch.stack("start-clickhouse")?;
+        Ok(ch)
+    }
+
+    /// Runs `dev/stack <verb>` for this server.
+    pub fn stack(&self, verb: &str) -> anyhow::Result<()> {
+        let status = Command::new(self.repo.join("dev/stack"))
+            .arg(verb)
+            .env("JAVELIN_STACK_DIR", &self.dir)
+            .env("JAVELIN_CLICKHOUSE_HTTP_PORT", self.http.to_string())
+            .env("JAVELIN_CLICKHOUSE_TCP_PORT", self.tcp.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .context("running dev/stack")?;
+        if !status.success() {
+            bail!("dev/stack {verb} failed for {}", self.dir.display());
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    /// The server's resident memory in bytes (from /proc), if it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = std::fs::read_to_string(self.dir.join("clickhouse.pid")).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        let _ = self.stack("stop-clickhouse");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The consumer of a scenario: `javelin-consumer run` with the given
+/// arguments, restartable; killed on drop.
+#[derive(Debug)]
+pub struct ConsumerProcess {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Its `/metrics` URL (printed at start).
+    pub metrics_url: String,
+    pub starts: u32,
+}
+
+impl ConsumerProcess {
+    pub fn start(args: Vec<String>, log: PathBuf) -> anyhow::Result<ConsumerProcess> {
+        let mut c = ConsumerProcess {
+            args,
+            log,
+            child: None,
+            metrics_url: String::new(),
+            starts: 0,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut child = Command::new(sibling("javelin-consumer")?)
+            .arg("run")
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting javelin-consumer")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("consumer stdout")?).read_line(&mut line)?;
+        self.metrics_url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .context("the consumer's metrics line")?
+            .to_string();
+        self.child = Some(child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// SIGKILL (no chance to commit), then a fresh process.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn()
+    }
+
+    /// Fails when the consumer exited on its own.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            bail!("the consumer exited ({status}); see {}", self.log.display());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
