@@ -262,6 +262,10 @@ async fn run_scenario(cli: ScenarioCli) -> anyhow::Result<()> {
     shape.pods = cli.pods.unwrap_or(shape.pods);
     shape.stacks = cli.stacks.unwrap_or(shape.stacks);
     shape.window_secs = cli.window_secs.unwrap_or(shape.window_secs);
+    if cli.scenario == Scenario::HighVolume {
+        // The agents' stack bound below the fleet's stacks: every window truncates.
+        shape.max_stacks_per_window = (u64::from(shape.stacks) * 3 / 4).max(2);
+    }
     let args = ScenarioArgs {
         scenario: cli.scenario,
         brokers: cli.brokers,

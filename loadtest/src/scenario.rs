@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use clickhouse::Row;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+
 use javelin_agent::publish::{Publisher, PublisherConfig};
-use javelin_agent::spool::Destination;
+use javelin_agent::spool::{Destination, Spool, Spooled};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::load::{Expected, Shape, windows_for_tick};
-use crate::servers::{ConsumerProcess, PrivateClickHouse, sibling};
+use crate::servers::{ConsumerProcess, PrivateClickHouse, PrivateTansu, sibling};
 
 /// The fault a scenario injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -29,6 +32,9 @@ pub enum Scenario {
     ClickhouseOutage,
     /// The consumer SIGKILLed at random points and restarted.
     ConsumerCrash,
+    /// The broker (a tansu of the scenario's own, durable sqlite storage) killed
+    /// for `--outage-secs` and restarted; the agents' spool carries the gap.
+    BrokerRestart,
     /// A fraction of garbage and schema-invalid messages.
     Poison,
 }
@@ -209,6 +215,14 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     );
     std::fs::create_dir_all(&args.report_dir)?;
     let ch = PrivateClickHouse::start(&name)?;
+    let mut tansu = if args.scenario == Scenario::BrokerRestart {
+        Some(PrivateTansu::start(&name)?)
+    } else {
+        None
+    };
+    let brokers = tansu
+        .as_ref()
+        .map_or_else(|| args.brokers.clone(), PrivateTansu::brokers);
     let server = clickhouse::Client::default()
         .with_url(ch.url())
         .with_validation(false);
@@ -217,7 +231,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         format!("{name}.status"),
         format!("{name}.dlq"),
     ];
-    crate::topics::create(&args.brokers, &topics, 4).await?;
+    crate::topics::create(&brokers, &topics, 4).await?;
     let migrate = std::process::Command::new(sibling("javelin-consumer")?)
         .args([
             "migrate",
@@ -239,7 +253,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         "--database",
         &name,
         "--brokers",
-        &args.brokers,
+        &brokers,
         "--group-id",
         &name,
         "--profiles-topic",
@@ -265,19 +279,28 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         consumer_args,
         args.report_dir.join(format!("{name}.consumer.log")),
     )?;
-    let publisher = Publisher::new(PublisherConfig {
-        brokers: args.brokers.clone(),
+    // The agents' own path: windows go into the bounded spool, a sender drains
+    // it into Kafka and re-queues what fails (as javelin-agent does).
+    let publisher = Arc::new(Publisher::new(PublisherConfig {
+        brokers: brokers.clone(),
         profiles_topic: topics[0].clone(),
         status_topic: topics[1].clone(),
-        send_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(5),
         properties: vec![],
-    })?;
+    })?);
+    let spool = Spool::new(SPOOL_BYTES);
+    let stop_sender = Arc::new(Notify::new());
+    let sender = {
+        let (spool, publisher, stop) = (spool.clone(), publisher.clone(), stop_sender.clone());
+        tokio::spawn(async move { spool.run_sender(publisher, 64, stop).await })
+    };
+    let mut pushed = 0u64;
 
     let mut rng = Rng(args.seed | 1);
     let mut expected = Expected::default();
     let mut watch = Watch {
         lag: Some(GroupLag {
-            brokers: args.brokers.clone(),
+            brokers: brokers.clone(),
             group: name.clone(),
             topic: topics[0].clone(),
             partitions: 4,
@@ -309,19 +332,24 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
     for tick in 0..args.windows {
         let tick_started = Instant::now();
-        if args.scenario == Scenario::ClickhouseOutage && tick == outage_at {
-            progress.set_message("ClickHouse stopped");
-            ch.stack("stop-clickhouse")?;
-            outage_started = Some(Instant::now());
+        if tick == outage_at {
+            if args.scenario == Scenario::ClickhouseOutage {
+                progress.set_message("ClickHouse stopped");
+                ch.stack("stop-clickhouse")?;
+                outage_started = Some(Instant::now());
+            }
+            if let Some(t) = tansu.as_mut() {
+                progress.set_message("broker killed");
+                t.stop();
+                outage_started = Some(Instant::now());
+            }
         }
         if let Some(at) = outage_started
             && at.elapsed() >= args.outage
         {
-            ch.stack("start-clickhouse")?;
-            planned_restarts += 1;
-            watch.last_uptime = None;
+            end_outage(&ch, tansu.as_mut(), &mut watch, &mut planned_restarts)?;
             outage_started = None;
-            progress.set_message("ClickHouse back");
+            progress.set_message("back");
         }
         if args.scenario == Scenario::ConsumerCrash
             && kill_ticks.last().is_some_and(|&t| tick >= t)
@@ -350,13 +378,14 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
                 }
             }
         }
-        let sends = payloads
-            .iter()
-            .map(|(key, p)| publisher.send_to(Destination::Profiles, key, p));
-        for result in futures::future::join_all(sends).await {
-            if result.is_err() {
-                publish_failures += 1;
-            }
+        for (key, payload) in payloads {
+            spool.push(Spooled {
+                destination: Destination::Profiles,
+                key,
+                payload,
+                target_id: 0,
+            });
+            pushed += 1;
         }
         watch.sample(&db, &ch).await;
         progress.inc(1);
@@ -365,12 +394,9 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         }
     }
     // An outage still running at the end is ended now.
-    if outage_started.take().is_some() {
-        let rest = args.outage.saturating_sub(started.elapsed());
-        tokio::time::sleep(rest.min(args.outage)).await;
-        ch.stack("start-clickhouse")?;
-        planned_restarts += 1;
-        watch.last_uptime = None;
+    if let Some(at) = outage_started.take() {
+        tokio::time::sleep(args.outage.saturating_sub(at.elapsed())).await;
+        end_outage(&ch, tansu.as_mut(), &mut watch, &mut planned_restarts)?;
     }
     progress.set_message("settling");
 
@@ -386,7 +412,8 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
             .iter()
             .all(|(k, v)| stored.get(k).is_some_and(|s| *s == v.0))
             && ledger.as_ref().is_some_and(|l| l.rejected >= poison_sent)
-            && watch.last_lag == 0;
+            && watch.last_lag == 0
+            && spool.delivered() + spool.total_drops().messages >= pushed;
         if complete || Instant::now() >= deadline {
             break (stored, ledger);
         }
@@ -394,6 +421,9 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     };
     let elapsed = started.elapsed().as_secs_f64();
     progress.finish_with_message("done");
+    stop_sender.notify_one();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sender).await;
+    publish_failures += spool.total_drops().messages;
     let ledger = ledger.unwrap_or(LedgerTotals {
         rejected: 0,
         truncated: 0,
@@ -420,7 +450,30 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     )?;
     drop(consumer);
     drop(ch);
+    drop(tansu);
     Ok(report)
+}
+
+/// The agents' spool in a scenario: large enough that nothing is dropped
+/// unless the broker stays away far longer than any scenario's outage.
+const SPOOL_BYTES: usize = 512 << 20;
+
+/// Brings back what the scenario stopped: ClickHouse (a planned restart) or the broker.
+fn end_outage(
+    ch: &PrivateClickHouse,
+    tansu: Option<&mut PrivateTansu>,
+    watch: &mut Watch,
+    planned_restarts: &mut u32,
+) -> anyhow::Result<()> {
+    match tansu {
+        Some(t) => t.resume(),
+        None => {
+            ch.stack("start-clickhouse")?;
+            *planned_restarts += 1;
+            watch.last_uptime = None;
+            Ok(())
+        }
+    }
 }
 
 /// A poison message standing in for `window`: garbage bytes or a window that

@@ -181,3 +181,90 @@ impl Drop for ConsumerProcess {
         }
     }
 }
+
+/// A tansu broker of the scenario's own with durable (sqlite) storage, so a
+/// restart keeps topics, messages and committed offsets; killed on drop.
+#[derive(Debug)]
+pub struct PrivateTansu {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateTansu {
+    pub fn start(name: &str) -> anyhow::Result<PrivateTansu> {
+        let dir = std::env::temp_dir().join(format!("{name}-tansu"));
+        std::fs::create_dir_all(&dir)?;
+        let mut tansu = PrivateTansu {
+            dir,
+            port: free_port()?,
+            child: None,
+        };
+        tansu.resume()?;
+        Ok(tansu)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker on its port and storage; returns once it accepts connections.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        let bin = std::env::var_os("JAVELIN_TANSU_BIN").map_or_else(
+            || {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/javelin/tools/tansu-0.6.0/bin/tansu")
+            },
+            PathBuf::from,
+        );
+        let url = format!("tcp://{}", self.brokers());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))?;
+        // A relative sqlite path: tansu 0.6 mis-resolves absolute ones.
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "tansu did not accept connections within 30 s; see {}",
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Kills the broker (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateTansu {
+    fn drop(&mut self) {
+        self.stop();
+        if std::env::var_os("JAVELIN_KEEP_SCENARIO_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

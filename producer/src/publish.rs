@@ -1,10 +1,13 @@
 //! Publishes wire messages to Kafka: idempotent producer, LZ4, key = service for
 //! profile windows and target id for status.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::spool::Destination;
 
@@ -32,8 +35,16 @@ pub struct PublisherConfig {
     pub properties: Vec<(String, String)>,
 }
 
+/// Consecutive broker-side rejections after which the producer is rebuilt.
+const REJECTIONS_BEFORE_RESET: u32 = 3;
+
 pub struct Publisher {
-    producer: FutureProducer,
+    /// Replaced when the broker keeps rejecting this producer's state (a broker
+    /// restarted without its idempotent-producer state answers every send with
+    /// an error): a new producer gets a new producer id. Duplicates this may
+    /// cause are harmless downstream (windows are idempotent in ClickHouse).
+    producer: RwLock<Arc<FutureProducer>>,
+    rejections: AtomicU32,
     config: PublisherConfig,
 }
 
@@ -47,6 +58,15 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub fn new(config: PublisherConfig) -> Result<Publisher, PublishError> {
+        let producer = Self::create(&config)?;
+        Ok(Publisher {
+            producer: RwLock::new(Arc::new(producer)),
+            rejections: AtomicU32::new(0),
+            config,
+        })
+    }
+
+    fn create(config: &PublisherConfig) -> Result<FutureProducer, PublishError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)
@@ -60,8 +80,7 @@ impl Publisher {
         for (k, v) in &config.properties {
             client.set(k, v);
         }
-        let producer = client.create().map_err(PublishError::Create)?;
-        Ok(Publisher { producer, config })
+        client.create().map_err(PublishError::Create)
     }
 
     /// Sends one encoded message to the topic of `destination`.
@@ -79,14 +98,92 @@ impl Publisher {
     }
 
     async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), PublishError> {
+        let producer = match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         let record = FutureRecord::to(topic).key(key).payload(payload);
-        self.producer
-            .send(record, self.config.send_timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(source, _)| PublishError::Send {
-                topic: topic.to_string(),
-                source,
-            })
+        let result = producer.send(record, self.config.send_timeout).await;
+        match result {
+            Ok(_) => {
+                self.rejections.store(0, Ordering::Relaxed);
+                Ok(())
+            }
+            Err((source, _)) => {
+                let fatal = producer.client().fatal_error().is_some();
+                if fatal || rejected_by_broker(&source) {
+                    let n = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
+                    if fatal || n >= REJECTIONS_BEFORE_RESET {
+                        self.reset(&producer, &source);
+                    }
+                }
+                Err(PublishError::Send {
+                    topic: topic.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Replaces `broken` with a new producer (unless another send already did).
+    fn reset(&self, broken: &Arc<FutureProducer>, why: &KafkaError) {
+        let Ok(mut current) = self.producer.write() else {
+            return;
+        };
+        if !Arc::ptr_eq(&current, broken) {
+            return;
+        }
+        match Self::create(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(error = %why, "the broker keeps rejecting this producer; recreating it");
+                *current = Arc::new(fresh);
+                self.rejections.store(0, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "recreating the Kafka producer failed"),
+        }
+    }
+}
+
+/// An error the broker returned for a produce request (as opposed to the
+/// broker being unreachable or slow, which waiting fixes).
+fn rejected_by_broker(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    match error {
+        KafkaError::MessageProduction(code) => !matches!(
+            code,
+            C::MessageTimedOut
+                | C::QueueFull
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::RequestTimedOut
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::UnknownTopicOrPartition
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_broker_rejections_count_towards_a_reset() {
+        use RDKafkaErrorCode as C;
+        assert!(!rejected_by_broker(&KafkaError::MessageProduction(
+            C::MessageTimedOut
+        )));
+        assert!(!rejected_by_broker(&KafkaError::MessageProduction(
+            C::AllBrokersDown
+        )));
+        assert!(rejected_by_broker(&KafkaError::MessageProduction(
+            C::Unknown
+        )));
+        assert!(rejected_by_broker(&KafkaError::MessageProduction(
+            C::OutOfOrderSequenceNumber
+        )));
     }
 }
