@@ -3,7 +3,7 @@
 //! RowBinary file in the same run (the ceiling).
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -143,66 +143,17 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         }
     }
 
-    // The consumer, timed from start until every sample row is in ClickHouse.
-    let consumer_bin = std::env::current_exe()?.with_file_name("javelin-consumer");
-    let started = Instant::now();
-    let mut consumer = Command::new(&consumer_bin)
-        .args([
-            "run",
-            "--clickhouse-url",
-            &cfg.clickhouse_url,
-            "--database",
-            &run,
-            "--brokers",
-            &cfg.brokers,
-        ])
-        .args([
-            "--group-id",
-            &run,
-            "--profiles-topic",
-            &topic,
-            "--status-topic",
-            &format!("{run}.status"),
-        ])
-        .args([
-            "--dlq-topic",
-            &format!("{run}.dlq"),
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        // The consumer's log shows when RUST_LOG asks for it (where did the time go?).
-        .stderr(if std::env::var_os("RUST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .with_context(|| format!("starting {}", consumer_bin.display()))?;
-    let mut first_rows = None;
-    let consumed = loop {
-        let n: u64 = db
-            .query("SELECT count() FROM samples")
-            .fetch_one()
-            .await
-            .unwrap_or(0);
-        if n > 0 && first_rows.is_none() {
-            first_rows = Some(started.elapsed());
-        }
-        if n >= expected_rows {
-            break started.elapsed();
-        }
-        if let Some(status) = consumer.try_wait()? {
-            bail!("the consumer exited ({status}) after storing {n} of {expected_rows} rows");
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            let _ = consumer.kill();
-            bail!("the consumer stored {n} of {expected_rows} rows in 30 min");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = consumer.kill();
-    let _ = consumer.wait();
+    // The consumer, timed from start until every sample row is in ClickHouse
+    // (its log: set RUST_LOG=javelin_consumer=debug to see each batch).
+    let log = std::env::temp_dir().join(format!("{run}.consumer.log"));
+    eprintln!("consumer log: {}", log.display());
+    let (first_rows, consumed) = javelin_loadtest::servers::consume_until_stored(
+        &db,
+        javelin_loadtest::servers::consumer_args(&cfg.clickhouse_url, &cfg.brokers, &run),
+        log,
+        expected_rows,
+    )
+    .await?;
 
     // The ceiling: clickhouse-client inserting the same rows from a file.
     let file = std::env::temp_dir().join(format!("{run}.rowbinary"));

@@ -154,56 +154,17 @@ pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
     }
 
     // The real consumer stores them.
+    let (_, stored) = javelin_loadtest::servers::consume_until_stored(
+        &db,
+        javelin_loadtest::servers::consumer_args(&cfg.clickhouse_url, &cfg.brokers, &run),
+        std::env::temp_dir().join(format!("{run}.consumer.log")),
+        expected,
+    )
+    .await?;
+    eprintln!("stored in {:.1} s", stored.as_secs_f64());
     let bin = |name: &str| -> anyhow::Result<std::path::PathBuf> {
         Ok(std::env::current_exe()?.with_file_name(name))
     };
-    let mut consumer = Command::new(bin("javelin-consumer")?)
-        .args([
-            "run",
-            "--clickhouse-url",
-            &cfg.clickhouse_url,
-            "--database",
-            &run,
-        ])
-        .args(["--brokers", &cfg.brokers, "--group-id", &run])
-        .args([
-            "--profiles-topic",
-            &topic,
-            "--status-topic",
-            &format!("{run}.status"),
-        ])
-        .args([
-            "--dlq-topic",
-            &format!("{run}.dlq"),
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting javelin-consumer")?;
-    let seeded = Instant::now();
-    loop {
-        let n: u64 = db
-            .query("SELECT count() FROM samples")
-            .fetch_one()
-            .await
-            .unwrap_or(0);
-        if n >= expected {
-            break;
-        }
-        if let Some(status) = consumer.try_wait()? {
-            bail!("the consumer exited ({status}) with {n} of {expected} rows stored");
-        }
-        if seeded.elapsed() > Duration::from_secs(1800) {
-            let _ = consumer.kill();
-            bail!("the consumer stored {n} of {expected} rows in 30 min");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let _ = consumer.kill();
-    let _ = consumer.wait();
-    eprintln!("stored in {:.1} s", seeded.elapsed().as_secs_f64());
 
     // The query API, release build, on a free port.
     let mut api = Command::new(bin("javelin-query")?)

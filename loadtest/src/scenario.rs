@@ -85,6 +85,9 @@ pub struct Report {
     /// Peak resident memory of the ClickHouse server process.
     pub clickhouse_peak_memory_bytes: i64,
     pub max_consumer_lag: i64,
+    /// Bytes the broker's storage takes at the end (own durable tansu only;
+    /// `null` for the shared in-memory broker).
+    pub broker_disk_bytes: Option<u64>,
     /// Messages not yet committed by the group when the run ended.
     pub final_consumer_lag: i64,
     pub ingest_latency_p50_ms: f64,
@@ -247,34 +250,19 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         String::from_utf8_lossy(&migrate.stderr)
     );
     let db = server.clone().with_database(&name);
-    let consumer_args: Vec<String> = [
-        "--clickhouse-url",
-        &ch.url(),
-        "--database",
-        &name,
-        "--brokers",
-        &brokers,
-        "--group-id",
-        &name,
-        "--profiles-topic",
-        &topics[0],
-        "--status-topic",
-        &topics[1],
-        "--dlq-topic",
-        &topics[2],
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--batch-linger-ms",
-        "500",
-        // tansu 0.6 keeps a killed member (even as group leader) past a 10-s
-        // session and hands the survivor an empty assignment; at 6 s (Kafka's
-        // minimum) it evicts it in time. See docs/benchmarks.md.
-        "--kafka-property",
-        "session.timeout.ms=6000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut consumer_args = crate::servers::consumer_args(&ch.url(), &brokers, &name);
+    consumer_args.extend(
+        [
+            "--batch-linger-ms",
+            "500",
+            // tansu 0.6 keeps a killed member (even as group leader) past a 10-s
+            // session and hands the survivor an empty assignment; at 6 s (Kafka's
+            // minimum) it evicts it in time. See docs/benchmarks.md.
+            "--kafka-property",
+            "session.timeout.ms=6000",
+        ]
+        .map(String::from),
+    );
     let mut consumer = ConsumerProcess::start(
         consumer_args,
         args.report_dir.join(format!("{name}.consumer.log")),
@@ -431,6 +419,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         latency_p50: 0.0,
         latency_max: 0,
     });
+    let broker_disk_bytes = tansu.as_ref().map(|t| dir_bytes(&t.dir));
     let observed = Observed {
         stored,
         ledger,
@@ -441,7 +430,8 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         planned_restarts,
         elapsed,
     };
-    let report = reconcile(&args, &name, &expected, &observed);
+    let mut report = reconcile(&args, &name, &expected, &observed);
+    report.broker_disk_bytes = broker_disk_bytes;
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(args.report_dir.join(format!("{name}.json")), &json)?;
     std::fs::write(
@@ -452,6 +442,19 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     drop(ch);
     drop(tansu);
     Ok(report)
+}
+
+/// Bytes of the files directly in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The agents' spool in a scenario: large enough that nothing is dropped
@@ -642,6 +645,7 @@ fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) 
         clickhouse_restarts_unplanned: watch.restarts,
         clickhouse_peak_memory_bytes: watch.peak_memory,
         max_consumer_lag: watch.max_lag,
+        broker_disk_bytes: None,
         final_consumer_lag: watch.last_lag,
         ingest_latency_p50_ms: ledger.latency_p50,
         ingest_latency_max_ms: ledger.latency_max,
@@ -713,6 +717,13 @@ pub fn markdown(r: &Report) -> String {
                 "{:.1} MiB",
                 r.clickhouse_peak_memory_bytes as f64 / 1048576.0
             ),
+        ),
+        (
+            "broker disk",
+            r.broker_disk_bytes
+                .map_or("n/a (shared in-memory broker)".to_string(), |b| {
+                    format!("{:.1} MiB", b as f64 / 1048576.0)
+                }),
         ),
         (
             "consumer lag max / at the end (messages)",

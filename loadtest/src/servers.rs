@@ -268,3 +268,60 @@ impl Drop for PrivateTansu {
         }
     }
 }
+
+/// The consumer's `run` arguments for a load run named `run` (topics
+/// `<run>.profiles`, `<run>.status`, `<run>.dlq`; group and database `run`).
+pub fn consumer_args(clickhouse_url: &str, brokers: &str, run: &str) -> Vec<String> {
+    [
+        "--clickhouse-url",
+        clickhouse_url,
+        "--database",
+        run,
+        "--brokers",
+        brokers,
+        "--group-id",
+        run,
+        "--profiles-topic",
+        &format!("{run}.profiles"),
+        "--status-topic",
+        &format!("{run}.status"),
+        "--dlq-topic",
+        &format!("{run}.dlq"),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Times from the consumer's start until `samples` holds `expected` rows:
+/// (until the first rows, until all rows). Fails if the consumer exits or 30 min pass.
+pub async fn consume_until_stored(
+    db: &clickhouse::Client,
+    args: Vec<String>,
+    log: PathBuf,
+    expected: u64,
+) -> anyhow::Result<(Option<std::time::Duration>, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let mut consumer = ConsumerProcess::start(args, log)?;
+    let mut first = None;
+    loop {
+        let n: u64 = db
+            .query("SELECT count() FROM samples")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if n > 0 && first.is_none() {
+            first = Some(started.elapsed());
+        }
+        if n >= expected {
+            return Ok((first, started.elapsed()));
+        }
+        consumer.check_alive()?;
+        if started.elapsed() > std::time::Duration::from_secs(1800) {
+            bail!("the consumer stored {n} of {expected} rows in 30 min");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
