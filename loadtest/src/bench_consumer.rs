@@ -11,7 +11,6 @@ use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::rows::SampleRowRef;
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 
@@ -60,14 +59,8 @@ fn row_binary(row: &SampleRowRef<'_>, out: &mut Vec<u8>) {
 pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let run = format!("bench_consumer_{}", std::process::id());
     let topic = format!("{run}.profiles");
-    javelin_loadtest::topics::create(&cfg.brokers, std::slice::from_ref(&topic), 4).await?;
-    let server = clickhouse::Client::default()
-        .with_url(&cfg.clickhouse_url)
-        .with_validation(false);
-    migrate(&server, &run, MigrateOptions::default())
-        .await
-        .context("migrating")?;
-    let db = server.clone().with_database(&run);
+    let (server, db) =
+        javelin_loadtest::servers::bench_setup(&cfg.brokers, &cfg.clickhouse_url, &run).await?;
     db.query("CREATE TABLE samples_ceiling AS samples")
         .execute()
         .await

@@ -13,7 +13,6 @@ use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 
 use crate::bench_consumer::futures_join;
@@ -85,14 +84,8 @@ async fn time_gets(
 pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
     let run = format!("bench_query_{}", std::process::id());
     let topic = format!("{run}.profiles");
-    javelin_loadtest::topics::create(&cfg.brokers, std::slice::from_ref(&topic), 4).await?;
-    let server = clickhouse::Client::default()
-        .with_url(&cfg.clickhouse_url)
-        .with_validation(false);
-    migrate(&server, &run, MigrateOptions::default())
-        .await
-        .context("migrating")?;
-    let db = server.clone().with_database(&run);
+    let (server, db) =
+        javelin_loadtest::servers::bench_setup(&cfg.brokers, &cfg.clickhouse_url, &run).await?;
 
     // One hour of windows for every pod, published as the agent does.
     let windows_per_pod = (3600 / cfg.window_secs) as u32;

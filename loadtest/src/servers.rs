@@ -325,3 +325,25 @@ pub async fn consume_until_stored(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A benchmark run's own topic and migrated database: returns the server
+/// client and the client of database `run`.
+pub async fn bench_setup(
+    brokers: &str,
+    clickhouse_url: &str,
+    run: &str,
+) -> anyhow::Result<(clickhouse::Client, clickhouse::Client)> {
+    crate::topics::create(brokers, &[format!("{run}.profiles")], 4).await?;
+    let server = clickhouse::Client::default()
+        .with_url(clickhouse_url)
+        .with_validation(false);
+    javelin_schema::migrations::migrate(
+        &server,
+        run,
+        javelin_schema::migrations::MigrateOptions::default(),
+    )
+    .await
+    .context("migrating")?;
+    let db = server.clone().with_database(run);
+    Ok((server, db))
+}

@@ -141,12 +141,7 @@ mod tests {
     use super::*;
 
     fn stack(frames: &[&str], value: i64) -> StackValue {
-        StackValue {
-            stack_id: 0,
-            value,
-            rows: 1,
-            frames: frames.iter().map(|f| f.to_string()).collect(),
-        }
+        StackValue::of(frames, value)
     }
 
     #[test]

@@ -60,6 +60,19 @@ pub struct StackValue {
     pub frames: Vec<String>,
 }
 
+#[cfg(test)]
+impl StackValue {
+    /// A stack for unit tests: frames root first, one sample row.
+    pub fn of(frames: &[&str], value: i64) -> StackValue {
+        StackValue {
+            stack_id: 0,
+            value,
+            rows: 1,
+            frames: frames.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+}
+
 /// What the ingestion ledger says about a selection's windows.
 #[derive(Debug, Default, Clone, Row, Deserialize, Serialize, PartialEq, Eq)]
 pub struct LedgerSummary {
