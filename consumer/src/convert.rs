@@ -1,6 +1,6 @@
 //! Wire messages → ClickHouse rows.
 
-use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow};
+use javelin_schema::rows::{AttemptRow, LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow};
 use javelin_schema::wire::{DecodeError, ProfileWindow, TargetIdentity, TargetState, TargetStatus};
 use prost::Message;
 
@@ -56,6 +56,18 @@ impl WindowRows {
     /// The stack ids of the window, in order (see [`Self::stack_row`]).
     pub fn stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.window.stacks.iter().map(|s| s.stack_id)
+    }
+
+    /// The attempt-log row of writing this part's samples now.
+    pub fn attempt(&self) -> AttemptRow {
+        AttemptRow {
+            service: self.target.service.clone(),
+            profile_type: self.profile_type.to_string(),
+            window_start: self.window_start,
+            target_id: self.target.target_id,
+            part_index: self.window.part_index,
+            attempted_at: secs(crate::now_ms()),
+        }
     }
 
     /// Seconds since the epoch stamped on this window's stack rows.

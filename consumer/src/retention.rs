@@ -11,11 +11,12 @@ use javelin_schema::rows::table;
 use serde::Deserialize;
 
 /// Tables the janitor prunes (all partitioned by `toDate(...)`).
-pub const TABLES: [&str; 4] = [
+pub const TABLES: [&str; 5] = [
     table::SAMPLES,
     table::STACKS,
     table::INGEST_LEDGER,
     table::TARGET_STATUS,
+    table::INSERT_ATTEMPTS,
 ];
 
 #[derive(Debug, Deserialize, clickhouse::Row)]

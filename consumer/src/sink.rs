@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use clickhouse::Client;
-use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow, table};
+use javelin_schema::rows::{
+    AttemptRow, LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow, table,
+};
 
 use crate::convert::WindowRows;
 
@@ -150,7 +152,11 @@ impl Sink {
                 new_stacks.extend(w.stack_row(index));
             }
         }
-        // Stacks first: a sample is never visible without its frames.
+        // The attempt log first: samples are never written without a record of
+        // the attempt (the query API's proof that a range has no duplicates).
+        let attempts: Vec<AttemptRow> = batch.windows.iter().map(|w| w.attempt()).collect();
+        insert::<AttemptRow>(&self.client, table::INSERT_ATTEMPTS, &attempts).await?;
+        // Stacks next: a sample is never visible without its frames.
         insert::<StackRowRef<'static>>(&self.client, table::STACKS, &new_stacks).await?;
         insert_samples(&self.client, &batch.windows).await?;
         insert::<LedgerRow>(&self.client, table::INGEST_LEDGER, &batch.ledger).await?;

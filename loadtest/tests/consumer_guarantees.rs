@@ -562,7 +562,7 @@ async fn the_consumer_refuses_a_database_without_its_schema() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("lacks schema migrations [1]")
+        stderr.contains("lacks schema migrations [1, 2]")
             && stderr.contains("javelin-consumer migrate"),
         "{stderr}"
     );

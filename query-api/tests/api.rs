@@ -230,3 +230,65 @@ async fn limits_and_auth_are_enforced() {
     assert_eq!(open.status().as_u16(), 200, "the document is public");
     drop_database(&database).await;
 }
+
+/// A window part written twice (as a retry, redelivery or replay does) is
+/// counted once: its two attempts in the attempt log send the query through
+/// `FINAL` until merges collapse the copies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_part_written_twice_counts_once() {
+    use javelin_schema::rows::{AttemptRow, SampleRow, table};
+    let (database, start, from, to) = seeded_database("query_dup").await;
+    let db = javelin_schema::testkit::clickhouse_client().with_database(&database);
+    // pod-b's part again, with its two attempts, in new inserts (new parts, not merged yet).
+    let mut attempts = db
+        .insert::<AttemptRow>(table::INSERT_ATTEMPTS)
+        .await
+        .expect("insert");
+    for _ in 0..2 {
+        attempts
+            .write(&AttemptRow {
+                service: "svc".into(),
+                profile_type: "cpu".into(),
+                window_start: start,
+                target_id: 2,
+                part_index: 0,
+                attempted_at: start + 20,
+            })
+            .await
+            .expect("attempt");
+    }
+    attempts.end().await.expect("attempts");
+    let again: Vec<SampleRow> = db
+        .query("SELECT * FROM samples WHERE pod = 'pod-b'")
+        .fetch_all()
+        .await
+        .expect("pod-b rows");
+    assert_eq!(again.len(), 2);
+    let mut samples = db
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    for row in &again {
+        samples.write(row).await.expect("sample");
+    }
+    samples.end().await.expect("samples");
+    let raw: i64 = db
+        .query("SELECT sum(value) FROM samples")
+        .fetch_one()
+        .await
+        .expect("raw sum");
+    assert_eq!(raw, 280, "the copy is physically there");
+
+    let (_api, base) = start_api(&database, &[]);
+    let (_, fg) = get(&format!(
+        "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
+    ))
+    .await;
+    assert_eq!(fg["total"], 230, "counted once");
+    let (_, top) = get(&format!(
+        "{base}/api/v1/top?service=svc&type=cpu&from={from}&to={to}&sort=total"
+    ))
+    .await;
+    assert_eq!(top["total"], 230);
+    drop_database(&database).await;
+}

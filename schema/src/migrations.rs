@@ -82,11 +82,12 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial: samples, stacks, ingest_ledger, target_status",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS samples (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial: samples, stacks, ingest_ledger, target_status",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS samples (
             service {lc}, profile_type {lc}, window_start DateTime,
             cluster {lc}, namespace {lc}, pod String, container {lc}, node {lc},
             target_id UInt64, stack_id UInt64, value Int64, count Int64
@@ -94,14 +95,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         PARTITION BY toDate(window_start)
         ORDER BY (service, profile_type, window_start, target_id, stack_id)
         {ttl:window_start}",
-        "CREATE TABLE IF NOT EXISTS stacks (
+            "CREATE TABLE IF NOT EXISTS stacks (
             service {lc}, stack_id UInt64, frames Array(String),
             lines Array(Int32), frame_types Array(UInt8), last_seen DateTime
         ) ENGINE = ReplacingMergeTree(last_seen)
         PARTITION BY toDate(last_seen)
         ORDER BY (service, stack_id)
         {ttl:last_seen}",
-        "CREATE TABLE IF NOT EXISTS ingest_ledger (
+            "CREATE TABLE IF NOT EXISTS ingest_ledger (
             window_id UInt64, service {lc}, profile_type {lc}, window_start DateTime,
             window_start_ms Int64, window_end_ms Int64, target_id UInt64, pod String,
             part_index UInt32, part_count UInt32,
@@ -114,7 +115,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         PARTITION BY toDate(window_start)
         ORDER BY (service, window_start, window_id)
         {ttl:window_start}",
-        "CREATE TABLE IF NOT EXISTS target_status (
+            "CREATE TABLE IF NOT EXISTS target_status (
             service {lc}, target_id UInt64, cluster {lc}, namespace {lc}, pod String,
             container {lc}, node {lc}, pid UInt32, state {lc}, recorder {lc},
             last_error String, observed_at DateTime, agent_version String,
@@ -124,8 +125,27 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         PARTITION BY toDate(observed_at)
         ORDER BY (service, target_id)
         {ttl:observed_at}",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "insert_attempts: one row per window part per samples write attempt",
+        statements: &[
+            // Append-only (plain MergeTree: never collapsed). The consumer writes a
+            // part's attempt row before the part's samples, so a range whose parts
+            // each have one attempt has no duplicate samples and can be read
+            // without FINAL; any re-write (retry, redelivery, replay) shows as a
+            // second attempt and the query falls back to FINAL.
+            "CREATE TABLE IF NOT EXISTS insert_attempts (
+            service {lc}, profile_type {lc}, window_start DateTime,
+            target_id UInt64, part_index UInt32, attempted_at DateTime
+        ) ENGINE = MergeTree
+        PARTITION BY toDate(window_start)
+        ORDER BY (service, profile_type, window_start, target_id, part_index)
+        {ttl:window_start}",
+        ],
+    },
+];
 
 impl Migration {
     /// The statements as they will run on a server with `features`.

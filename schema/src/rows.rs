@@ -12,6 +12,7 @@ pub mod table {
     pub const STACKS: &str = "stacks";
     pub const INGEST_LEDGER: &str = "ingest_ledger";
     pub const TARGET_STATUS: &str = "target_status";
+    pub const INSERT_ATTEMPTS: &str = "insert_attempts";
     pub const SCHEMA_MIGRATIONS: &str = "schema_migrations";
 }
 
@@ -108,6 +109,19 @@ impl StackRow {
             last_seen: self.last_seen,
         }
     }
+}
+
+/// One attempt at writing a window part's samples, written before them (see
+/// migration 2): the query API reads without `FINAL` only where every part
+/// has a single attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub service: String,
+    pub profile_type: String,
+    pub window_start: u32,
+    pub target_id: u64,
+    pub part_index: u32,
+    pub attempted_at: u32,
 }
 
 /// One row per ingested (or rejected) window part: the agent's accounting plus

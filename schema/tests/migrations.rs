@@ -21,7 +21,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         javelin_schema::migrations::pending(&db)
             .await
             .expect("pending"),
-        vec![1],
+        vec![1, 2],
         "a new database lacks every migration"
     );
     let first = migrate(&server, &database, MigrateOptions::default())
@@ -33,7 +33,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
             .expect("pending")
             .is_empty()
     );
-    assert_eq!(first.applied, vec![1]);
+    assert_eq!(first.applied, vec![1, 2]);
     assert!(first.already_applied.is_empty());
 
     let second = migrate(&server, &database, MigrateOptions::default())
@@ -44,7 +44,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.already_applied, vec![1]);
+    assert_eq!(second.already_applied, vec![1, 2]);
 
     let db = server.clone().with_database(&database);
     let recorded: u64 = db
@@ -52,7 +52,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         .fetch_one()
         .await
         .expect("count");
-    assert_eq!(recorded, 1, "one bookkeeping row per migration");
+    assert_eq!(recorded, 2, "one bookkeeping row per migration");
 
     // Column order is the contract of plain RowBinary: write and read each row type.
     let sample = SampleRow {
