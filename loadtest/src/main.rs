@@ -43,14 +43,8 @@ enum Cmd {
     },
     /// End-to-end consumer rows/s vs clickhouse-client inserting the same rows (the ceiling).
     BenchConsumer {
-        #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(
-            long,
-            env = "JAVELIN_CLICKHOUSE_URL",
-            default_value = "http://127.0.0.1:8123"
-        )]
-        clickhouse_url: String,
+        #[command(flatten)]
+        servers: Servers,
         /// Native port for clickhouse-client.
         #[arg(long, env = "JAVELIN_CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
         clickhouse_tcp_port: u16,
@@ -64,14 +58,8 @@ enum Cmd {
     Scenario(ScenarioCli),
     /// Query API flamegraph / top latency for 1 service × 1 h × N pods seeded through the consumer.
     BenchQuery {
-        #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(
-            long,
-            env = "JAVELIN_CLICKHOUSE_URL",
-            default_value = "http://127.0.0.1:8123"
-        )]
-        clickhouse_url: String,
+        #[command(flatten)]
+        servers: Servers,
         #[arg(long, default_value_t = 50)]
         pods: u32,
         /// Distinct stacks per pod and window.
@@ -94,6 +82,19 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         window_secs: u64,
     },
+}
+
+/// The broker and ClickHouse a benchmark runs against (the local stack's env file sets both).
+#[derive(Debug, clap::Args)]
+struct Servers {
+    #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(
+        long,
+        env = "JAVELIN_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse_url: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -179,8 +180,11 @@ async fn main() -> anyhow::Result<()> {
             repeat,
         } => return bench::bench_parse(file, min_mb, repeat),
         Cmd::BenchConsumer {
-            brokers,
-            clickhouse_url,
+            servers:
+                Servers {
+                    brokers,
+                    clickhouse_url,
+                },
             clickhouse_tcp_port,
             windows,
             stacks,
@@ -195,8 +199,11 @@ async fn main() -> anyhow::Result<()> {
             .await;
         }
         Cmd::BenchQuery {
-            brokers,
-            clickhouse_url,
+            servers:
+                Servers {
+                    brokers,
+                    clickhouse_url,
+                },
             pods,
             stacks,
             window_secs,

@@ -113,6 +113,8 @@ async fn profile_types(State(s): Shared, Query(p): Query<Params>) -> ApiResult<T
 struct LabelsResponse {
     label: String,
     values: Vec<String>,
+    /// More values exist than the list holds (at most `MAX_LABEL_VALUES`).
+    truncated: bool,
 }
 
 /// Label values listed at most.
@@ -127,13 +129,17 @@ async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsRe
             "unknown label {name:?}; use namespace, pod or container"
         ))
     })?;
-    let values = s
+    // One more than shown: says whether the list was cut.
+    let mut values = s
         .store
-        .label_values(&service, label, from_s, to_s, MAX_LABEL_VALUES)
+        .label_values(&service, label, from_s, to_s, MAX_LABEL_VALUES + 1)
         .await?;
+    let truncated = values.len() > MAX_LABEL_VALUES as usize;
+    values.truncate(MAX_LABEL_VALUES as usize);
     Ok(Json(LabelsResponse {
         label: name.to_string(),
         values,
+        truncated,
     }))
 }
 

@@ -36,6 +36,7 @@ async fn the_api_answers_exactly_from_seeded_windows() {
     assert_eq!(v["types"][0]["unit"], "nanoseconds");
     let (_, v) = get(&q("labels", "&label=pod")).await;
     assert_eq!(v["values"], serde_json::json!(["pod-a", "pod-b"]));
+    assert_eq!(v["truncated"], false);
 
     // Flamegraph: exact totals, filters, metadata from the ledger.
     let (status, fg) = get(&q("flamegraph", "")).await;
