@@ -9,6 +9,7 @@ use javelin_schema::rows::{LedgerRow, TargetStatusRow};
 
 use crate::convert::{Source, WindowRows};
 use crate::sink::{Batch, ErrorClass, classify};
+use crate::trace::Arrival;
 
 /// What one consumed message becomes.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct Pending {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub rows: Rows,
+    /// When it arrived, and the trace it continues.
+    pub arrival: Arrival,
 }
 
 impl Batch<'_> {
@@ -165,6 +168,7 @@ mod tests {
             key: None,
             payload: vec![],
             rows: Rows::Window(Box::new(rows)),
+            arrival: Arrival::untraced(),
         }
     }
 

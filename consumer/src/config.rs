@@ -1,6 +1,7 @@
 //! Consumer configuration: subcommands and flags, each with an environment variable and a documented default.
 
 use clap::{Args, Parser, Subcommand};
+use javelin_schema::telemetry::OtlpArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -112,9 +113,8 @@ pub struct RunArgs {
     /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "JAVELIN_METRICS_LISTEN", default_value = "0.0.0.0:9465")]
     pub metrics_listen: String,
-    /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
-    #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// Entries of the (service, stack id) cache that avoids re-writing known stacks.
     #[arg(long, env = "JAVELIN_STACK_CACHE_ENTRIES", default_value_t = 1_000_000)]
     pub stack_cache_entries: usize,

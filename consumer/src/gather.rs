@@ -18,6 +18,7 @@ use crate::convert::{self, Source};
 use crate::dead_letter::DeadLetters;
 use crate::metrics::ConsumerMetrics;
 use crate::sink::Backoff;
+use crate::trace::Arrival;
 use crate::write::Written;
 
 /// Where a batch ends.
@@ -171,6 +172,7 @@ impl Gatherer<'_> {
             key: message.key().map(<[u8]>::to_vec),
             payload: payload.to_vec(),
             rows,
+            arrival: Arrival::of(message),
         });
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
     let topics = [args.profiles_topic.clone(), args.status_topic.clone()];
     consumer.subscribe(&[topics[0].as_str(), topics[1].as_str()])?;
-    let telemetry = Telemetry::new("javelin-consumer", args.otlp_endpoint.as_deref())?;
+    let telemetry = Telemetry::new("javelin-consumer", args.otlp.endpoints())?;
     let metrics = ConsumerMetrics::new(&telemetry);
     let retrying = metrics.retrying.clone();
     let bound = telemetry

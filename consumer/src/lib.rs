@@ -7,7 +7,8 @@
 //! one is gathered: [`batch`] isolates rows ClickHouse rejects, [`sink`] inserts,
 //! retried while ClickHouse is unavailable → only then are the batch's offsets
 //! stored for commit. Undecodable or invalid messages go to the dead-letter topic
-//! ([`dead_letter`]) with the reason in headers.
+//! ([`dead_letter`]) with the reason in headers. [`trace`] continues each
+//! window's trace from the agent (W3C `traceparent` header) to its outcome.
 
 pub mod batch;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod rate_limit;
 pub mod replay;
 pub mod retention;
 pub mod sink;
+pub mod trace;
 pub mod write;
 
 /// Milliseconds since the epoch.

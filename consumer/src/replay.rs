@@ -18,6 +18,7 @@ use crate::batch::{Pending, Rows, write_isolating};
 use crate::config::ReplayArgs;
 use crate::convert::{self, Source};
 use crate::sink::{Backoff, Sink};
+use crate::trace::Arrival;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -174,6 +175,7 @@ pub async fn replay(
                         key: None,
                         payload: Vec::new(),
                         rows: Rows::Window(Box::new(rows)),
+                        arrival: Arrival::of(&message),
                     });
                 }
             }

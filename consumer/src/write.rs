@@ -173,6 +173,7 @@ pub async fn finish(
         sink.take_stacks_written(),
         started.elapsed().as_secs_f64(),
     );
+    crate::trace::record_outcomes(&pending, &rejected);
     for (index, reason) in rejected {
         metrics.dead_letter("rejected_by_clickhouse");
         let Some(m) = pending.get(index) else {

@@ -128,7 +128,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         let results = futures_join(
             chunk
                 .iter()
-                .map(|p| publisher.send_to(Destination::Profiles, "bench", p)),
+                .map(|p| publisher.send_to(Destination::Profiles, "bench", p, None)),
         )
         .await;
         for r in results {

@@ -138,7 +138,7 @@ pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
         let results = futures_join(
             payloads
                 .iter()
-                .map(|p| publisher.send_to(Destination::Profiles, "bench", p)),
+                .map(|p| publisher.send_to(Destination::Profiles, "bench", p, None)),
         )
         .await;
         for r in results {
@@ -163,6 +163,8 @@ pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
     let mut api = Command::new(bin("javelin-query")?)
         .args([
             "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
             "127.0.0.1:0",
             "--clickhouse-url",
             &cfg.clickhouse_url,

@@ -251,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
         let start = first + i64::from(w) * window_ms;
         for (key, window) in windows_for_tick(&shape, start, &mut expected) {
             publisher
-                .send_to(Destination::Profiles, &key, &window.to_bytes())
+                .send_to(Destination::Profiles, &key, &window.to_bytes(), None)
                 .await?;
         }
     }

@@ -71,7 +71,7 @@ impl Pipeline {
 
     async fn produce(&self, key: &str, payload: &[u8]) {
         self.publisher
-            .send_to(Destination::Profiles, key, payload)
+            .send_to(Destination::Profiles, key, payload, None)
             .await
             .expect("produced");
     }

@@ -222,7 +222,7 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
             let (payload, r, v) = window(i, base);
             let key = if i % 2 == 0 { "a" } else { "b" };
             publisher
-                .send_to(Destination::Profiles, key, &payload)
+                .send_to(Destination::Profiles, key, &payload, None)
                 .await
                 .expect("produced");
             (rows, value) = (rows + r, value + v);
@@ -336,7 +336,7 @@ async fn sigterm_during_an_outage_exits_promptly_and_loses_nothing() {
         for i in range {
             let (payload, r, v) = window(i, base);
             publisher
-                .send_to(Destination::Profiles, "k", &payload)
+                .send_to(Destination::Profiles, "k", &payload, None)
                 .await
                 .expect("produced");
             (rows, value) = (rows + r, value + v);

@@ -164,6 +164,8 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--clickhouse-url",
             &clickhouse_url(),
             "--database",
@@ -362,7 +364,12 @@ async fn inject_truncated_window(profiles: &str, status: &str) {
     for window in agg.finish(&target, start, start + 10_000, &Default::default(), 0, 0) {
         assert!(window.accounting.as_ref().is_some_and(|a| a.truncated));
         publisher
-            .send_to(Destination::Profiles, "javelin-demo", &window.to_bytes())
+            .send_to(
+                Destination::Profiles,
+                "javelin-demo",
+                &window.to_bytes(),
+                None,
+            )
             .await
             .expect("published");
     }

@@ -103,12 +103,14 @@ async fn sasl_scram_properties_reach_librdkafka() {
     wait_listening(port).await;
 
     let good = publisher(&brokers, topic, "s3cret");
-    good.send_to(Destination::Profiles, "svc", b"authenticated")
+    good.send_to(Destination::Profiles, "svc", b"authenticated", None)
         .await
         .expect("delivered with SCRAM credentials");
 
     let bad = publisher(&brokers, topic, "wrong");
-    let refused = bad.send_to(Destination::Profiles, "svc", b"refused").await;
+    let refused = bad
+        .send_to(Destination::Profiles, "svc", b"refused", None)
+        .await;
     assert!(refused.is_err(), "a wrong password must not deliver");
     let _ = std::fs::remove_dir_all(&dir);
 }

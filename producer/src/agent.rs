@@ -51,7 +51,7 @@ impl Retry {
 pub async fn run(args: AgentArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(args.publisher())?);
     let spool = Spool::new(args.max_spool_bytes);
-    let telemetry = Telemetry::new("javelin-agent", args.otlp_endpoint.as_deref())?;
+    let telemetry = Telemetry::new("javelin-agent", args.otlp.endpoints())?;
     let metrics = AgentMetrics::new(&telemetry, &spool);
     let bound = telemetry
         .serve(&args.metrics_listen, Arc::new(|| true))

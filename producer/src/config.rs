@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use javelin_schema::telemetry::OtlpArgs;
 
 use std::sync::Arc;
 
@@ -90,9 +91,8 @@ pub struct AgentArgs {
     /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "JAVELIN_METRICS_LISTEN", default_value = "0.0.0.0:9464")]
     pub metrics_listen: String,
-    /// OTLP/HTTP metrics endpoint (e.g. http://collector:4318/v1/metrics); metrics are also pushed there.
-    #[arg(long, env = "JAVELIN_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
     /// Look pods up in the Kubernetes API (labels, container names): `auto` when the agent runs in a cluster, or `off`.
     #[arg(long, env = "JAVELIN_KUBERNETES_API", default_value = "auto", value_parser = ["auto", "off"])]
     pub kubernetes_api: String,

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use javelin_schema::trace_context;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::spool::Destination;
@@ -83,26 +85,40 @@ impl Publisher {
         client.create().map_err(PublishError::Create)
     }
 
-    /// Sends one encoded message to the topic of `destination`.
+    /// Sends one encoded message to the topic of `destination`, with its trace
+    /// context (W3C `traceparent`) as a header when it has one.
     pub async fn send_to(
         &self,
         destination: Destination,
         key: &str,
         payload: &[u8],
+        traceparent: Option<&str>,
     ) -> Result<(), PublishError> {
         let topic = match destination {
             Destination::Profiles => &self.config.profiles_topic,
             Destination::Status => &self.config.status_topic,
         };
-        self.send(topic, key, payload).await
+        self.send(topic, key, payload, traceparent).await
     }
 
-    async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), PublishError> {
+    async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<(), PublishError> {
         let producer = match self.producer.read() {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(value) = traceparent {
+            record = record.headers(OwnedHeaders::new().insert(Header {
+                key: trace_context::TRACEPARENT,
+                value: Some(value),
+            }));
+        }
         let result = producer.send(record, self.config.send_timeout).await;
         match result {
             Ok(_) => {

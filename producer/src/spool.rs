@@ -7,11 +7,18 @@
 //! wait here. The spool holds at most `max_bytes`: when a new message does not
 //! fit, the oldest go first, and each drop is counted against its target, whose
 //! status then reports it.
+//!
+//! Each message gets a span when it is spooled (ended when it is delivered or
+//! dropped); its context travels as the Kafka `traceparent` header, so the
+//! consumer's span joins the same trace.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use javelin_schema::trace_context;
+use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue, global};
 use tokio::sync::Notify;
 
 use crate::publish::Publisher;
@@ -39,9 +46,71 @@ pub struct Drops {
     pub bytes: u64,
 }
 
+/// A spooled message and its delivery span.
+struct Entry {
+    message: Spooled,
+    span: global::BoxedSpan,
+    traceparent: Option<String>,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("message", &self.message)
+            .field("traceparent", &self.traceparent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Entry {
+    fn new(message: Spooled) -> Entry {
+        let span = global::tracer("javelin-agent")
+            .span_builder("javelin.agent.deliver")
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new(
+                    "javelin.destination",
+                    match message.destination {
+                        Destination::Profiles => "profiles",
+                        Destination::Status => "status",
+                    },
+                ),
+                KeyValue::new("javelin.key", message.key.clone()),
+                KeyValue::new("javelin.target_id", message.target_id.to_string()),
+                KeyValue::new("javelin.bytes", message.payload.len() as i64),
+            ])
+            .start(&global::tracer("javelin-agent"));
+        let traceparent = trace_context::traceparent(
+            &Context::new().with_remote_span_context(span.span_context().clone()),
+        );
+        Entry {
+            message,
+            span,
+            traceparent,
+            attempts: 0,
+        }
+    }
+
+    /// Ends the span of a message that left the spool without delivery.
+    fn dropped(mut self, why: &'static str) {
+        self.span
+            .set_attribute(KeyValue::new("javelin.attempts", i64::from(self.attempts)));
+        self.span.set_status(Status::error(why));
+        self.span.end();
+    }
+
+    fn delivered(mut self) {
+        self.span
+            .set_attribute(KeyValue::new("javelin.attempts", i64::from(self.attempts)));
+        self.span.set_status(Status::Ok);
+        self.span.end();
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Spooled>,
+    queue: VecDeque<Entry>,
     bytes: usize,
     drops: HashMap<u64, Drops>,
     delivered: u64,
@@ -74,25 +143,28 @@ impl Spool {
     /// A message larger than the whole spool is itself dropped and counted.
     pub fn push(&self, message: Spooled) {
         let size = message.payload.len();
+        let entry = Entry::new(message);
         {
             let mut state = self.lock();
             if size > self.max_bytes {
-                let d = state.drops.entry(message.target_id).or_default();
+                let d = state.drops.entry(entry.message.target_id).or_default();
                 d.messages += 1;
                 d.bytes += size as u64;
+                entry.dropped("larger than the whole spool");
                 return;
             }
             while state.bytes + size > self.max_bytes {
                 let Some(old) = state.queue.pop_front() else {
                     break;
                 };
-                state.bytes -= old.payload.len();
-                let d = state.drops.entry(old.target_id).or_default();
+                state.bytes -= old.message.payload.len();
+                let d = state.drops.entry(old.message.target_id).or_default();
                 d.messages += 1;
-                d.bytes += old.payload.len() as u64;
+                d.bytes += old.message.payload.len() as u64;
+                old.dropped("spool full: dropped as the oldest");
             }
             state.bytes += size;
-            state.queue.push_back(message);
+            state.queue.push_back(entry);
         }
         self.ready.notify_one();
     }
@@ -137,31 +209,32 @@ impl Spool {
         self.lock().delivered
     }
 
-    fn take(&self, max: usize) -> Vec<Spooled> {
+    fn take(&self, max: usize) -> Vec<Entry> {
         let mut state = self.lock();
         let n = max.min(state.queue.len());
-        let batch: Vec<Spooled> = state.queue.drain(..n).collect();
-        state.bytes -= batch.iter().map(|m| m.payload.len()).sum::<usize>();
+        let batch: Vec<Entry> = state.queue.drain(..n).collect();
+        state.bytes -= batch.iter().map(|m| m.message.payload.len()).sum::<usize>();
         batch
     }
 
     /// Puts undelivered messages back at the front, in their original order,
     /// subject to the same bound (what no longer fits is the oldest: dropped, counted).
-    fn requeue(&self, failed: Vec<Spooled>) {
+    fn requeue(&self, failed: Vec<Entry>) {
         let mut state = self.lock();
         let mut full = false;
         // Newest first, so once the spool is full every older message is the one dropped.
-        for message in failed.into_iter().rev() {
-            let size = message.payload.len();
+        for entry in failed.into_iter().rev() {
+            let size = entry.message.payload.len();
             full = full || state.bytes + size > self.max_bytes;
             if full {
-                let d = state.drops.entry(message.target_id).or_default();
+                let d = state.drops.entry(entry.message.target_id).or_default();
                 d.messages += 1;
                 d.bytes += size as u64;
+                entry.dropped("spool full: dropped as the oldest");
                 continue;
             }
             state.bytes += size;
-            state.queue.push_front(message);
+            state.queue.push_front(entry);
         }
     }
 
@@ -189,19 +262,24 @@ impl Spool {
                 }
                 continue;
             }
-            let sends = batch
-                .iter()
-                .map(|m| publisher.send_to(m.destination, &m.key, &m.payload));
+            let sends = batch.iter().map(|e| {
+                let m = &e.message;
+                publisher.send_to(m.destination, &m.key, &m.payload, e.traceparent.as_deref())
+            });
             // join_all polls every send at once, so they are all in flight together.
             let results = futures::future::join_all(sends).await;
             let mut failed = Vec::new();
             let mut delivered = 0;
-            for (message, result) in batch.into_iter().zip(results) {
+            for (mut entry, result) in batch.into_iter().zip(results) {
+                entry.attempts += 1;
                 match result {
-                    Ok(()) => delivered += 1,
+                    Ok(()) => {
+                        delivered += 1;
+                        entry.delivered();
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "delivery failed; message back in the spool");
-                        failed.push(message);
+                        failed.push(entry);
                     }
                 }
             }
@@ -277,20 +355,23 @@ mod tests {
         }
         let batch = spool.take(2);
         assert_eq!(
-            batch.iter().map(|m| m.target_id).collect::<Vec<_>>(),
+            batch
+                .iter()
+                .map(|e| e.message.target_id)
+                .collect::<Vec<_>>(),
             [1, 2]
         );
         spool.push(msg(4, 30));
         spool.push(msg(5, 30));
         spool.requeue(batch);
         // 3, 4, 5 fill 90 of 100 bytes: the requeued 1 and 2 are the oldest and go.
-        let order: Vec<u64> = spool.take(10).iter().map(|m| m.target_id).collect();
+        let order: Vec<u64> = spool.take(10).iter().map(|e| e.message.target_id).collect();
         assert_eq!(order, [3, 4, 5]);
         assert_eq!((spool.drops(1).messages, spool.drops(2).messages), (1, 1));
         let spool = Spool::new(100);
         spool.push(msg(3, 30));
-        spool.requeue(vec![msg(1, 30), msg(2, 30)]);
-        let order: Vec<u64> = spool.take(10).iter().map(|m| m.target_id).collect();
+        spool.requeue(vec![Entry::new(msg(1, 30)), Entry::new(msg(2, 30))]);
+        let order: Vec<u64> = spool.take(10).iter().map(|e| e.message.target_id).collect();
         assert_eq!(
             order,
             [1, 2, 3],

@@ -16,6 +16,7 @@ pub mod consumers;
 pub mod error;
 pub mod export;
 pub mod flamegraph;
+pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod store;

@@ -1,9 +1,14 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use javelin_query::api::{AppState, router};
+use javelin_query::metrics::{QueryMetrics, observe};
 use javelin_query::params::Limits;
 use javelin_query::store::Store;
 use javelin_schema::process::{args_with_config_file, init_logging, shutdown_signal};
+use javelin_schema::telemetry::{OtlpArgs, Telemetry};
 
 #[derive(Debug, Parser)]
 #[command(name = "javelin-query", version, about = "Javelin query API and UI")]
@@ -59,6 +64,11 @@ struct Args {
         value_delimiter = ','
     )]
     consumer_metrics_urls: Vec<String>,
+    /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`: ClickHouse answers).
+    #[arg(long, env = "JAVELIN_METRICS_LISTEN", default_value = "0.0.0.0:9466")]
+    metrics_listen: String,
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 #[tokio::main]
@@ -82,6 +92,16 @@ async fn main() -> anyhow::Result<()> {
         args.auth_token.as_deref().is_none_or(|t| t.len() >= 16),
         "--auth-token must be at least 16 characters"
     );
+    let telemetry = Telemetry::new("javelin-query", args.otlp.endpoints())?;
+    let metrics = QueryMetrics::new(&telemetry);
+    let reachable = Arc::new(AtomicBool::new(false));
+    tokio::spawn(watch_clickhouse(client.clone(), reachable.clone()));
+    let bound = telemetry
+        .serve(
+            &args.metrics_listen,
+            Arc::new(move || reachable.load(Ordering::Relaxed)),
+        )
+        .await?;
     let state = AppState {
         store: Store::new(client),
         limits: Limits {
@@ -99,9 +119,20 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!("javelin-query listening on http://{addr}/");
-    tracing::info!(%addr, database = %args.database, "serving");
-    axum::serve(listener, router(state))
+    tracing::info!(%addr, metrics = %bound, database = %args.database, "serving");
+    let app = router(state).layer(axum::middleware::from_fn_with_state(metrics, observe));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    telemetry.shutdown();
     Ok(())
+}
+
+/// Keeps `reachable` current: `/readyz` answers 200 only while ClickHouse does.
+async fn watch_clickhouse(client: clickhouse::Client, reachable: Arc<AtomicBool>) {
+    loop {
+        let ok = client.query("SELECT 1").fetch_one::<u8>().await.is_ok();
+        reachable.store(ok, Ordering::Relaxed);
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
 }

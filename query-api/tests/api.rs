@@ -4,7 +4,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{drop_database, get, seeded_database, start_api};
+use javelin_schema::testkit::{free_port, wait_for};
 use serde_json::Value;
 
 /// Flamegraph levels → (depth, name, total, self) tuples.
@@ -193,9 +196,17 @@ async fn the_api_answers_exactly_from_seeded_windows() {
 async fn limits_and_auth_are_enforced() {
     let (database, _, from, to) = seeded_database("query_limits").await;
     let token = "a-long-enough-test-token";
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let (_api, base) = start_api(
         &database,
-        &["--auth-token", token, "--max-rows-scanned", "2"],
+        &[
+            "--auth-token",
+            token,
+            "--max-rows-scanned",
+            "2",
+            "--metrics-listen",
+            &metrics_addr,
+        ],
     );
     let url = format!("{base}/api/v1/flamegraph?service=svc&from={from}&to={to}");
     let client = reqwest::Client::new();
@@ -229,6 +240,53 @@ async fn limits_and_auth_are_enforced() {
         .await
         .expect("request");
     assert_eq!(open.status().as_u16(), 200, "the document is public");
+
+    // The metrics endpoint counts every answer by route pattern and status,
+    // needs no token, and is ready while ClickHouse answers.
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let count = |route: &str, status: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("javelin_query_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        count("/api/v1/flamegraph", "401").as_deref(),
+        Some("2"),
+        "{metrics}"
+    );
+    assert_eq!(
+        count("/api/v1/flamegraph", "422").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        count("/api/v1/openapi.json", "200").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("javelin_query_request_duration_seconds_bucket{"),
+        "{metrics}"
+    );
+    wait_for("/readyz says ready", Duration::from_secs(20), || {
+        let url = format!("http://{metrics_addr}/readyz");
+        async move {
+            let status = reqwest::get(url).await.ok()?.status().as_u16();
+            (status == 200).then_some(())
+        }
+    })
+    .await;
     drop_database(&database).await;
 }
 

@@ -23,3 +23,5 @@ pub mod process;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "telemetry")]
+pub mod trace_context;

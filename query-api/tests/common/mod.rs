@@ -173,6 +173,12 @@ pub fn start_api(database: &str, extra: &[&str]) -> (Reaped, String) {
             &clickhouse_url(),
         ])
         .args(["--database", database])
+        .args(
+            (!extra.contains(&"--metrics-listen"))
+                .then_some(["--metrics-listen", "127.0.0.1:0"])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
