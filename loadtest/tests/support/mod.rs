@@ -1,0 +1,62 @@
+//! Shared by the tests that check artefacts against the binaries: where the
+//! built binaries are, and which options each one accepts (read from its own
+//! `--help`, so nothing here can drift from the code).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A built binary next to `javelin-loadtest`.
+pub fn bin(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// The binaries and subcommands that take options.
+pub const COMMANDS: [(&str, Option<&str>); 5] = [
+    ("javelin-agent", None),
+    ("javelin-consumer", Some("run")),
+    ("javelin-consumer", Some("migrate")),
+    ("javelin-consumer", Some("replay")),
+    ("javelin-query", None),
+];
+
+/// The flags (`--x`) and environment variables (`JAVELIN_X`) one command accepts.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub flags: BTreeSet<String>,
+    pub env: BTreeSet<String>,
+}
+
+impl Options {
+    pub fn of(binary: &str, sub: Option<&str>) -> Options {
+        let mut cmd = Command::new(bin(binary));
+        cmd.args(sub).arg("--help");
+        let out = cmd.output().expect("--help runs");
+        assert!(out.status.success(), "{binary} {sub:?} --help failed");
+        let help = String::from_utf8(out.stdout).expect("utf-8");
+        let mut options = Options::default();
+        for word in help.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '=') {
+            let word = word.trim_end_matches(',');
+            if word.starts_with("--") && word.len() > 2 && !["--help", "--version"].contains(&word)
+            {
+                options.flags.insert(word.to_string());
+            } else if word.starts_with("JAVELIN_") {
+                options.env.insert(word.to_string());
+            }
+        }
+        assert!(
+            options.flags.len() > 4,
+            "{binary}: parsed only {} options from --help",
+            options.flags.len()
+        );
+        options
+    }
+}
