@@ -147,6 +147,85 @@ fn base_ms() -> i64 {
     })
 }
 
+/// Runs `javelin-consumer replay` of `topic` into the pipeline's database; its summary.
+fn replay(p: &Pipeline, topic: &str, from: i64, to: i64, dry: bool) -> String {
+    let mut cmd = Command::new(bin("javelin-consumer"));
+    cmd.args([
+        "replay",
+        "--clickhouse-url",
+        &clickhouse_url(),
+        "--database",
+        &p.run,
+        "--brokers",
+        &kafka_brokers(),
+    ])
+    .args([
+        "--profiles-topic",
+        topic,
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+    ]);
+    if dry {
+        cmd.arg("--dry-run");
+    }
+    let out = cmd.output().expect("replay runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The DLQ runbook's command: windows in the dead-letter topic are re-ingested
+/// by replaying that topic; what is still invalid is counted and skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn windows_in_the_dead_letter_topic_are_reingested_by_replay() {
+    let p = Pipeline::new(1).await;
+    let to_dlq = Publisher::new(PublisherConfig {
+        brokers: kafka_brokers(),
+        profiles_topic: p.dlq.clone(),
+        status_topic: p.status.clone(),
+        send_timeout: Duration::from_secs(30),
+        properties: vec![],
+    })
+    .expect("producer");
+    let mut value = 0;
+    for i in 0..3 {
+        let (w, total) = window(i, 4);
+        value += total;
+        to_dlq
+            .send_to(Destination::Profiles, "svc", &w.to_bytes(), None)
+            .await
+            .expect("produced");
+    }
+    to_dlq
+        .send_to(Destination::Profiles, "svc", b"still not a window", None)
+        .await
+        .expect("produced");
+    let (from, to) = (base_ms(), base_ms() + 3 * 10_000);
+    let dry = replay(&p, &p.dlq, from, to, true);
+    assert!(
+        dry.contains("windows replayed: 3,") && dry.contains("invalid: 1"),
+        "{dry}"
+    );
+    let summary = replay(&p, &p.dlq, from, to, false);
+    assert!(
+        summary.contains("windows replayed: 3,") && summary.contains("invalid: 1"),
+        "{summary}"
+    );
+    let (rows, total, _) = p.totals().await.expect("totals");
+    assert_eq!((rows, total), (12, value), "the three windows, exactly");
+    let accepted: u64 =
+        p.db.query("SELECT count() FROM ingest_ledger FINAL WHERE status = 'accepted'")
+            .fetch_one()
+            .await
+            .expect("ledger");
+    assert_eq!(accepted, 3, "each re-ingested window is in the ledger");
+}
+
 /// A synthetic window with `stacks` stacks; returns it and its total value.
 fn window(index: i64, stacks: u32) -> (ProfileWindow, i64) {
     let target = TargetIdentity {
@@ -481,36 +560,7 @@ async fn replay_restores_a_lost_range_and_changes_nothing_on_an_intact_one() {
     })
     .await;
 
-    let replay = |from: i64, to: i64, dry: bool| {
-        let mut cmd = Command::new(bin("javelin-consumer"));
-        cmd.args([
-            "replay",
-            "--clickhouse-url",
-            &clickhouse_url(),
-            "--database",
-            &p.run,
-            "--brokers",
-            &kafka_brokers(),
-        ])
-        .args([
-            "--profiles-topic",
-            &p.profiles,
-            "--from",
-            &from.to_string(),
-            "--to",
-            &to.to_string(),
-        ]);
-        if dry {
-            cmd.arg("--dry-run");
-        }
-        let out = cmd.output().expect("replay runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let replay = |from: i64, to: i64, dry: bool| replay(&p, &p.profiles, from, to, dry);
     let dry = replay(from_ms, to_ms, true);
     assert!(
         dry.contains("dry run") && dry.contains("windows replayed: 10"),

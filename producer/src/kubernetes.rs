@@ -9,7 +9,7 @@
 //! - pod: `POD_NAME` / `JAVELIN_POD`, then `HOSTNAME` (the kubelet sets it to the
 //!   pod name), only when the process runs in Kubernetes;
 //! - container: `CONTAINER_NAME` / `JAVELIN_CONTAINER` (the name is not in the
-//!   cgroup; the Kubernetes API lookup that fills it is not implemented yet);
+//!   cgroup; `kubernetes_api` fills it from the pod's metadata when it can);
 //! - container id and pod UID: the cgroup path (cgroup v1 and v2, containerd,
 //!   CRI-O and Docker layouts).
 
