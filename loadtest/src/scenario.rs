@@ -79,6 +79,9 @@ pub struct Report {
     pub truncated_parts_in_ledger: u64,
     pub dropped_stacks_in_ledger: u64,
     pub publish_failures: u64,
+    /// Deliveries that failed and were retried from the agents' spool (a broker
+    /// outage shows here: the spool carried the gap).
+    pub delivery_retries: u64,
     pub consumer_starts: u32,
     pub clickhouse_restarts_planned: u32,
     pub clickhouse_restarts_unplanned: u32,
@@ -412,6 +415,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     stop_sender.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(10), sender).await;
     publish_failures += spool.total_drops().messages;
+    let delivery_retries = spool.failed_deliveries();
     let ledger = ledger.unwrap_or(LedgerTotals {
         rejected: 0,
         truncated: 0,
@@ -425,6 +429,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         ledger,
         poison_sent,
         publish_failures,
+        delivery_retries,
         watch,
         consumer_starts: consumer.starts,
         planned_restarts,
@@ -530,6 +535,7 @@ struct Observed {
     ledger: LedgerTotals,
     poison_sent: u64,
     publish_failures: u64,
+    delivery_retries: u64,
     watch: Watch,
     consumer_starts: u32,
     planned_restarts: u32,
@@ -543,6 +549,7 @@ fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) 
         ledger,
         poison_sent,
         publish_failures,
+        delivery_retries,
         watch,
         consumer_starts,
         planned_restarts,
@@ -640,6 +647,7 @@ fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) 
         truncated_parts_in_ledger: ledger.truncated,
         dropped_stacks_in_ledger: ledger.dropped_stacks,
         publish_failures,
+        delivery_retries: *delivery_retries,
         consumer_starts,
         clickhouse_restarts_planned: planned_restarts,
         clickhouse_restarts_unplanned: watch.restarts,
@@ -702,6 +710,10 @@ pub fn markdown(r: &Report) -> String {
         (
             "publish failures (agent side)",
             r.publish_failures.to_string(),
+        ),
+        (
+            "deliveries retried from the spool",
+            r.delivery_retries.to_string(),
         ),
         ("consumer starts", r.consumer_starts.to_string()),
         (

@@ -1,4 +1,5 @@
-//! The short modes of the load scenarios, as the test suite runs them: each
+//! The short modes of the load scenarios, as the test suite runs them (every
+//! scenario but `high-volume`, which is a documented command): each
 //! drives the real pipeline (publisher → tansu → javelin-consumer → a ClickHouse
 //! of its own) and must end with a passing reconciliation — 0 lost, 0
 //! double-counted, every drop accounted for in the ledger.
@@ -69,6 +70,23 @@ fn clickhouse_outage_short() {
 fn consumer_crash_short() {
     let r = scenario("consumer-crash", &[]);
     assert!(r["consumer_starts"].as_u64() >= Some(3), "{r}");
+}
+
+#[test]
+fn broker_restart_short() {
+    let r = scenario("broker-restart", &[]);
+    assert!(
+        r["delivery_retries"].as_u64() > Some(0),
+        "the broker was down and the agents' spool carried the gap: {r}"
+    );
+    assert!(
+        r["broker_disk_bytes"].as_u64() > Some(0),
+        "durable storage: {r}"
+    );
+    assert_eq!(
+        r["publish_failures"], 0,
+        "nothing dropped at the agent: {r}"
+    );
 }
 
 #[test]

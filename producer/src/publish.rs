@@ -141,8 +141,33 @@ impl Publisher {
         }
     }
 
+    /// Starts a fresh producer session before deliveries are retried. An
+    /// idempotent producer's id and sequence numbers belong to the broker's
+    /// state from before a failure; after an outage that state may be gone (a
+    /// restarted broker, an expired producer id) and the old session's retries
+    /// are refused or, on some brokers, break the partition. A new producer gets
+    /// a new id; the failed messages are still in the spool and are re-sent
+    /// through it (duplicates, if any, collapse downstream).
+    pub fn renew(&self) {
+        let current = match self.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        self.replace(
+            &current,
+            "deliveries failed; retrying them in a new producer session",
+        );
+    }
+
     /// Replaces `broken` with a new producer (unless another send already did).
     fn reset(&self, broken: &Arc<FutureProducer>, why: &KafkaError) {
+        self.replace(
+            broken,
+            &format!("the broker keeps rejecting this producer ({why}); recreating it"),
+        );
+    }
+
+    fn replace(&self, broken: &Arc<FutureProducer>, why: &str) {
         let Ok(mut current) = self.producer.write() else {
             return;
         };
@@ -151,7 +176,7 @@ impl Publisher {
         }
         match Self::create(&self.config) {
             Ok(fresh) => {
-                tracing::warn!(error = %why, "the broker keeps rejecting this producer; recreating it");
+                tracing::info!("{why}");
                 *current = Arc::new(fresh);
                 self.rejections.store(0, Ordering::Relaxed);
             }

@@ -295,6 +295,7 @@ impl Spool {
             let (waiting, bytes) = self.len();
             tracing::warn!(failed = failed.len(), waiting, bytes, retry_in = ?backoff, "Kafka unavailable; spooling");
             self.requeue(failed);
+            publisher.renew();
             if stopping {
                 return;
             }
