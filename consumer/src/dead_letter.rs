@@ -9,6 +9,19 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::convert::Source;
 
+/// One message on its way to the dead-letter topic.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub source: &'a Source,
+    pub reason: &'a str,
+    pub error_class: &'a str,
+    /// The message's trace context (W3C `traceparent`), kept so that
+    /// re-ingesting it from the DLQ continues the window's trace.
+    pub traceparent: Option<&'a str>,
+}
+
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
@@ -45,19 +58,12 @@ impl DeadLetters {
     /// the broker has it: its offset may only be stored afterwards.
     pub async fn send_until_delivered(
         &self,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        source: &Source,
-        reason: &str,
-        error_class: &str,
+        letter: &DeadLetter<'_>,
         backoff: &crate::sink::Backoff,
     ) {
         let mut backoff = backoff.clone();
         backoff.reset();
-        while let Err(e) = self
-            .send(key, payload, source, reason, error_class, crate::now_ms())
-            .await
-        {
+        while let Err(e) = self.send(letter, crate::now_ms()).await {
             tracing::warn!(error = %e, "dead-letter topic unavailable; retrying");
             tokio::time::sleep(backoff.next_delay()).await;
         }
@@ -66,13 +72,17 @@ impl DeadLetters {
     /// Sends one message to the dead-letter topic; resolves once the broker has it.
     pub async fn send(
         &self,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        source: &Source,
-        reason: &str,
-        error_class: &str,
+        letter: &DeadLetter<'_>,
         now_ms: i64,
     ) -> Result<(), rdkafka::error::KafkaError> {
+        let DeadLetter {
+            key,
+            payload,
+            source,
+            reason,
+            error_class,
+            traceparent,
+        } = *letter;
         let partition = source.partition.to_string();
         let offset = source.offset.to_string();
         let time = now_ms.to_string();
@@ -105,6 +115,13 @@ impl DeadLetters {
                 key: "javelin.time_ms",
                 value: Some(time.as_str()),
             });
+        let headers = match traceparent {
+            Some(value) => headers.insert(Header {
+                key: javelin_schema::trace_context::TRACEPARENT,
+                value: Some(value),
+            }),
+            None => headers,
+        };
         let mut record = FutureRecord::to(&self.topic)
             .payload(payload)
             .headers(headers);

@@ -15,7 +15,7 @@ use tokio::task::{JoinError, JoinHandle};
 
 use crate::batch::{Pending, Rows};
 use crate::convert::{self, Source};
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::ConsumerMetrics;
 use crate::sink::Backoff;
 use crate::trace::Arrival;
@@ -126,6 +126,7 @@ impl Gatherer<'_> {
             offset: message.offset(),
         };
         let payload = message.payload().unwrap_or_default();
+        let arrival = Arrival::of(message);
         batch.bytes += payload.len();
         let decoded = if source.topic == self.status_topic {
             convert::status_row(payload).map(|s| Rows::Status(Box::new(s)))
@@ -137,15 +138,17 @@ impl Gatherer<'_> {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, %error, "dead-lettering an invalid message");
+                let traceparent = arrival.traceparent();
+                let letter = DeadLetter {
+                    key: message.key(),
+                    payload,
+                    source: &source,
+                    reason: &error.to_string(),
+                    error_class: "invalid_message",
+                    traceparent: traceparent.as_deref(),
+                };
                 self.dead_letters
-                    .send_until_delivered(
-                        message.key(),
-                        payload,
-                        &source,
-                        &error.to_string(),
-                        "invalid_message",
-                        dlq_backoff,
-                    )
+                    .send_until_delivered(&letter, dlq_backoff)
                     .await;
                 self.metrics.dead_letter("invalid_message");
                 if source.topic == self.status_topic {
@@ -172,7 +175,7 @@ impl Gatherer<'_> {
             key: message.key().map(<[u8]>::to_vec),
             payload: payload.to_vec(),
             rows,
-            arrival: Arrival::of(message),
+            arrival,
         });
     }
 }

@@ -36,6 +36,11 @@ impl Arrival {
         }
     }
 
+    /// The trace context it arrived with, to hand on (the dead-letter topic).
+    pub fn traceparent(&self) -> Option<String> {
+        trace_context::traceparent(&self.parent)
+    }
+
     /// Now, in a trace of its own.
     pub fn untraced() -> Arrival {
         Arrival {

@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
 use crate::batch::{BatchWriter, Pending, Rows, write_isolating};
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::ConsumerMetrics;
 use crate::sink::{Backoff, Batch, Sink, classify};
 
@@ -180,16 +180,16 @@ pub async fn finish(
             continue;
         };
         tracing::warn!(topic = %m.source.topic, partition = m.source.partition, offset = m.source.offset, %reason, "ClickHouse rejected a message's rows; dead-lettering it");
-        dead_letters
-            .send_until_delivered(
-                m.key.as_deref(),
-                &m.payload,
-                &m.source,
-                &reason,
-                "rejected_by_clickhouse",
-                &backoff,
-            )
-            .await;
+        let traceparent = m.arrival.traceparent();
+        let letter = DeadLetter {
+            key: m.key.as_deref(),
+            payload: &m.payload,
+            source: &m.source,
+            reason: &reason,
+            error_class: "rejected_by_clickhouse",
+            traceparent: traceparent.as_deref(),
+        };
+        dead_letters.send_until_delivered(&letter, &backoff).await;
         // The ledger shows the rejection next to the agent's accounting (best effort:
         // the ledger row may be what ClickHouse refuses).
         if let Rows::Window(w) = &m.rows {

@@ -251,6 +251,25 @@ async fn a_windows_trace_runs_from_the_agent_to_clickhouse() {
     })
     .await;
 
+    // The dead-lettered message keeps its trace context in the DLQ, so a
+    // re-ingestion from there continues the same trace.
+    let dead = TopicLog::follow(&topics.dlq);
+    let dead = wait_for(
+        "the invalid message in the DLQ",
+        Duration::from_secs(60),
+        || {
+            let messages = dead.messages();
+            async move { (messages.len() == 1).then(|| messages[0].clone()) }
+        },
+    )
+    .await;
+    let original = messages
+        .iter()
+        .find(|m| m.key.as_deref() == Some(&b"svc-bad"[..]))
+        .expect("the invalid message");
+    assert_eq!(dead.header("traceparent"), original.header("traceparent"));
+    assert!(dead.header("traceparent").is_some());
+
     // Every message carries the context of its agent span…
     let agent: HashMap<&str, &ReceivedSpan> = spans
         .iter()
