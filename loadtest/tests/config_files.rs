@@ -2,14 +2,13 @@
 //! migration into the database the file names), and a bad file stops the
 //! binary with a message naming the file and line.
 
-use std::path::PathBuf;
+mod support;
+
+use support::bin;
+
 use std::process::Command;
 
 use javelin_schema::testkit::{clickhouse_client, clickhouse_url, unique_name};
-
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name)
-}
 
 #[tokio::test]
 async fn settings_from_a_config_file_are_applied_and_bad_files_are_refused() {

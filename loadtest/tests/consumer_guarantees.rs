@@ -2,6 +2,10 @@
 //! go to the dead-letter topic with their provenance while everything else lands,
 //! and SIGKILLs mid-stream lose nothing and double-count nothing.
 
+mod support;
+
+use support::bin;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -122,16 +126,6 @@ impl Pipeline {
             .ok()?;
         Some((rows, value, raw))
     }
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
 }
 
 /// The start of the first synthetic window: an hour ago, on a 10 s boundary,

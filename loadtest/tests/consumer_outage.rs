@@ -4,6 +4,10 @@
 //! of its own (started with `dev/stack`'s own launcher on free ports), so other
 //! tests keep theirs.
 
+mod support;
+
+use support::bin;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,10 +97,6 @@ fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
             _ => -1,
         })
         .collect()
-}
-
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name)
 }
 
 /// A ClickHouse of the test's own with the schema migrated, and the run's topics.

@@ -4,8 +4,11 @@
 //! processes export to a real OTLP/HTTP endpoint (this test's receiver), and
 //! the spans are decoded from the protobuf the exporters sent.
 
+mod support;
+
+use support::bin;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,16 +118,6 @@ fn decode(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
         }
     }
     out
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
 }
 
 /// A one-stack CPU window of `service`, an hour ago (inside retention).

@@ -65,7 +65,8 @@ impl std::fmt::Debug for Entry {
 
 impl Entry {
     fn new(message: Spooled) -> Entry {
-        let span = global::tracer("javelin-agent")
+        let tracer = global::tracer("javelin-agent");
+        let span = tracer
             .span_builder("javelin.agent.deliver")
             .with_kind(SpanKind::Producer)
             .with_attributes([
@@ -80,7 +81,7 @@ impl Entry {
                 KeyValue::new("javelin.target_id", message.target_id.to_string()),
                 KeyValue::new("javelin.bytes", message.payload.len() as i64),
             ])
-            .start(&global::tracer("javelin-agent"));
+            .start(&tracer);
         let traceparent = trace_context::traceparent(
             &Context::new().with_remote_span_context(span.span_context().clone()),
         );

@@ -92,10 +92,7 @@ impl Telemetry {
                 .with_http()
                 .with_endpoint(endpoint)
                 .build()
-                .map_err(|e| TelemetryError::Otlp {
-                    endpoint: endpoint.to_string(),
-                    message: e.to_string(),
-                })?;
+                .map_err(otlp_error(endpoint))?;
             builder = builder.with_reader(
                 PeriodicReader::builder(exporter)
                     .with_interval(Duration::from_secs(15))
@@ -187,6 +184,13 @@ impl Telemetry {
     }
 }
 
+fn otlp_error<E: std::fmt::Display>(endpoint: &str) -> impl FnOnce(E) -> TelemetryError + '_ {
+    move |e| TelemetryError::Otlp {
+        endpoint: endpoint.to_string(),
+        message: e.to_string(),
+    }
+}
+
 fn resource_for(service: &str) -> Resource {
     Resource::builder()
         .with_service_name(service.to_string())
@@ -206,10 +210,7 @@ fn tracer_provider(
             .with_http()
             .with_endpoint(endpoint)
             .build()
-            .map_err(|e| TelemetryError::Otlp {
-                endpoint: endpoint.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(otlp_error(endpoint))?;
         builder = builder.with_batch_exporter(exporter);
     }
     Ok(builder.build())
