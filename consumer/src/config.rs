@@ -135,14 +135,17 @@ pub struct ReplayArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// Extra librdkafka consumer property, `key=value` (TLS, SASL; as for `run`); repeatable.
+    #[arg(long = "kafka-property", env = "JAVELIN_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = javelin_schema::process::parse_key_value)]
+    pub kafka_properties: Vec<(String, String)>,
     /// Topic of profile windows.
     #[arg(long, env = "JAVELIN_PROFILES_TOPIC", default_value = javelin_schema::topics::PROFILES)]
     pub profiles_topic: String,
     /// Windows starting at or after this time (ms since the epoch, or RFC 3339).
-    #[arg(long, value_parser = crate::replay::parse_time)]
+    #[arg(long, value_parser = parse_time)]
     pub from: i64,
     /// Windows starting before this time (ms since the epoch, or RFC 3339).
-    #[arg(long, value_parser = crate::replay::parse_time)]
+    #[arg(long, value_parser = parse_time)]
     pub to: i64,
     /// Only this service's windows.
     #[arg(long)]
@@ -153,4 +156,32 @@ pub struct ReplayArgs {
     /// How long after its start a window may have been published, in ms (start offsets are looked up this much earlier).
     #[arg(long, env = "JAVELIN_REPLAY_SLACK_MS", default_value_t = 600_000)]
     pub slack_ms: i64,
+}
+
+/// Parses a replay bound: milliseconds since the epoch, or RFC 3339 (`2026-11-25T10:00:00Z`).
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| {
+            format!("{text:?} is neither milliseconds since the epoch nor an RFC 3339 time: {e}")
+        })
+        .and_then(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .map_err(|_| format!("{text:?} is before 1970"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_milliseconds_or_rfc3339() {
+        assert_eq!(parse_time("1764000000000"), Ok(1_764_000_000_000));
+        assert_eq!(parse_time("2025-11-24T16:00:00Z"), Ok(1_764_000_000_000));
+        assert!(parse_time("yesterday").is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! Wire messages → ClickHouse rows.
 
-use javelin_schema::rows::{AttemptRow, LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow};
+use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow};
 use javelin_schema::wire::{DecodeError, ProfileWindow, TargetIdentity, TargetState, TargetStatus};
 use prost::Message;
 
@@ -21,6 +21,9 @@ pub struct WindowRows {
     target: TargetIdentity,
     profile_type: &'static str,
     window_start: u32,
+    /// The part's identity in `samples`, computed here from its fields (not
+    /// trusted from the agent), so two windows never share a key.
+    window_id: u64,
     last_seen: u32,
     pub ledger: LedgerRow,
 }
@@ -34,8 +37,12 @@ impl WindowRows {
         self.window.stacks.len()
     }
 
-    /// One sample row per stack of the window.
-    pub fn samples(&self) -> impl Iterator<Item = SampleRowRef<'_>> {
+    pub fn window_id(&self) -> u64 {
+        self.window_id
+    }
+
+    /// One sample row per stack of the window, written by attempt `insert_id`.
+    pub fn samples(&self, insert_id: u64) -> impl Iterator<Item = SampleRowRef<'_>> {
         let t = &self.target;
         self.window.stacks.iter().map(move |stack| SampleRowRef {
             service: &t.service,
@@ -47,27 +54,17 @@ impl WindowRows {
             container: &t.container,
             node: &t.node,
             target_id: t.target_id,
+            window_id: self.window_id,
             stack_id: stack.stack_id,
             value: stack.value,
             count: stack.count,
+            insert_id,
         })
     }
 
     /// The stack ids of the window, in order (see [`Self::stack_row`]).
     pub fn stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.window.stacks.iter().map(|s| s.stack_id)
-    }
-
-    /// The attempt-log row of writing this part's samples now.
-    pub fn attempt(&self) -> AttemptRow {
-        AttemptRow {
-            service: self.target.service.clone(),
-            profile_type: self.profile_type.to_string(),
-            window_start: self.window_start,
-            target_id: self.target.target_id,
-            part_index: self.window.part_index,
-            attempted_at: secs(crate::now_ms()),
-        }
     }
 
     /// Seconds since the epoch stamped on this window's stack rows.
@@ -108,6 +105,12 @@ pub fn window_rows(
     let target = window.target.take().unwrap_or_default();
     let profile_type = window.kind().name();
     let window_start = secs(window.window_start_ms);
+    let window_id = javelin_schema::wire::window_id(
+        target.target_id,
+        window.kind(),
+        window.window_start_ms,
+        window.part_index,
+    );
     let acc = window.accounting.unwrap_or_default();
     let ledger = LedgerRow {
         window_id: window.window_id,
@@ -146,6 +149,7 @@ pub fn window_rows(
         target,
         profile_type,
         window_start,
+        window_id,
         last_seen: secs(now_ms),
         ledger,
     })

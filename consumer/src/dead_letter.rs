@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::convert::Source;
+use crate::kafka_config::KafkaConnection;
 
 /// One message on its way to the dead-letter topic.
 #[derive(Debug, Clone, Copy)]
@@ -37,15 +37,21 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
+    /// A producer for `topic` with the consumer's own Kafka settings (a
+    /// cluster that needs TLS or SASL for the consumer needs it here too).
     pub fn new(
-        brokers: &str,
+        kafka: KafkaConnection<'_>,
         topic: &str,
         consumer_id: &str,
     ) -> Result<DeadLetters, rdkafka::error::KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "30000")
+        let producer = kafka
+            .client_config(
+                &[
+                    ("enable.idempotence", "true"),
+                    ("message.timeout.ms", "30000"),
+                ],
+                &[],
+            )
             .create()?;
         Ok(DeadLetters {
             producer,
@@ -59,7 +65,7 @@ impl DeadLetters {
     pub async fn send_until_delivered(
         &self,
         letter: &DeadLetter<'_>,
-        backoff: &crate::sink::Backoff,
+        backoff: &crate::backoff::Backoff,
     ) {
         let mut backoff = backoff.clone();
         backoff.reset();

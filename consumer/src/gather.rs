@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinError;
 
+use crate::backoff::Backoff;
 use crate::batch::{Pending, Rows};
 use crate::convert::{self, Source};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::ConsumerMetrics;
-use crate::sink::Backoff;
 use crate::trace::Arrival;
-use crate::write::Written;
+use crate::write::{Outlets, Writer, Written, finish};
 
 /// Where a batch ends.
 #[derive(Debug, Clone, Copy)]
@@ -58,9 +58,9 @@ impl Gathered {
 pub enum Interrupt {
     /// The batch is full or its linger time is up.
     Done,
-    /// The write in flight finished (its handle has been taken).
-    Written(Box<Result<Written, JoinError>>),
     Shutdown,
+    /// The write task panicked or was cancelled.
+    WriteFailed(JoinError),
 }
 
 /// What gathering reads from and reports to.
@@ -81,27 +81,32 @@ impl std::fmt::Debug for Gatherer<'_> {
 }
 
 impl Gatherer<'_> {
-    /// Decodes messages into `batch` until it is done, the write in flight
-    /// finishes, or `shutdown` completes.
+    /// Decodes messages into `batch` until it is done or `shutdown` completes.
+    /// When the write in flight finishes meanwhile, it is reported at once (its
+    /// offsets stored without waiting for this batch's linger) and the writer
+    /// becomes idle.
     pub async fn gather(
         &self,
         batch: &mut Gathered,
-        in_flight: &mut Option<JoinHandle<Written>>,
+        writer: &mut Writer,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Interrupt {
-        let dlq_backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let dlq_backoff = Backoff::standard();
         while !batch.is_full(&self.limits) {
             let event = tokio::select! {
                 m = self.consumer.recv() => Event::Message(m),
-                w = join(in_flight) => Event::Written(Box::new(w)),
+                w = join(writer) => Event::Written(Box::new(w)),
                 _ = tokio::time::sleep_until(batch.deadline.into()) => return Interrupt::Done,
                 _ = &mut *shutdown => return Interrupt::Shutdown,
             };
             let message = match event {
-                Event::Written(w) => {
-                    *in_flight = None;
-                    return Interrupt::Written(w);
-                }
+                Event::Written(w) => match *w {
+                    Ok(written) => {
+                        *writer = Writer::Idle(finish(self.outlets(), written).await);
+                        continue;
+                    }
+                    Err(e) => return Interrupt::WriteFailed(e),
+                },
                 Event::Message(Ok(m)) => m,
                 Event::Message(Err(e)) => {
                     tracing::warn!(error = %e, "Kafka poll error");
@@ -111,6 +116,14 @@ impl Gatherer<'_> {
             self.add(batch, &message, &dlq_backoff).await;
         }
         Interrupt::Done
+    }
+
+    fn outlets(&self) -> Outlets<'_> {
+        Outlets {
+            consumer: self.consumer,
+            dead_letters: self.dead_letters,
+            metrics: self.metrics,
+        }
     }
 
     /// Decodes one message into the batch, dead-lettering it when invalid.
@@ -185,10 +198,10 @@ enum Event<'c> {
     Written(Box<Result<Written, JoinError>>),
 }
 
-/// The write in flight, once it finishes; never, when there is none.
-async fn join(in_flight: &mut Option<JoinHandle<Written>>) -> Result<Written, JoinError> {
-    match in_flight {
-        Some(handle) => handle.await,
-        None => std::future::pending().await,
+/// The write in flight, once it finishes; never, when the writer is idle.
+async fn join(writer: &mut Writer) -> Result<Written, JoinError> {
+    match writer {
+        Writer::Busy(handle) => handle.await,
+        Writer::Idle(_) => std::future::pending().await,
     }
 }

@@ -15,41 +15,46 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::ClientConfig;
 use rdkafka::Offset;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
 use crate::config::RunArgs;
 use crate::dead_letter::DeadLetters;
 use crate::gather::{BatchLimits, Gathered, Gatherer, Interrupt};
+use crate::kafka_config::KafkaConnection;
 use crate::metrics::{ConsumerMetrics, Lag};
 use crate::rate_limit::RowBudget;
-use crate::sink::{Backoff, Sink};
-use crate::write::{Written, finish, wait_for_write, write_until_stored};
+use crate::sink::Sink;
+use crate::write::{IdleWriter, Outlets, Writer};
 use javelin_schema::telemetry::Telemetry;
 
 /// Runs the consumer until `shutdown` completes; the batch in hand is written and committed first.
 pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let consumer_id = format!("{}-{}", args.group_id, std::process::id());
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &args.brokers)
-        .set("group.id", &args.group_id)
-        .set("client.id", &consumer_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // A crashed consumer's partitions move to the others after this long.
-        .set("session.timeout.ms", "10000")
-        .set("max.poll.interval.ms", "300000")
-        // A fetch for idle partitions must not hold up the others for long (librdkafka's default is 500 ms).
-        .set("fetch.wait.max.ms", "100");
-    for (k, v) in &args.kafka_properties {
-        config.set(k, v);
-    }
+    let kafka = KafkaConnection {
+        brokers: &args.brokers,
+        properties: &args.kafka_properties,
+    };
+    let config = kafka.client_config(
+        &[
+            ("client.id", consumer_id.as_str()),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            // A crashed consumer's partitions move to the others after this long.
+            ("session.timeout.ms", "10000"),
+            ("max.poll.interval.ms", "300000"),
+            // A fetch for idle partitions must not hold up the others for long (librdkafka's default is 500 ms).
+            ("fetch.wait.max.ms", "100"),
+        ],
+        // Offsets are stored by hand once a batch is durable; auto-commit commits them.
+        &[
+            ("group.id", args.group_id.as_str()),
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+        ],
+    );
     let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
     let topics = [args.profiles_topic.clone(), args.status_topic.clone()];
     consumer.subscribe(&[topics[0].as_str(), topics[1].as_str()])?;
@@ -75,7 +80,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         args.max_rows_per_second,
         u32::try_from(args.batch_max_rows).unwrap_or(u32::MAX),
     );
-    let dead_letters = DeadLetters::new(&args.brokers, &args.dlq_topic, &consumer_id)?;
+    let dead_letters = DeadLetters::new(kafka, &args.dlq_topic, &consumer_id)?;
     // Rows travel as plain RowBinary: writing into an older schema would be refused row by row.
     let pending = javelin_schema::migrations::pending(&args.clickhouse_client())
         .await
@@ -97,7 +102,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         args.retention_days,
         Duration::from_secs(3600),
     ));
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let backoff = Backoff::standard();
     let limits = BatchLimits {
         max_rows: args.batch_max_rows,
         max_bytes: args.batch_max_bytes,
@@ -108,8 +113,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let shutdown = std::pin::pin!(shutdown);
     let mut shutdown = shutdown;
     let mut stopping = false;
-    // The writer's state lives in `idle` between writes and travels with the write task.
-    let mut idle = Some((sink, backoff));
+    let mut writer = Writer::Idle(Box::new(IdleWriter { sink, backoff }));
     let gatherer = Gatherer {
         consumer: &consumer,
         status_topic: &args.status_topic,
@@ -117,21 +121,22 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         dead_letters: &dead_letters,
         metrics: &metrics,
     };
-    let mut in_flight: Option<JoinHandle<Written>> = None;
+    let outlets = Outlets {
+        consumer: &consumer,
+        dead_letters: &dead_letters,
+        metrics: &metrics,
+    };
     loop {
         // Gather the next batch while the previous one is being written.
         let mut batch = Gathered::new(&limits);
         while !stopping {
             match gatherer
-                .gather(&mut batch, &mut in_flight, &mut shutdown)
+                .gather(&mut batch, &mut writer, &mut shutdown)
                 .await
             {
                 Interrupt::Done => break,
                 Interrupt::Shutdown => stopping = true,
-                Interrupt::Written(written) => {
-                    let written = (*written).context("the write task failed")?;
-                    idle = Some(finish(&consumer, &dead_letters, &metrics, written).await);
-                }
+                Interrupt::WriteFailed(e) => return Err(e).context("the write task failed"),
             }
         }
         // The share follows the assignment, also while idle.
@@ -141,37 +146,21 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
             .rate_share
             .store(u64::from(budget.share()), Ordering::Relaxed);
         // One write at a time, in order: the previous one finishes first.
-        if let Some(mut handle) = in_flight.take() {
-            let Some(written) = wait_for_write(
-                &consumer,
-                &mut handle,
-                &metrics.retrying,
-                &mut shutdown,
-                &mut stopping,
-            )
+        let Some(idle) = writer
+            .into_idle(outlets, &mut shutdown, &mut stopping)
             .await?
-            else {
-                break;
-            };
-            idle = Some(finish(&consumer, &dead_letters, &metrics, written).await);
-        }
+        else {
+            break;
+        };
         if batch.messages.is_empty() {
+            writer = Writer::Idle(idle);
             if stopping {
                 break;
             }
             continue;
         }
         metrics.throttled(throttle(&consumer, &budget, batch.rows).await);
-        let Some((sink, backoff)) = idle.take() else {
-            anyhow::bail!("internal error: no writer available for the next batch");
-        };
-        in_flight = Some(tokio::spawn(write_until_stored(
-            consumer.clone(),
-            sink,
-            backoff,
-            batch.messages,
-            metrics.clone(),
-        )));
+        writer = Writer::start(idle, consumer.clone(), batch.messages, metrics.clone());
     }
     telemetry.shutdown();
     // Stored offsets are committed synchronously on the way out.

@@ -5,17 +5,19 @@
 //! batches by rows, bytes and time, [`convert`] decoding and validating each
 //! message into rows → [`write`] writes the batch in its own task while the next
 //! one is gathered: [`batch`] isolates rows ClickHouse rejects, [`sink`] inserts,
-//! retried while ClickHouse is unavailable → only then are the batch's offsets
+//! retried ([`backoff`]) while ClickHouse is unavailable → only then are the batch's offsets
 //! stored for commit. Undecodable or invalid messages go to the dead-letter topic
 //! ([`dead_letter`]) with the reason in headers. [`trace`] continues each
 //! window's trace from the agent (W3C `traceparent` header) to its outcome.
 
+pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod convert;
 pub mod dead_letter;
 pub mod gather;
 pub mod ingest;
+pub mod kafka_config;
 pub mod metrics;
 pub mod rate_limit;
 pub mod replay;

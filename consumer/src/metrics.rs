@@ -11,7 +11,7 @@ use javelin_schema::telemetry::Telemetry;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
 
-use crate::sink::Batch;
+use crate::batch::Batch;
 
 /// Lag per (topic, partition), refreshed by the lag sampler.
 pub type Lag = Arc<Mutex<HashMap<(String, i32), i64>>>;

@@ -31,8 +31,17 @@ impl RowBudget {
 
     /// This consumer's rows per second for `owned` of `total` partitions (at least 1 when limited).
     pub fn share(&self) -> u32 {
-        if self.global_per_second == 0 || self.total == 0 {
-            return self.global_per_second;
+        if self.global_per_second == 0 {
+            return 0;
+        }
+        if self.total == 0 {
+            // The topics' partitions are not known yet (the first metadata
+            // sample is on its way): only a consumer that owns some may write.
+            return if self.owned == 0 {
+                1
+            } else {
+                self.global_per_second
+            };
         }
         let share = u64::from(self.global_per_second) * self.owned as u64 / self.total as u64;
         u32::try_from(share).unwrap_or(u32::MAX).max(1)
@@ -50,7 +59,11 @@ impl RowBudget {
         self.limiter = NonZeroU32::new(self.share()).map(|rate| {
             // A batch may be larger than a second's budget: allow bursts of one batch.
             let burst = NonZeroU32::new(rate.get().max(self.max_batch_rows)).unwrap_or(rate);
-            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+            let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+            // A new limiter starts full: without draining it, every rebalance
+            // would grant a whole burst (a batch, up to --batch-max-rows) for free.
+            let _ = limiter.check_n(burst);
+            limiter
         });
         if self.global_per_second > 0 {
             tracing::info!(
@@ -97,16 +110,26 @@ mod tests {
         budget.set_partitions(0, 4);
         assert_eq!(budget.share(), 1, "an idle consumer keeps a trickle");
         assert_eq!(RowBudget::new(0, 10).share(), 0, "0 = unlimited");
+        let mut starting = RowBudget::new(10_000, 1_000);
+        starting.set_partitions(0, 0);
+        assert_eq!(
+            starting.share(),
+            1,
+            "nothing owned, nothing known: a trickle"
+        );
     }
 
     #[tokio::test]
-    async fn writes_beyond_the_budget_wait() {
-        let mut budget = RowBudget::new(1_000, 100);
+    async fn writes_beyond_the_budget_wait_also_right_after_a_new_share() {
+        let mut budget = RowBudget::new(2_000, 100);
         budget.set_partitions(1, 1);
-        // The first second's burst passes at once; the next 500 rows take ~0.5 s.
-        assert!(budget.acquire(1_000).await < Duration::from_millis(100));
+        // The bucket starts empty: 500 rows take ~0.25 s at 2,000 rows/s.
         let waited = budget.acquire(500).await;
-        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        // A rebalance (new share) grants nothing for free either.
+        budget.set_partitions(1, 2);
+        let waited = budget.acquire(500).await;
+        assert!(waited >= Duration::from_millis(450), "{waited:?}");
     }
 
     #[tokio::test]

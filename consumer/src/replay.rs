@@ -1,26 +1,39 @@
 //! `javelin-consumer replay`: re-ingests the profile windows of a time range
 //! from Kafka. Start offsets come from the broker's time index
 //! (`offsets_for_times`, which may be coarse, so every message's window time is
-//! checked again); the end is each partition's end offset when replay starts.
+//! checked again). Each partition is read to its end as the consumer sees it
+//! (librdkafka's partition EOF, from the fetch responses), not to the end offset
+//! the broker lists when replay starts: that one is only a progress estimate,
+//! and some brokers list less than they hold (tansu 0.6 lists the last record
+//! batch's first offset + 1, so a window's parts sent as one batch were cut).
 //! Writes go through the same idempotent path as normal ingestion, so replaying
 //! a range that is intact changes nothing, and replaying a lost range restores it.
 //! Replay commits nothing to any consumer group.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
+use crate::backoff::Backoff;
 use crate::batch::{Pending, Rows, write_isolating};
 use crate::config::ReplayArgs;
 use crate::convert::{self, Source};
-use crate::sink::{Backoff, Sink};
+use crate::kafka_config::KafkaConnection;
+use crate::sink::Sink;
 use crate::trace::Arrival;
 
-/// What a replay did.
+/// How long replay waits for a partition that neither delivers a message nor
+/// reports its end before it gives up with an error (a broker that stopped
+/// answering), instead of waiting forever.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a replay did. Every message read is counted once, as replayed,
+/// skipped or invalid: `messages == windows + skipped + invalid`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplaySummary {
     pub messages: u64,
@@ -30,48 +43,91 @@ pub struct ReplaySummary {
     pub skipped: u64,
     /// Undecodable or invalid (they went to the DLQ at first ingestion).
     pub invalid: u64,
-    /// Rows ClickHouse rejected (reported; the DLQ already has them from first ingestion).
+    /// Windows ClickHouse rejected (reported; the DLQ already has them from first ingestion).
     pub rejected: u64,
+    /// The offsets read, per partition, in partition order.
+    pub partitions: Vec<PartitionRead>,
+}
+
+/// The offsets replay read from one partition: `[start, end)`, `end` being
+/// where the partition ended when replay reached it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRead {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+    pub messages: u64,
+}
+
+impl ReplaySummary {
+    /// Offsets in the ranges read that held no message (transaction markers,
+    /// compacted or expired records); 0 on an ordinary topic.
+    pub fn offsets_without_message(&self) -> u64 {
+        self.partitions
+            .iter()
+            .map(|p| ((p.end - p.start).max(0) as u64).saturating_sub(p.messages))
+            .sum()
+    }
 }
 
 impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "messages read: {} (", self.messages)?;
+        if self.partitions.is_empty() {
+            write!(f, "no partition has messages at or after the start")?;
+        }
+        for (i, p) in self.partitions.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(
+                f,
+                "{sep}partition {}: offsets {}..{}",
+                p.partition, p.start, p.end
+            )?;
+        }
         write!(
             f,
-            "messages read: {}, windows replayed: {}, rows written: {}, skipped (outside range or service): {}, invalid: {}, rejected by ClickHouse: {}",
-            self.messages, self.windows, self.rows, self.skipped, self.invalid, self.rejected
-        )
+            "), windows replayed: {}, rows written: {}, skipped (outside range or service): {}, invalid: {}, rejected by ClickHouse: {}",
+            self.windows, self.rows, self.skipped, self.invalid, self.rejected
+        )?;
+        match self.offsets_without_message() {
+            0 => Ok(()),
+            gaps => write!(f, ", offsets without a message: {gaps}"),
+        }
     }
 }
 
-/// Parses a replay bound: milliseconds since the epoch, or RFC 3339 (`2026-11-25T10:00:00Z`).
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(text)
-        .map_err(|e| {
-            format!("{text:?} is neither milliseconds since the epoch nor an RFC 3339 time: {e}")
-        })
-        .and_then(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .map_err(|_| format!("{text:?} is before 1970"))
-        })
-}
-
-/// Runs the replay; `progress` is called with (messages done, messages to read).
+/// Runs the replay; `progress` is called with (messages read, messages to
+/// read), the second an estimate until every partition has reached its end.
 pub async fn replay(
     args: &ReplayArgs,
+    progress: impl FnMut(u64, u64),
+) -> anyhow::Result<ReplaySummary> {
+    let kafka = KafkaConnection {
+        brokers: &args.brokers,
+        properties: &args.kafka_properties,
+    };
+    replay_on(args, kafka, progress).await
+}
+
+/// [`replay`] through a Kafka connection with the operator's properties (TLS, SASL).
+pub async fn replay_on(
+    args: &ReplayArgs,
+    kafka: KafkaConnection<'_>,
     mut progress: impl FnMut(u64, u64),
 ) -> anyhow::Result<ReplaySummary> {
     anyhow::ensure!(args.to > args.from, "--to must be after --from");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &args.brokers)
-        .set("group.id", format!("javelin-replay-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
+    let group = format!("javelin-replay-{}", std::process::id());
+    let consumer: BaseConsumer = kafka
+        .client_config(
+            // Offsets expired since they were looked up: go on from the oldest left.
+            &[("auto.offset.reset", "earliest")],
+            &[
+                ("group.id", group.as_str()),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+            ],
+        )
         .create()
         .context("creating the Kafka consumer")?;
     let timeout = Duration::from_secs(10);
@@ -87,7 +143,8 @@ pub async fn replay(
     anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
 
     // Where to start: the first offset at or after `from` minus the window slack
-    // (a window is published after it ends); where to stop: the end now.
+    // (a window is published after it ends). Where to stop: the partition's end
+    // when replay gets there; the listed end offset only sizes the progress bar.
     let mut by_time = TopicPartitionList::new();
     for &p in &partitions {
         by_time
@@ -98,28 +155,44 @@ pub async fn replay(
         .offsets_for_times(by_time, timeout)
         .context("finding offsets by time")?;
     let mut assignment = TopicPartitionList::new();
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    let mut total = 0u64;
+    let mut reads: BTreeMap<i32, PartitionRead> = BTreeMap::new();
+    let mut estimated_ends: BTreeMap<i32, i64> = BTreeMap::new();
     for &p in &partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .context("reading watermarks")?;
-        let start = match starts.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) if o >= 0 => o.max(low),
-            // No message at or after the time: nothing to read here.
-            _ => high,
+        // No message at or after the time: nothing to read here.
+        let Some(Offset::Offset(start)) = starts.find_partition(topic, p).map(|e| e.offset())
+        else {
+            continue;
         };
-        if start < high {
-            assignment
-                .add_partition_offset(topic, p, Offset::Offset(start))
-                .context("partition list")?;
-            ends.insert(p, high);
-            total += (high - start) as u64;
+        if start < 0 {
+            continue;
         }
+        let start = start.max(low);
+        assignment
+            .add_partition_offset(topic, p, Offset::Offset(start))
+            .context("partition list")?;
+        reads.insert(
+            p,
+            PartitionRead {
+                partition: p,
+                start,
+                end: start,
+                messages: 0,
+            },
+        );
+        estimated_ends.insert(p, high.max(start));
     }
     let mut summary = ReplaySummary::default();
-    progress(0, total);
-    if ends.is_empty() {
+    let estimate = |reads: &BTreeMap<i32, PartitionRead>, ends: &BTreeMap<i32, i64>| -> u64 {
+        reads
+            .values()
+            .map(|r| (ends.get(&r.partition).copied().unwrap_or(r.end) - r.start).max(0) as u64)
+            .sum()
+    };
+    progress(0, estimate(&reads, &estimated_ends));
+    if reads.is_empty() {
         return Ok(summary);
     }
     consumer
@@ -133,25 +206,45 @@ pub async fn replay(
         100_000,
     );
     let mut pending: Vec<Pending> = Vec::new();
-    let mut done = 0u64;
-    while !ends.is_empty() {
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+    let mut open: BTreeSet<i32> = reads.keys().copied().collect();
+    let mut heard = Instant::now();
+    while !open.is_empty() {
+        let Some(event) = consumer.poll(Duration::from_millis(500)) else {
+            anyhow::ensure!(
+                heard.elapsed() < STALL_TIMEOUT,
+                "partitions {open:?} of {topic} neither delivered a message nor reported their end for {STALL_TIMEOUT:?}"
+            );
             continue;
         };
-        let message = message.context("reading from Kafka")?;
+        heard = Instant::now();
+        let message = match event {
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if open.remove(&partition)
+                    && let Some(read) = reads.get(&partition)
+                {
+                    // The end is known now: the estimate gives way to it.
+                    estimated_ends.insert(partition, read.end);
+                }
+                progress(summary.messages, estimate(&reads, &estimated_ends));
+                continue;
+            }
+            Err(e) => return Err(e).context("reading from Kafka"),
+            Ok(message) => message,
+        };
         let (partition, offset) = (message.partition(), message.offset());
-        let Some(&end) = ends.get(&partition) else {
-            continue;
-        };
-        if offset >= end {
-            ends.remove(&partition);
+        // A partition that has reached its end is done (later messages are past the range).
+        if !open.contains(&partition) {
             continue;
         }
-        if offset + 1 >= end {
-            ends.remove(&partition);
+        let Some(read) = reads.get_mut(&partition) else {
+            continue;
+        };
+        read.messages += 1;
+        read.end = read.end.max(offset + 1);
+        if let Some(end) = estimated_ends.get_mut(&partition) {
+            *end = (*end).max(read.end);
         }
         summary.messages += 1;
-        done += 1;
         let payload = message.payload().unwrap_or_default();
         let source = Source {
             topic: topic.to_string(),
@@ -182,11 +275,14 @@ pub async fn replay(
         }
         if pending.len() >= 500 {
             flush(&mut sink, &mut pending, &mut summary, args.dry_run).await;
+            // Time spent writing is not the broker's silence.
+            heard = Instant::now();
         }
-        progress(done, total);
+        progress(summary.messages, estimate(&reads, &estimated_ends));
     }
     flush(&mut sink, &mut pending, &mut summary, args.dry_run).await;
-    progress(total, total);
+    summary.partitions = reads.into_values().collect();
+    progress(summary.messages, summary.messages);
     Ok(summary)
 }
 
@@ -200,7 +296,7 @@ async fn flush(
         pending.clear();
         return;
     }
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut backoff = Backoff::standard();
     loop {
         match write_isolating(sink, pending).await {
             Ok(rejected) => {
@@ -222,9 +318,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_parse_as_milliseconds_or_rfc3339() {
-        assert_eq!(parse_time("1764000000000"), Ok(1_764_000_000_000));
-        assert_eq!(parse_time("2025-11-24T16:00:00Z"), Ok(1_764_000_000_000));
-        assert!(parse_time("yesterday").is_err());
+    fn the_summary_accounts_for_every_offset_read() {
+        let summary = ReplaySummary {
+            messages: 7,
+            windows: 5,
+            rows: 40,
+            skipped: 1,
+            invalid: 1,
+            rejected: 0,
+            partitions: vec![
+                PartitionRead {
+                    partition: 0,
+                    start: 0,
+                    end: 4,
+                    messages: 4,
+                },
+                PartitionRead {
+                    partition: 1,
+                    start: 10,
+                    end: 14,
+                    messages: 3,
+                },
+            ],
+        };
+        assert_eq!(summary.offsets_without_message(), 1);
+        assert_eq!(
+            summary.to_string(),
+            "messages read: 7 (partition 0: offsets 0..4, partition 1: offsets 10..14), \
+             windows replayed: 5, rows written: 40, skipped (outside range or service): 1, \
+             invalid: 1, rejected by ClickHouse: 0, offsets without a message: 1"
+        );
     }
 }

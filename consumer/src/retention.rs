@@ -16,7 +16,7 @@ pub const TABLES: [&str; 5] = [
     table::STACKS,
     table::INGEST_LEDGER,
     table::TARGET_STATUS,
-    table::INSERT_ATTEMPTS,
+    table::SAMPLES_RETIRED,
 ];
 
 #[derive(Debug, Deserialize, clickhouse::Row)]

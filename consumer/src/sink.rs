@@ -1,78 +1,25 @@
 //! Writes batches to ClickHouse: stacks (once per service, stack and day, via a
-//! bounded cache), samples, ledger rows and target status. A batch is retried
-//! with capped, jittered exponential backoff until it lands; its offsets are
-//! stored only afterwards, so nothing is committed past unsaved data.
+//! bounded cache), samples, ledger rows and target status, in one attempt.
+//! Retrying, isolating poison and storing offsets are the callers' (see
+//! `write.rs` and `batch.rs`).
+//!
+//! Each attempt stamps the sample rows of every window part with a fresh
+//! `insert_id`, ordered by time. A part written twice (a retry after a lost
+//! answer, a redelivery, a replay) keeps both copies (`samples` is a plain
+//! MergeTree keyed with the id), and readers count only the part's smallest
+//! id: exact without `FINAL`, and no merge can change which copy that is.
+//! That needs every attempt of a part to be whole, so a part's rows always
+//! travel in one INSERT and one block ([`MAX_INSERT_BLOCK_ROWS`]).
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clickhouse::Client;
-use javelin_schema::rows::{
-    AttemptRow, LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow, table,
-};
+use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow, table};
 
+use crate::batch::Batch;
 use crate::convert::WindowRows;
-
-/// Rows of one batch, borrowed from the consumed messages.
-#[derive(Debug, Default)]
-pub struct Batch<'a> {
-    pub windows: Vec<&'a WindowRows>,
-    pub ledger: Vec<&'a LedgerRow>,
-    pub statuses: Vec<&'a TargetStatusRow>,
-}
-
-impl Batch<'_> {
-    pub fn samples(&self) -> usize {
-        self.windows.iter().map(|w| w.sample_count()).sum()
-    }
-
-    /// Sample, ledger and status rows (stack rows depend on the stack cache).
-    pub fn rows(&self) -> usize {
-        self.samples() + self.ledger.len() + self.statuses.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows() == 0
-    }
-}
-
-/// How an insert failure should be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Network, timeouts, server overload, memory limit, too many parts, read-only…: try again later.
-    Retryable,
-    /// The data itself is refused (type mismatch, cannot parse, unknown table): retrying cannot help.
-    Rejected,
-}
-
-/// ClickHouse error codes that mean "try again later" (the set the ClickHouse
-/// Kafka Connect sink retries, plus 159/209/210 transport codes).
-const RETRYABLE_CODES: &[u32] = &[
-    3, 107, 159, 164, 202, 203, 209, 210, 241, 242, 252, 285, 319, 425, 999, 1002,
-];
-
-/// Classifies an error by its transport kind or the server's `Code: N`.
-pub fn classify(error: &clickhouse::error::Error) -> ErrorClass {
-    use clickhouse::error::Error as E;
-    match error {
-        E::Network(_) | E::TimedOut => ErrorClass::Retryable,
-        E::BadResponse(text) => match server_code(text) {
-            Some(code) if RETRYABLE_CODES.contains(&code) => ErrorClass::Retryable,
-            Some(_) => ErrorClass::Rejected,
-            // No code: a proxy or a half-started server answered.
-            None => ErrorClass::Retryable,
-        },
-        _ => ErrorClass::Retryable,
-    }
-}
-
-/// The `N` of `Code: N.` in a ClickHouse error text.
-pub fn server_code(text: &str) -> Option<u32> {
-    let rest = &text[text.find("Code: ")? + 6..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
 
 /// Remembers which (service, stack id) were written on which day, up to
 /// `capacity` entries; when full it starts over (a re-written stack is
@@ -124,10 +71,16 @@ pub struct Sink {
     stacks_written: u64,
 }
 
+/// The server splits an INSERT into blocks (data parts) of at most
+/// `max_insert_block_size` rows (1,048,576 by default). A window part split
+/// across two blocks could be half-written by a failed attempt, so the bound
+/// is raised far above a batch's rows (`--batch-max-rows`, capped below it).
+pub const MAX_INSERT_BLOCK_ROWS: usize = 16_000_000;
+
 impl Sink {
     pub fn new(client: Client, stack_cache_capacity: usize) -> Sink {
         Sink {
-            client,
+            client: client.with_setting("max_insert_block_size", MAX_INSERT_BLOCK_ROWS.to_string()),
             stacks: StackCache::new(stack_cache_capacity),
             stacks_written: 0,
         }
@@ -152,19 +105,65 @@ impl Sink {
                 new_stacks.extend(w.stack_row(index));
             }
         }
-        // The attempt log first: samples are never written without a record of
-        // the attempt (the query API's proof that a range has no duplicates).
-        let attempts: Vec<AttemptRow> = batch.windows.iter().map(|w| w.attempt()).collect();
-        insert::<AttemptRow>(&self.client, table::INSERT_ATTEMPTS, &attempts).await?;
-        // Stacks next: a sample is never visible without its frames.
+        // Stacks first: a sample is never visible without its frames.
         insert::<StackRowRef<'static>>(&self.client, table::STACKS, &new_stacks).await?;
-        insert_samples(&self.client, &batch.windows).await?;
+        insert_samples(&self.client, &batch.windows, next_insert_id()).await?;
         insert::<LedgerRow>(&self.client, table::INGEST_LEDGER, &batch.ledger).await?;
         insert::<TargetStatusRow>(&self.client, table::TARGET_STATUS, &batch.statuses).await?;
         self.stacks.remember(&new_stacks);
         self.stacks_written += new_stacks.len() as u64;
         Ok(())
     }
+
+    /// Whether the server takes writes into every table now, writing nothing:
+    /// `INSERT … SELECT … WHERE 0` resolves the table and checks the rights
+    /// like a real insert. The proof that a refused message is poison and not
+    /// the server (see `batch.rs`).
+    pub async fn probe(&self) -> Result<(), clickhouse::error::Error> {
+        for table in WRITTEN_TABLES {
+            self.client
+                .query(&format!(
+                    "INSERT INTO {table} SELECT * FROM {table} WHERE 0"
+                ))
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Every table a batch writes.
+const WRITTEN_TABLES: [&str; 4] = [
+    table::STACKS,
+    table::SAMPLES,
+    table::INGEST_LEDGER,
+    table::TARGET_STATUS,
+];
+
+/// The first insert id of an attempt, ordered by time so that a newer copy of
+/// a window part never outranks an older one (readers count the smallest id;
+/// a copy that lands while a query runs is then never the one it picks):
+/// microseconds since the epoch in the high bits, and 12 bits from a
+/// per-process random start and a counter, so two attempts in the same
+/// microsecond (other processes included) still differ. Never 0 (the id of
+/// rows copied by migration 3). An attempt numbers its window parts from here
+/// (a batch has far fewer than 4,096 parts per microsecond of spacing).
+fn next_insert_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        xxhash_rust::xxh3::xxh3_64(
+            &[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat(),
+        )
+    });
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    let low = salt.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed)) & 0xfff;
+    (micros << 12 | low).max(1)
 }
 
 /// One INSERT of `rows` (none when there are no rows).
@@ -186,18 +185,21 @@ async fn insert<T: clickhouse::RowWrite>(
 /// The sample rows of `windows`, made on the fly from the decoded messages.
 /// A large batch goes as two concurrent INSERTs: the server parses each on its
 /// own thread, so encoding and parsing overlap (both halves are idempotent).
+/// Window part `i` of the attempt gets insert id `first_id + i`.
 async fn insert_samples(
     client: &Client,
     windows: &[&WindowRows],
+    first_id: u64,
 ) -> Result<(), clickhouse::error::Error> {
     let rows: usize = windows.iter().map(|w| w.sample_count()).sum();
     if rows < PARALLEL_INSERT_ROWS || windows.len() < 2 {
-        return insert_sample_rows(client, windows).await;
+        return insert_sample_rows(client, windows, first_id).await;
     }
-    let (left, right) = windows.split_at(windows.len() / 2);
+    let mid = windows.len() / 2;
+    let (left, right) = windows.split_at(mid);
     tokio::try_join!(
-        insert_sample_rows(client, left),
-        insert_sample_rows(client, right)
+        insert_sample_rows(client, left, first_id),
+        insert_sample_rows(client, right, first_id + mid as u64)
     )
     .map(|_| ())
 }
@@ -208,6 +210,7 @@ const PARALLEL_INSERT_ROWS: usize = 200_000;
 async fn insert_sample_rows(
     client: &Client,
     windows: &[&WindowRows],
+    first_id: u64,
 ) -> Result<(), clickhouse::error::Error> {
     if windows.iter().all(|w| w.sample_count() == 0) {
         return Ok(());
@@ -215,108 +218,17 @@ async fn insert_sample_rows(
     let mut insert = client
         .insert::<SampleRowRef<'static>>(table::SAMPLES)
         .await?;
-    for window in windows {
-        for row in window.samples() {
+    for (i, window) in windows.iter().enumerate() {
+        for row in window.samples(first_id + i as u64) {
             insert.write(&row).await?;
         }
     }
     insert.end().await
 }
 
-/// Capped exponential backoff with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1;
-        Backoff {
-            initial,
-            max,
-            attempt: 0,
-            seed,
-        }
-    }
-
-    /// The next delay: uniformly random in [cap/2, cap], cap = min(max, initial·2^attempt).
-    pub fn next_delay(&mut self) -> Duration {
-        let cap = self
-            .initial
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        // xorshift64: jitter needs no cryptographic quality.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = cap / 2;
-        half + Duration::from_nanos(self.seed % (half.as_nanos() as u64 + 1))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_codes_are_parsed() {
-        assert_eq!(
-            server_code("Code: 252. DB::Exception: Too many parts (600)"),
-            Some(252)
-        );
-        assert_eq!(
-            server_code("Code: 53, e.displayText() = DB::Exception: Type mismatch"),
-            Some(53)
-        );
-        assert_eq!(server_code("502 Bad Gateway"), None);
-    }
-
-    #[test]
-    fn errors_are_classified() {
-        use clickhouse::error::Error as E;
-        assert_eq!(
-            classify(&E::BadResponse(
-                "Code: 252. DB::Exception: Too many parts".into()
-            )),
-            ErrorClass::Retryable
-        );
-        assert_eq!(
-            classify(&E::BadResponse("Code: 241. Memory limit exceeded".into())),
-            ErrorClass::Retryable
-        );
-        assert_eq!(
-            classify(&E::BadResponse("Code: 53. Type mismatch".into())),
-            ErrorClass::Rejected
-        );
-        assert_eq!(classify(&E::TimedOut), ErrorClass::Retryable);
-    }
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(5)));
-        assert!(
-            delays[11] >= Duration::from_millis(2500),
-            "{:?}",
-            delays[11]
-        );
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn stack_cache_is_bounded_and_per_day() {

@@ -12,8 +12,6 @@ use opentelemetry::trace::{Span, SpanKind, Status, Tracer};
 use opentelemetry::{Context, KeyValue, global};
 use rdkafka::message::{Headers, Message};
 
-use crate::batch::{Pending, Rows};
-
 /// When a message arrived and the trace it belongs to.
 #[derive(Debug, Clone)]
 pub struct Arrival {
@@ -50,45 +48,19 @@ impl Arrival {
     }
 }
 
-/// Records the span of each message of a finished batch; `rejected` are the
-/// indexes ClickHouse refused (dead-lettered).
-pub fn record_outcomes(pending: &[Pending], rejected: &[(usize, String)]) {
-    let tracer = global::tracer("javelin-consumer");
-    for (index, m) in pending.iter().enumerate() {
-        let refused_by_clickhouse = rejected.iter().any(|(i, _)| *i == index);
-        let outcome = match &m.rows {
-            Rows::DeadLettered | Rows::Refused(_) => "dead_lettered_invalid",
-            _ if refused_by_clickhouse => "dead_lettered_rejected",
-            Rows::Window(_) => "stored",
-            Rows::Status(_) => "stored_status",
-        };
-        let mut attributes = vec![
-            KeyValue::new("messaging.destination.name", m.source.topic.clone()),
-            KeyValue::new(
-                "messaging.kafka.destination.partition",
-                i64::from(m.source.partition),
-            ),
-            KeyValue::new("messaging.kafka.message.offset", m.source.offset),
-            KeyValue::new("javelin.outcome", outcome),
-        ];
-        if let Rows::Window(w) = &m.rows {
-            attributes.push(KeyValue::new("javelin.service", w.ledger.service.clone()));
-            attributes.push(KeyValue::new(
-                "javelin.profile_type",
-                w.ledger.profile_type.clone(),
-            ));
-            attributes.push(KeyValue::new(
-                "javelin.window_start_ms",
-                w.ledger.window_start_ms,
-            ));
-            attributes.push(KeyValue::new("javelin.rows", w.sample_count() as i64));
-        }
+impl Arrival {
+    /// Records the message's span, from its arrival to now, with its outcome
+    /// (`stored…` is a success; anything else an error).
+    pub fn record(&self, outcome: &'static str, attributes: Vec<KeyValue>) {
+        let tracer = global::tracer("javelin-consumer");
+        let mut attributes = attributes;
+        attributes.push(KeyValue::new("javelin.outcome", outcome));
         let mut span = tracer
             .span_builder("javelin.consumer.store")
             .with_kind(SpanKind::Consumer)
-            .with_start_time(m.arrival.at)
+            .with_start_time(self.at)
             .with_attributes(attributes)
-            .start_with_context(&tracer, &m.arrival.parent);
+            .start_with_context(&tracer, &self.parent);
         span.set_status(if outcome.starts_with("stored") {
             Status::Ok
         } else {

@@ -21,14 +21,97 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
-use crate::batch::{BatchWriter, Pending, Rows, write_isolating};
+use crate::backoff::Backoff;
+use crate::batch::{Batch, BatchWriter, Pending, Rows, write_isolating};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::ConsumerMetrics;
-use crate::sink::{Backoff, Batch, Sink, classify};
+use crate::sink::Sink;
 
 impl BatchWriter for Sink {
     async fn write_batch(&mut self, batch: &Batch<'_>) -> Result<(), clickhouse::error::Error> {
         self.write(batch).await
+    }
+
+    async fn probe(&mut self) -> Result<(), clickhouse::error::Error> {
+        Sink::probe(self).await
+    }
+}
+
+/// The consumer's one writer: idle between batches, or busy with a write task
+/// that owns its sink and backoff until it hands them back ([`Written`]).
+/// Every transition consumes the old state, so there is never a moment without
+/// a writer to account for.
+#[derive(Debug)]
+pub enum Writer {
+    Idle(Box<IdleWriter>),
+    Busy(JoinHandle<Written>),
+}
+
+/// What an idle writer holds: the ClickHouse sink and its retry state.
+#[derive(Debug)]
+pub struct IdleWriter {
+    pub sink: Sink,
+    pub backoff: Backoff,
+}
+
+/// Where a finished write is reported: the offsets it stores, the dead
+/// letters it sends, the metrics it counts.
+#[derive(Clone, Copy)]
+pub struct Outlets<'a> {
+    pub consumer: &'a StreamConsumer,
+    pub dead_letters: &'a DeadLetters,
+    pub metrics: &'a ConsumerMetrics,
+}
+
+impl std::fmt::Debug for Outlets<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outlets").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts writing `pending` in a task of its own; the writer is busy.
+    pub fn start(
+        idle: Box<IdleWriter>,
+        consumer: Arc<StreamConsumer>,
+        pending: Vec<Pending>,
+        metrics: ConsumerMetrics,
+    ) -> Writer {
+        Writer::Busy(tokio::spawn(write_until_stored(
+            consumer,
+            idle.sink,
+            idle.backoff,
+            pending,
+            metrics,
+        )))
+    }
+
+    /// Waits for the write in hand, if any, and reports it. `None`: the batch
+    /// was abandoned at a shutdown while ClickHouse was failing (see
+    /// [`wait_for_write`]).
+    pub async fn into_idle(
+        self,
+        outlets: Outlets<'_>,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        stopping: &mut bool,
+    ) -> anyhow::Result<Option<Box<IdleWriter>>> {
+        match self {
+            Writer::Idle(idle) => Ok(Some(idle)),
+            Writer::Busy(mut handle) => {
+                let written = wait_for_write(
+                    outlets.consumer,
+                    &mut handle,
+                    &outlets.metrics.retrying,
+                    shutdown,
+                    stopping,
+                )
+                .await?;
+                Ok(match written {
+                    Some(written) => Some(finish(outlets, written).await),
+                    None => None,
+                })
+            }
+        }
     }
 }
 
@@ -65,7 +148,7 @@ pub async fn write_until_stored(
                 }
                 metrics.retrying.store(true, Ordering::Relaxed);
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, class = ?classify(&error), retry_in = ?delay, "ClickHouse insert failed; batch kept, offsets not stored");
+                tracing::warn!(%error, code = ?error.code(), retry_in = ?delay, "ClickHouse insert failed; batch kept, offsets not stored");
                 tokio::time::sleep(delay).await;
             }
         }
@@ -155,12 +238,12 @@ pub async fn wait_for_write(
 
 /// After a write: dead-letters what ClickHouse rejected (with a `rejected`
 /// ledger row), records the metrics and stores the batch's offsets.
-pub async fn finish(
-    consumer: &StreamConsumer,
-    dead_letters: &DeadLetters,
-    metrics: &ConsumerMetrics,
-    written: Written,
-) -> (Sink, Backoff) {
+pub async fn finish(outlets: Outlets<'_>, written: Written) -> Box<IdleWriter> {
+    let Outlets {
+        consumer,
+        dead_letters,
+        metrics,
+    } = outlets;
     let Written {
         mut sink,
         backoff,
@@ -173,7 +256,7 @@ pub async fn finish(
         sink.take_stacks_written(),
         started.elapsed().as_secs_f64(),
     );
-    crate::trace::record_outcomes(&pending, &rejected);
+    record_outcomes(&pending, &rejected);
     for (index, reason) in rejected {
         metrics.dead_letter("rejected_by_clickhouse");
         let Some(m) = pending.get(index) else {
@@ -207,7 +290,7 @@ pub async fn finish(
     }
     store_offsets(consumer, &pending);
     tracing::debug!(messages = pending.len(), took = ?started.elapsed(), "batch stored");
-    (sink, backoff)
+    Box::new(IdleWriter { sink, backoff })
 }
 
 /// Stores the offsets of a handled batch, in order. A partition revoked while
@@ -219,5 +302,41 @@ fn store_offsets(consumer: &StreamConsumer, pending: &[Pending]) {
         {
             tracing::debug!(error = %e, topic = %m.source.topic, partition = m.source.partition, "offset not stored (partition no longer assigned)");
         }
+    }
+}
+
+/// Records the span of each message of a finished batch; `rejected` are the
+/// indexes ClickHouse refused (dead-lettered).
+fn record_outcomes(pending: &[Pending], rejected: &[(usize, String)]) {
+    use opentelemetry::KeyValue;
+    for (index, m) in pending.iter().enumerate() {
+        let refused_by_clickhouse = rejected.iter().any(|(i, _)| *i == index);
+        let outcome = match &m.rows {
+            Rows::DeadLettered | Rows::Refused(_) => "dead_lettered_invalid",
+            _ if refused_by_clickhouse => "dead_lettered_rejected",
+            Rows::Window(_) => "stored",
+            Rows::Status(_) => "stored_status",
+        };
+        let mut attributes = vec![
+            KeyValue::new("messaging.destination.name", m.source.topic.clone()),
+            KeyValue::new(
+                "messaging.kafka.destination.partition",
+                i64::from(m.source.partition),
+            ),
+            KeyValue::new("messaging.kafka.message.offset", m.source.offset),
+        ];
+        if let Rows::Window(w) = &m.rows {
+            attributes.push(KeyValue::new("javelin.service", w.ledger.service.clone()));
+            attributes.push(KeyValue::new(
+                "javelin.profile_type",
+                w.ledger.profile_type.clone(),
+            ));
+            attributes.push(KeyValue::new(
+                "javelin.window_start_ms",
+                w.ledger.window_start_ms,
+            ));
+            attributes.push(KeyValue::new("javelin.rows", w.sample_count() as i64));
+        }
+        m.arrival.record(outcome, attributes);
     }
 }

@@ -3,6 +3,7 @@
 //! down while batches are in flight neither lose nor double-count data, and the
 //! committed offsets still reach the end once the faults clear.
 
+use javelin_schema::rows::SAMPLES_ONCE;
 use std::time::Duration;
 
 use clap::Parser;
@@ -85,7 +86,7 @@ async fn commit_failures_and_a_broker_outage_lose_and_double_count_nothing() {
     let totals = || {
         let db = db.clone();
         async move {
-            db.query("SELECT count(), sum(value) FROM samples FINAL")
+            db.query(&format!("SELECT count(), sum(value) FROM {SAMPLES_ONCE}"))
                 .fetch_one::<(u64, i64)>()
                 .await
                 .ok()

@@ -117,7 +117,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
             };
             let rows =
                 javelin_consumer::convert::window_rows(&window.to_bytes(), &source, now_ms())?;
-            for row in rows.samples() {
+            for row in rows.samples(1) {
                 row_binary(&row, &mut ceiling_file);
                 expected_rows += 1;
             }

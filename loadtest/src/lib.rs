@@ -1,8 +1,10 @@
 //! Javelin's load test: simulated agents ([`load`]) publishing through the real
 //! producer path, scenarios with injected faults and the reconciliation
-//! ([`scenario`]), and the servers a scenario owns ([`servers`]).
+//! ([`scenario`]), the servers a scenario owns ([`servers`]), and the query API
+//! that reconciliations read through ([`query_view`]).
 
 pub mod load;
+pub mod query_view;
 pub mod scenario;
 pub mod servers;
 pub mod topics;

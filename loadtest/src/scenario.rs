@@ -5,6 +5,7 @@
 //! with an account in the ledger. A pass is 0 lost, 0 double-counted, every
 //! drop accounted, and no unplanned ClickHouse restart.
 
+use javelin_schema::rows::SAMPLES_ONCE;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::load::{Expected, Shape, windows_for_tick};
+use crate::query_view::{QueryView, ViewTotals};
 use crate::servers::{ConsumerProcess, PrivateClickHouse, PrivateTansu, sibling};
 
 /// The fault a scenario injects.
@@ -73,6 +75,9 @@ pub struct Report {
     pub double_counted_cells: usize,
     pub double_counted_value: i64,
     pub unexpected_cells: usize,
+    /// (service, type) pairs whose flamegraph or top total in the query API
+    /// differs from what was produced.
+    pub query_api_mismatches: usize,
     pub poison_sent: u64,
     pub rejected_in_ledger: u64,
     pub truncated_parts_produced: u64,
@@ -156,12 +161,17 @@ struct GroupLag {
 }
 
 impl GroupLag {
+    /// Messages not yet committed by the group, per partition (end − committed,
+    /// at least 0), summed. The end is what the broker lists: on tansu 0.6 the
+    /// last record batch's first offset + 1, so lag reads low by up to one
+    /// batch per partition; exact on Kafka. Flooring each partition before
+    /// summing keeps a partition whose listed end lags its commits from
+    /// cancelling real lag elsewhere.
     fn measure(&self) -> Option<i64> {
-        self.offsets()
-            .map(|(committed, end)| (end - committed).max(0))
+        self.offsets().map(|(_, lag)| lag)
     }
 
-    /// (committed, end) offsets summed over the partitions.
+    /// (committed offsets summed, lag as [`Self::measure`] counts it).
     fn offsets(&self) -> Option<(i64, i64)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let client: BaseConsumer = rdkafka::ClientConfig::new()
@@ -175,17 +185,17 @@ impl GroupLag {
             tpl.add_partition(&self.topic, p);
         }
         let committed = client.committed_offsets(tpl, timeout).ok()?;
-        let (mut at_sum, mut end_sum) = (0, 0);
+        let (mut committed_sum, mut lag) = (0, 0);
         for p in 0..self.partitions {
             let (_, high) = client.fetch_watermarks(&self.topic, p, timeout).ok()?;
             let at = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
                 Some(rdkafka::Offset::Offset(o)) => o,
                 _ => 0,
             };
-            at_sum += at;
-            end_sum += high;
+            committed_sum += at;
+            lag += (high - at).max(0);
         }
-        Some((at_sum, end_sum))
+        Some((committed_sum, lag))
     }
 }
 
@@ -424,7 +434,9 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         latency_max: 0,
     });
     let broker_disk_bytes = tansu.as_ref().map(|t| dir_bytes(&t.dir));
+    let shown = shown_totals(&ch, &name, &expected).await;
     let observed = Observed {
+        shown,
         stored,
         ledger,
         poison_sent,
@@ -505,7 +517,7 @@ async fn stored_cells(
     db: &clickhouse::Client,
 ) -> Result<std::collections::BTreeMap<crate::load::Cell, i64>, clickhouse::error::Error> {
     let rows = db
-        .query("SELECT service, profile_type, toUInt32(window_start) AS window_start, sum(value) AS value FROM samples FINAL GROUP BY service, profile_type, window_start")
+        .query(&format!("SELECT service, profile_type, toUInt32(window_start) AS window_start, sum(value) AS value FROM {SAMPLES_ONCE} GROUP BY service, profile_type, window_start"))
         .fetch_all::<StoredCell>()
         .await?;
     Ok(rows
@@ -529,8 +541,38 @@ async fn ledger_totals(db: &clickhouse::Client) -> Result<LedgerTotals, clickhou
     .await
 }
 
+/// Per (service, type) over the run's range: (produced, what the query API
+/// shows), or the API's error.
+type Shown = anyhow::Result<Vec<((String, &'static str), i64, ViewTotals)>>;
+
+/// The produced totals per (service, type) next to the query API's flamegraph
+/// and top totals for the same range: what a user of the UI would see.
+async fn shown_totals(ch: &PrivateClickHouse, database: &str, expected: &Expected) -> Shown {
+    let mut produced: std::collections::BTreeMap<(String, &'static str), i64> =
+        std::collections::BTreeMap::new();
+    for ((service, kind, _), (value, _)) in &expected.cells {
+        *produced.entry((service.clone(), *kind)).or_default() += value;
+    }
+    let starts = expected.cells.keys().map(|k| i64::from(k.2) * 1000);
+    let (Some(from), Some(to)) = (starts.clone().min(), starts.max()) else {
+        return Ok(Vec::new());
+    };
+    let view = QueryView::start(
+        &crate::servers::sibling("javelin-query")?,
+        &ch.url(),
+        database,
+    )?;
+    let mut shown = Vec::new();
+    for ((service, kind), value) in produced {
+        let totals = view.totals(&service, kind, from, to + 1000).await?;
+        shown.push(((service, kind), value, totals));
+    }
+    Ok(shown)
+}
+
 /// What a run saw: the stored cells, the ledger, and the run's own counters.
 struct Observed {
+    shown: Shown,
     stored: std::collections::BTreeMap<crate::load::Cell, i64>,
     ledger: LedgerTotals,
     poison_sent: u64,
@@ -545,6 +587,7 @@ struct Observed {
 /// Produced against stored: the verdict and every number behind it.
 fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) -> Report {
     let Observed {
+        shown,
         stored,
         ledger,
         poison_sent,
@@ -598,6 +641,21 @@ fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) 
     if unexpected_cells > 0 {
         failures.push(format!("{unexpected_cells} cells nobody produced"));
     }
+    let mut query_api_mismatches = 0;
+    match shown {
+        Ok(shown) => {
+            for ((service, kind), produced, totals) in shown {
+                if totals.flamegraph != *produced || totals.top != *produced {
+                    query_api_mismatches += 1;
+                    failures.push(format!(
+                        "{service}/{kind}: produced {produced}, the query API shows flamegraph {} and top {}",
+                        totals.flamegraph, totals.top
+                    ));
+                }
+            }
+        }
+        Err(e) => failures.push(format!("the query API could not be read: {e:#}")),
+    }
     if ledger.rejected != poison_sent {
         failures.push(format!(
             "{poison_sent} poison messages sent but {} rejected rows in the ledger",
@@ -640,6 +698,7 @@ fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) 
         lost_value,
         double_counted_cells: double_cells,
         double_counted_value: double_value,
+        query_api_mismatches,
         unexpected_cells,
         poison_sent,
         rejected_in_ledger: ledger.rejected,
@@ -687,6 +746,10 @@ pub fn markdown(r: &Report) -> String {
         (
             "lost cells (value)",
             format!("{} ({})", r.lost_cells, r.lost_value),
+        ),
+        (
+            "query API totals differing (service/type pairs)",
+            r.query_api_mismatches.to_string(),
         ),
         (
             "double-counted cells (value)",

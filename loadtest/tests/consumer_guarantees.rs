@@ -4,7 +4,10 @@
 
 mod support;
 
+use javelin_schema::rows::SAMPLES_ONCE;
 use support::bin;
+
+use javelin_loadtest::query_view::QueryView;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -28,6 +31,8 @@ struct Pipeline {
     dlq: String,
     db: clickhouse::Client,
     publisher: Publisher,
+    /// The query API on the run's database: what the UI shows.
+    view: QueryView,
 }
 
 impl Pipeline {
@@ -63,6 +68,8 @@ impl Pipeline {
         })
         .expect("producer");
         let db = clickhouse_client().with_database(&run);
+        let view =
+            QueryView::start(&bin("javelin-query"), &clickhouse_url(), &run).expect("query API");
         Pipeline {
             run,
             profiles,
@@ -70,6 +77,7 @@ impl Pipeline {
             dlq,
             db,
             publisher,
+            view,
         }
     }
 
@@ -110,21 +118,44 @@ impl Pipeline {
         Reaped(child)
     }
 
-    /// (rows, Σ value) as queries see them (`FINAL`), and rows without FINAL.
+    /// (rows, Σ value) of the table (`FINAL`), and rows without FINAL. Each
+    /// call also reads the query API: whenever the table holds still across
+    /// the API's read, every service and type's flamegraph and top totals
+    /// must add up to the table's value (a loss or double count on the path
+    /// the UI takes fails the test).
     async fn totals(&self) -> Option<(u64, i64, u64)> {
-        let (rows, value): (u64, i64) = self
-            .db
-            .query("SELECT count(), sum(value) FROM samples FINAL")
-            .fetch_one()
-            .await
-            .ok()?;
-        let raw: u64 = self
-            .db
-            .query("SELECT count() FROM samples")
-            .fetch_one()
-            .await
-            .ok()?;
-        Some((rows, value, raw))
+        let table = || async {
+            let (rows, value): (u64, i64) = self
+                .db
+                .query(&format!("SELECT count(), sum(value) FROM {SAMPLES_ONCE}"))
+                .fetch_one()
+                .await
+                .ok()?;
+            let raw: u64 = self
+                .db
+                .query("SELECT count() FROM samples")
+                .fetch_one()
+                .await
+                .ok()?;
+            Some((rows, value, raw))
+        };
+        let before = table().await?;
+        let now = javelin_loadtest::now_ms();
+        let shown = self
+            .view
+            .grand_total(now - 6 * 86_400_000, now + 3_600_000)
+            .await;
+        let after = table().await?;
+        if before.1 == after.1 {
+            let shown = shown.unwrap_or_else(|e| panic!("the query API answers: {e:#}"));
+            assert_eq!(
+                (shown.flamegraph, shown.top),
+                (after.1, after.1),
+                "the query API shows (flamegraph, top) {shown:?}, the table holds {}",
+                after.1
+            );
+        }
+        Some(after)
     }
 }
 
@@ -504,6 +535,99 @@ async fn with_two_consumers_in_the_group_the_survivor_takes_over_when_one_dies()
     .await;
 }
 
+/// The rate limit as measured in stored rows, not only as the computed share:
+/// under a stream twice the group's budget, the rows written from the moment a
+/// consumer takes its share never exceed the budget's pace (plus one batch
+/// taken before a rebalance), for one consumer and right after a second one
+/// joins. A new share used to start with a full bucket of one batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_rows_per_second_stay_within_the_budget_also_right_after_a_rebalance() {
+    const RATE: f64 = 500.0;
+    const BATCH: &str = "1000";
+    // One batch acquired before a rebalance may still be written, plus polling jitter.
+    const SLACK: f64 = 1_200.0;
+    let p = Pipeline::new(4).await;
+    let limited = [
+        "--batch-linger-ms",
+        "200",
+        "--batch-max-rows",
+        BATCH,
+        "--max-rows-per-second",
+        "500",
+        "--kafka-property",
+        "session.timeout.ms=6000",
+    ];
+    let log = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/e2e-logs/{}.consumer.log", p.run));
+    let share_lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("rate-limit share")
+            .count()
+    };
+    let stored = || async {
+        p.db.query("SELECT count() FROM samples")
+            .fetch_one::<u64>()
+            .await
+            .unwrap_or(0) as f64
+    };
+    let keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+    // The stream: 100 rows every 100 ms, twice the budget, for the whole test.
+    let (done_tx, mut done) = tokio::sync::watch::channel(false);
+    let stream = async {
+        let mut i = 0i64;
+        loop {
+            let (w, _) = window(i, 100);
+            p.produce(keys[i as usize % keys.len()], &w.to_bytes())
+                .await;
+            i += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = done.changed() => return i,
+            }
+        }
+    };
+    // From the moment a new share is taken: written rows against the budget's pace.
+    let watch = |before: usize, phase: &'static str| async move {
+        let t0 = wait_for(phase, Duration::from_secs(60), || async {
+            (share_lines() > before).then(std::time::Instant::now)
+        })
+        .await;
+        let s0 = stored().await;
+        let mut worst: f64 = 0.0;
+        while t0.elapsed() < Duration::from_secs(8) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let written = stored().await - s0;
+            let allowed = RATE * t0.elapsed().as_secs_f64() + SLACK;
+            worst = worst.max(written - RATE * t0.elapsed().as_secs_f64());
+            assert!(
+                written <= allowed,
+                "{phase}: {written} rows written {:.1} s after the share was taken (budget {RATE}/s + {SLACK})",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        let written = stored().await - s0;
+        assert!(
+            written >= RATE * 8.0 * 0.5 - SLACK,
+            "{phase}: only {written} rows in 8 s: the budget, not starvation, must be what limits"
+        );
+        worst
+    };
+    let phases = async {
+        let _a = p.consumer(&limited);
+        let first = watch(0, "one consumer's share").await;
+        let before = share_lines();
+        let _b = p.consumer(&limited);
+        let second = watch(before, "the shares after a rebalance").await;
+        let _ = done_tx.send(true);
+        (first, second)
+    };
+    let (_, (first, second)) = tokio::join!(stream, phases);
+    eprintln!(
+        "rows ahead of the budget's pace at worst: {first:.0} alone, {second:.0} after the rebalance"
+    );
+}
+
 /// The metrics URL a consumer prints on its first stdout line.
 fn metrics_url(consumer: &mut Reaped) -> String {
     use std::io::BufRead;
@@ -606,7 +730,7 @@ async fn the_consumer_refuses_a_database_without_its_schema() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("lacks schema migrations [1, 2]")
+        stderr.contains("lacks schema migrations [1, 2, 3]")
             && stderr.contains("javelin-consumer migrate"),
         "{stderr}"
     );

@@ -6,7 +6,8 @@
 
 mod support;
 
-use support::bin;
+use javelin_schema::rows::SAMPLES_ONCE;
+use support::{bin, committed, members};
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,7 +22,6 @@ use javelin_schema::testkit::{
 };
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -57,46 +57,6 @@ impl Drop for OwnClickHouse {
         self.stack("stop-clickhouse");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// The member ids of `group`, as the broker's group coordinator lists them.
-fn members(group: &str) -> Vec<String> {
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .expect("client");
-    let list = client
-        .fetch_group_list(Some(group), Duration::from_secs(10))
-        .expect("describe group");
-    let mut ids: Vec<String> = list
-        .groups()
-        .iter()
-        .flat_map(|g| g.members().iter().map(|m| m.id().to_string()))
-        .collect();
-    ids.sort();
-    ids
-}
-
-/// Committed offsets of `group` on `topic` (partitions 0..n), without joining the group.
-fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", group)
-        .create()
-        .expect("client");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = client
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
-        .collect()
 }
 
 /// A ClickHouse of the test's own with the schema migrated, and the run's topics.
@@ -146,10 +106,23 @@ async fn totals(ch: &OwnClickHouse, run: &str) -> Option<(u64, i64)> {
         .with_url(ch.url())
         .with_database(run)
         .with_validation(false)
-        .query("SELECT count(), sum(value) FROM samples FINAL")
+        .query(&format!("SELECT count(), sum(value) FROM {SAMPLES_ONCE}"))
         .fetch_one::<(u64, i64)>()
         .await
         .ok()
+}
+
+/// The sum of every flamegraph total the query API shows for the run.
+async fn shown_total(ch: &OwnClickHouse, run: &str) -> (i64, i64) {
+    let view =
+        javelin_loadtest::query_view::QueryView::start(&bin("javelin-query"), &ch.url(), run)
+            .expect("query API");
+    let now = javelin_loadtest::now_ms();
+    let shown = view
+        .grand_total(now - 6 * 86_400_000, now + 3_600_000)
+        .await
+        .expect("query API totals");
+    (shown.flamegraph, shown.top)
 }
 
 /// Window `i` of the stream: 10 stacks of one target; returns the payload, rows and value.
@@ -296,6 +269,11 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
     )
     .await;
     assert_eq!(got, (rows, value));
+    assert_eq!(
+        shown_total(&ch, &run).await,
+        (value, value),
+        "what the UI shows: flamegraph and top"
+    );
     // Everything produced is committed once ClickHouse is back.
     let ends = high_watermarks(&profiles, 2);
     let after = wait_for(
@@ -389,6 +367,11 @@ async fn sigterm_during_an_outage_exits_promptly_and_loses_nothing() {
     )
     .await;
     assert_eq!(got, (rows, value));
+    assert_eq!(
+        shown_total(&ch, &run).await,
+        (value, value),
+        "what the UI shows: flamegraph and top"
+    );
 }
 
 /// The end offset of each partition.

@@ -6,6 +6,7 @@
 
 mod support;
 
+use javelin_schema::rows::SAMPLES_ONCE;
 use support::bin;
 
 use std::collections::HashMap;
@@ -225,7 +226,7 @@ async fn a_windows_trace_runs_from_the_agent_to_clickhouse() {
         let db = db.clone();
         async move {
             let total: i64 = db
-                .query("SELECT sum(value) FROM samples FINAL")
+                .query(&format!("SELECT sum(value) FROM {SAMPLES_ONCE}"))
                 .fetch_one()
                 .await
                 .ok()?;
@@ -233,6 +234,23 @@ async fn a_windows_trace_runs_from_the_agent_to_clickhouse() {
         }
     })
     .await;
+    // What the UI shows for the run: the same 60.
+    let view = javelin_loadtest::query_view::QueryView::start(
+        &support::bin("javelin-query"),
+        &clickhouse_url(),
+        &run,
+    )
+    .expect("query API");
+    let now = javelin_loadtest::now_ms();
+    assert_eq!(
+        view.grand_total(now - 6 * 86_400_000, now + 3_600_000)
+            .await
+            .expect("query API totals"),
+        javelin_loadtest::query_view::ViewTotals {
+            flamegraph: 60,
+            top: 60
+        }
+    );
     // The consumer exports its spans in batches (every 5 s by default).
     let spans = wait_for("the consumer's four spans", Duration::from_secs(60), || {
         let spans = receiver.spans();

@@ -210,6 +210,20 @@ impl Spool {
         self.lock().delivered
     }
 
+    /// Takes every waiting message out, oldest first, without Kafka: for a
+    /// caller that reads the messages itself (tests observe a target's windows
+    /// this way). Their spans end as delivered.
+    pub fn drain(&self) -> Vec<Spooled> {
+        self.take(usize::MAX)
+            .into_iter()
+            .map(|entry| {
+                let message = entry.message.clone();
+                entry.delivered();
+                message
+            })
+            .collect()
+    }
+
     fn take(&self, max: usize) -> Vec<Entry> {
         let mut state = self.lock();
         let n = max.min(state.queue.len());

@@ -281,11 +281,12 @@ pub async fn run(
     tracing::info!(pid, service = %jvm.service, state = state.name(), "profiling");
     reporter.status(state, "").await;
 
-    let mut window_start = now_ms();
-    let mut next = Instant::now() + config.window;
+    // After failed collects a window reaches back at most the recording's
+    // `maxage` (3 windows, at least 60 s): older data is gone from it.
+    let mut clock = WindowClock::new(config.window, config.jfr.max_age, Instant::now(), now_ms());
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = tokio::time::sleep_until(clock.deadline().into()) => {}
             _ = shutdown.changed() => {
                 let _ = blocking(recorder, |r| r.stop()).await;
                 let _ = std::fs::remove_file(&marker_path);
@@ -293,7 +294,6 @@ pub async fn run(
                 return TargetEnd::Stopped;
             }
         }
-        next += config.window;
         if !still_running(&jvm) {
             tracing::info!(pid, "target exited");
             reporter.status(TargetState::Exited, "").await;
@@ -304,7 +304,7 @@ pub async fn run(
             return TargetEnd::AttachFailed("recorder task panicked".into());
         };
         recorder = back;
-        let window_end = now_ms();
+        let (now, wall_ms) = (Instant::now(), now_ms());
         let collected = match collected {
             Ok(c) => c,
             Err(e) => {
@@ -312,10 +312,16 @@ pub async fn run(
                 reporter
                     .status(TargetState::Profiling, &e.to_string())
                     .await;
-                window_start = window_end;
+                // The window stays open: a JFR recording keeps the data for the
+                // next dump (e.g. the attach timed out on a stopped JVM), so the
+                // next window covers the whole gap instead of leaving a hole. (An
+                // async-profiler session that failed to stop is lost: the window
+                // then holds less than its span, never data from outside it.)
+                clock.retry(now);
                 continue;
             }
         };
+        let (window_start, window_end) = clock.close(now, wall_ms);
         let identity = reporter.identity.clone();
         let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);
         let artifacts = config.artifacts.clone();
@@ -371,7 +377,91 @@ pub async fn run(
                 };
             reporter.status(TargetState::Profiling, &message).await;
         }
-        window_start = window_end;
+    }
+}
+
+/// When a target's windows close and which span of time each one covers.
+///
+/// The next deadline keeps the regular cadence (`deadline + window`) unless the
+/// loop is late: the collect took long (a stopped JVM answers the attach only
+/// once it resumes; a slow dump) or the loop fell behind. A fixed `next +=
+/// window` schedule is wrong there: every missed deadline is already past, so
+/// `sleep_until` returns at once for each, and a JVM stopped for 40 s came back
+/// with a burst of windows of 53 ms, 485 ms and 7.5 s, all starting in the same
+/// second. A late loop instead closes one window covering the whole gap and
+/// sets the next deadline a full window from then, so no window is shorter
+/// than half a window (see [`next_deadline`]).
+///
+/// Bounds are wall-clock ms. Each window starts where the previous one ended,
+/// is never empty, and reaches back at most `horizon` (after a longer run of
+/// failed collects the recorder holds no older data: the gap is the loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClock {
+    window: Duration,
+    horizon: Duration,
+    deadline: Instant,
+    /// The open window's start, in ms since the epoch, and when it opened.
+    start_ms: i64,
+    opened: Instant,
+}
+
+impl WindowClock {
+    /// Opens the first window at `now` (`now_ms` on the wall clock).
+    pub fn new(window: Duration, horizon: Duration, now: Instant, now_ms: i64) -> WindowClock {
+        WindowClock {
+            window,
+            horizon: horizon.max(window),
+            deadline: now + window,
+            start_ms: now_ms,
+            opened: now,
+        }
+    }
+
+    /// When the open window is due to close.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The recorder handed over the open window's data at `now` (`now_ms` on
+    /// the wall clock): returns the window's `(start, end)` in ms, opens the
+    /// next window at its end and schedules the next deadline.
+    pub fn close(&mut self, now: Instant, now_ms: i64) -> (i64, i64) {
+        let horizon_ms = i64::try_from(self.horizon.as_millis()).unwrap_or(i64::MAX);
+        let elapsed_ms = i64::try_from(now.saturating_duration_since(self.opened).as_millis())
+            .unwrap_or(i64::MAX)
+            .clamp(1, horizon_ms);
+        // A wall clock that stood still or stepped back would make an empty or
+        // reversed window; the monotonic clock's length is used instead.
+        let end = if now_ms > self.start_ms {
+            now_ms
+        } else {
+            self.start_ms.saturating_add(elapsed_ms)
+        };
+        let start = self.start_ms.max(end.saturating_sub(horizon_ms));
+        self.start_ms = end;
+        self.opened = now;
+        self.deadline = next_deadline(self.deadline, now, self.window);
+        (start, end)
+    }
+
+    /// Collecting the open window failed at `now`: it stays open (its data
+    /// goes into the next collect), only the deadline moves on.
+    pub fn retry(&mut self, now: Instant) {
+        self.deadline = next_deadline(self.deadline, now, self.window);
+    }
+}
+
+/// The deadline after `deadline`, decided at `now`, once the window due then
+/// has been collected: the regular `deadline + window`, unless less than half
+/// a window of it is left (the collect was slow, or the loop fell behind); then
+/// a full window from `now`. Never in the past, so a late loop never fires
+/// back to back.
+pub fn next_deadline(deadline: Instant, now: Instant, window: Duration) -> Instant {
+    let regular = deadline + window;
+    if regular >= now + window / 2 {
+        regular
+    } else {
+        now + window
     }
 }
 
@@ -475,4 +565,160 @@ fn still_running(jvm: &JvmProcess) -> bool {
         .ok()
         .and_then(|p| p.inspect(jvm.pid))
         .is_some_and(|now| now.start_ms == jvm.start_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WALL0: i64 = 1_700_000_000_000;
+    const S: Duration = Duration::from_secs(1);
+
+    /// Windows as `(start, end)` in ms since the loop started.
+    type Spans = Vec<(i64, i64)>;
+
+    /// Runs the target loop's schedule over simulated time for `run`: `collect`
+    /// gets the time a collect starts (since the loop started) and says when it
+    /// returns and whether it succeeded. The wall clock runs with the monotonic one.
+    fn simulate(
+        window: Duration,
+        run: Duration,
+        collect: impl Fn(Duration) -> (Duration, bool),
+    ) -> Spans {
+        let t0 = Instant::now();
+        let wall = |at: Instant| WALL0 + (at - t0).as_millis() as i64;
+        let mut clock = WindowClock::new(window, 60 * S, t0, WALL0);
+        let mut spans = Vec::new();
+        while clock.deadline() - t0 < run {
+            let (done, ok) = collect(clock.deadline() - t0);
+            let now = t0 + done;
+            if ok {
+                let (start, end) = clock.close(now, wall(now));
+                spans.push((start - WALL0, end - WALL0));
+            } else {
+                clock.retry(now);
+            }
+        }
+        spans
+    }
+
+    /// Collects take 50 ms; the JVM is stopped from `stop` to `resume`, and an
+    /// attach on a stopped JVM fails after `timeout`.
+    fn stalled(
+        stop: Duration,
+        resume: Duration,
+        timeout: Duration,
+    ) -> impl Fn(Duration) -> (Duration, bool) {
+        let dump = Duration::from_millis(50);
+        move |at| {
+            if at < stop || at >= resume {
+                (at + dump, true)
+            } else if resume - at < timeout {
+                (resume + dump, true)
+            } else {
+                (at + timeout, false)
+            }
+        }
+    }
+
+    fn assert_contiguous(spans: &Spans) {
+        for pair in spans.windows(2) {
+            assert!(pair[0].0 < pair[0].1, "empty window: {spans:?}");
+            assert_eq!(pair[0].1, pair[1].0, "gap or overlap: {spans:?}");
+        }
+    }
+
+    #[test]
+    fn a_40_s_stall_past_the_attach_timeout_is_one_window_then_the_regular_cadence() {
+        // The case: the demo's 10 s windows, the default 30 s attach timeout.
+        let spans = simulate(10 * S, 100 * S, stalled(25 * S, 65 * S, 30 * S));
+        // The collect at 30 s times out at 60 s; the retry a window later closes
+        // one window over the whole stall; then every 10 s again.
+        assert_eq!(
+            spans,
+            vec![
+                (0, 10_050),
+                (10_050, 20_050),
+                (20_050, 70_050),
+                (70_050, 80_050),
+                (80_050, 90_050),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stall_shorter_than_the_attach_timeout_is_one_window_then_the_regular_cadence() {
+        let spans = simulate(10 * S, 100 * S, stalled(25 * S, 45 * S, 30 * S));
+        // The collect at 30 s returns when the JVM resumes: one window reaches to
+        // there, the next deadline is a full window later (not 40 s, long past).
+        assert_eq!(
+            spans,
+            vec![
+                (0, 10_050),
+                (10_050, 20_050),
+                (20_050, 45_050),
+                (45_050, 55_100),
+                (55_100, 65_100),
+                (65_100, 75_100),
+                (75_100, 85_100),
+                (85_100, 95_100),
+            ]
+        );
+    }
+
+    #[test]
+    fn short_windows_and_short_stalls_never_make_a_sub_second_window() {
+        for window in [S, 2 * S, 10 * S, 60 * S] {
+            for stall_ms in (0..20_000).step_by(370) {
+                let stall = Duration::from_millis(stall_ms);
+                let spans = simulate(window, 120 * S, stalled(7 * S, 7 * S + stall, 3 * S));
+                assert_contiguous(&spans);
+                let shortest = window.as_millis() as i64 / 2;
+                assert!(
+                    spans.iter().all(|(s, e)| e - s >= shortest),
+                    "{window:?} window, {stall:?} stall: {spans:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_next_deadline_keeps_the_cadence_unless_less_than_half_a_window_is_left() {
+        let t0 = Instant::now();
+        let w = 10 * S;
+        assert_eq!(next_deadline(t0, t0 + S / 10, w), t0 + w);
+        assert_eq!(next_deadline(t0, t0 + 5 * S, w), t0 + w);
+        assert_eq!(next_deadline(t0, t0 + 6 * S, w), t0 + 16 * S);
+        assert_eq!(next_deadline(t0, t0 + 40 * S, w), t0 + 50 * S);
+    }
+
+    #[test]
+    fn a_wall_clock_standing_still_or_stepping_back_never_makes_an_empty_window() {
+        let t0 = Instant::now();
+        let mut clock = WindowClock::new(10 * S, 60 * S, t0, WALL0);
+        // Stood still: the monotonic 10 s.
+        assert_eq!(clock.close(t0 + 10 * S, WALL0), (WALL0, WALL0 + 10_000));
+        // Stepped back an hour: still contiguous, the measured 10 s.
+        let back = WALL0 - 3_600_000;
+        assert_eq!(
+            clock.close(t0 + 20 * S, back),
+            (WALL0 + 10_000, WALL0 + 20_000)
+        );
+        // Closed again at the same instant: 1 ms, never 0.
+        assert_eq!(
+            clock.close(t0 + 20 * S, back),
+            (WALL0 + 20_000, WALL0 + 20_001)
+        );
+    }
+
+    #[test]
+    fn a_window_reaches_back_at_most_the_recorder_s_horizon() {
+        let t0 = Instant::now();
+        let mut clock = WindowClock::new(10 * S, 60 * S, t0, WALL0);
+        for k in 1..=30 {
+            clock.retry(t0 + k * 10 * S);
+        }
+        let end = WALL0 + 300_000;
+        assert_eq!(clock.close(t0 + 300 * S, end), (end - 60_000, end));
+    }
 }

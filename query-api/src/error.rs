@@ -28,25 +28,19 @@ impl ApiError {
 
 impl From<clickhouse::error::Error> for ApiError {
     /// Limits the server enforces are the caller's to fix; anything else is
-    /// ClickHouse being unavailable.
+    /// ClickHouse being unavailable (classes: `javelin_schema::clickhouse_error`).
     fn from(e: clickhouse::error::Error) -> ApiError {
-        let text = e.to_string();
-        let code = text
-            .find("Code: ")
-            .and_then(|i| text[i + 6..].split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|d| d.parse::<u32>().ok());
-        match code {
-            // TOO_MANY_ROWS, TOO_MANY_BYTES
-            Some(158) | Some(307) => ApiError {
+        use javelin_schema::clickhouse_error::{ErrorClass, classify};
+        match classify(&e) {
+            ErrorClass::ScanLimit => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 message: "the query would scan more rows than allowed (--max-rows-scanned): narrow the time range or add label filters".into(),
             },
-            // TIMEOUT_EXCEEDED
-            Some(159) => ApiError {
+            ErrorClass::Timeout => ApiError {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 message: "the query took longer than allowed (--query-timeout-seconds): narrow the time range or add label filters".into(),
             },
-            _ => {
+            ErrorClass::Data | ErrorClass::Unavailable => {
                 tracing::warn!(error = %e, "ClickHouse query failed");
                 ApiError {
                     status: StatusCode::SERVICE_UNAVAILABLE,

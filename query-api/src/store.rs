@@ -220,31 +220,37 @@ impl Store {
     }
 
     /// Summed value per stack in the selection, with the stack's frames.
-    /// `FINAL` collapses re-written copies of a window part that merges have
-    /// not reached yet; it is skipped (it costs most of the query on 18.16)
-    /// when the insert-attempt log shows that no part in the range was written
-    /// more than once. Samples are read once; the frames of the stacks found
-    /// are fetched by id in a second, small query.
+    ///
+    /// Exactly once without `FINAL`: every write attempt of a window part
+    /// keeps its own copy with its own `insert_id` (never collapsed, so no
+    /// merge can change the choice), and only the part's smallest id is
+    /// counted. The set of chosen ids and the sums come from one query. Ids
+    /// are ordered by the time of the attempt, so a copy that lands while the
+    /// query runs is never the one chosen, whichever of the two reads sees it.
+    /// The proof is in the rows themselves: no writer can skip it, and
+    /// retention removes a part's copies together.
+    /// Samples are read once; the frames of the stacks found are fetched by id
+    /// in a second, small query.
     pub async fn stacks(
         &self,
         sel: &Selection,
     ) -> Result<Vec<StackValue>, clickhouse::error::Error> {
-        let final_clause = if self.may_hold_duplicates(sel).await? {
-            "FINAL"
-        } else {
-            ""
-        };
-        let sums = self
-            .scoped(
+        let clauses = sel.clauses();
+        let sums = bind_selection(
+            self.scoped(
                 &format!(
-                    "SELECT stack_id, sum(value) AS value, count() AS rows FROM samples {final_clause}
-                     WHERE {} GROUP BY stack_id",
-                    sel.clauses()
+                    "SELECT stack_id, sum(value) AS value, count() AS rows FROM samples
+                     WHERE {clauses} AND (window_id, insert_id) IN (
+                         SELECT window_id, min(insert_id) FROM samples
+                         WHERE {clauses} GROUP BY window_id)
+                     GROUP BY stack_id"
                 ),
                 sel,
-            )
-            .fetch_all::<StackSum>()
-            .await?;
+            ),
+            sel,
+        )
+        .fetch_all::<StackSum>()
+        .await?;
         let mut frames: std::collections::HashMap<u64, Vec<String>> =
             std::collections::HashMap::new();
         for ids in sums.chunks(10_000) {
@@ -273,55 +279,6 @@ impl Store {
                     .unwrap_or_else(|| vec![format!("[unknown stack {:016x}]", s.stack_id)]),
             })
             .collect())
-    }
-
-    /// Whether the selection may hold re-written copies of a window part that
-    /// merges have not collapsed yet, so it must be read with `FINAL`. It may
-    /// not when (1) every window in the range was written by a consumer that
-    /// logs its attempts (see [`Self::attempts_cover_from`]) and (2) no part
-    /// in the range has more than one attempt.
-    async fn may_hold_duplicates(&self, sel: &Selection) -> Result<bool, clickhouse::error::Error> {
-        match self.attempts_cover_from().await? {
-            Some(from) if sel.from_s >= from => {}
-            _ => return Ok(true),
-        }
-        let (attempts, parts) = self
-            .client
-            .query(
-                "SELECT count(), uniqExact(target_id, window_start, part_index) FROM insert_attempts
-                 WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
-            )
-            .bind(&sel.service)
-            .bind(&sel.profile_type)
-            .bind(sel.from_s)
-            .bind(sel.to_s)
-            .fetch_one::<(u64, u64)>()
-            .await?;
-        Ok(attempts != parts)
-    }
-
-    /// The first window start the attempt log vouches for: every window from
-    /// then on was written by a consumer that logs attempts. A database
-    /// created with the log (migrations 1 and 2 in one run) is covered from
-    /// the start; one upgraded later from its upgrade time plus the hour a
-    /// window may start ahead of its writing; without migration 2, never.
-    async fn attempts_cover_from(&self) -> Result<Option<u32>, clickhouse::error::Error> {
-        let applied = self
-            .client
-            .query("SELECT version, toUInt32(min(applied_at)) FROM schema_migrations WHERE version IN (1, 2) GROUP BY version")
-            .fetch_all::<(u32, u32)>()
-            .await?;
-        let at = |v: u32| {
-            applied
-                .iter()
-                .find(|(version, _)| *version == v)
-                .map(|r| r.1)
-        };
-        Ok(match (at(1), at(2)) {
-            (Some(v1), Some(v2)) if v2.saturating_sub(v1) <= 60 => Some(0),
-            (_, Some(v2)) => Some(v2.saturating_add(3600 + 60)),
-            _ => None,
-        })
     }
 
     /// The ledger's account of the selection's window parts (pod filter only:

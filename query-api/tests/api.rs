@@ -291,32 +291,16 @@ async fn limits_and_auth_are_enforced() {
 }
 
 /// A window part written twice (as a retry, redelivery or replay does) is
-/// counted once: its two attempts in the attempt log send the query through
-/// `FINAL` until merges collapse the copies.
+/// counted once: the copies carry different insert ids until merges collapse
+/// them, and the query counts one id per window part. A second window of the
+/// same target starting in the same second (after a stall) is a different
+/// part and counts in full.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_part_written_twice_counts_once() {
-    use javelin_schema::rows::{AttemptRow, SampleRow, table};
-    let (database, start, from, to) = seeded_database("query_dup").await;
+    use javelin_schema::rows::{SampleRow, table};
+    let (database, _, from, to) = seeded_database("query_dup").await;
     let db = javelin_schema::testkit::clickhouse_client().with_database(&database);
-    // pod-b's part again, with its two attempts, in new inserts (new parts, not merged yet).
-    let mut attempts = db
-        .insert::<AttemptRow>(table::INSERT_ATTEMPTS)
-        .await
-        .expect("insert");
-    for _ in 0..2 {
-        attempts
-            .write(&AttemptRow {
-                service: "svc".into(),
-                profile_type: "cpu".into(),
-                window_start: start,
-                target_id: 2,
-                part_index: 0,
-                attempted_at: start + 20,
-            })
-            .await
-            .expect("attempt");
-    }
-    attempts.end().await.expect("attempts");
+    // pod-b's part again, as a second attempt, in a new insert (a new data part, not merged yet).
     let again: Vec<SampleRow> = db
         .query("SELECT * FROM samples WHERE pod = 'pod-b'")
         .fetch_all()
@@ -328,7 +312,13 @@ async fn a_window_part_written_twice_counts_once() {
         .await
         .expect("insert");
     for row in &again {
-        samples.write(row).await.expect("sample");
+        samples
+            .write(&SampleRow {
+                insert_id: 2,
+                ..row.clone()
+            })
+            .await
+            .expect("sample");
     }
     samples.end().await.expect("samples");
     let raw: i64 = db
@@ -349,5 +339,27 @@ async fn a_window_part_written_twice_counts_once() {
     ))
     .await;
     assert_eq!(top["total"], 230);
+
+    // A catch-up window of pod-b in the same second: another part, counted in full.
+    let mut samples = db
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    for row in &again {
+        samples
+            .write(&SampleRow {
+                window_id: row.window_id ^ 0x5a5a,
+                insert_id: 7,
+                ..row.clone()
+            })
+            .await
+            .expect("sample");
+    }
+    samples.end().await.expect("samples");
+    let (_, fg) = get(&format!(
+        "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
+    ))
+    .await;
+    assert_eq!(fg["total"], 280, "two windows of one second both count");
     drop_database(&database).await;
 }

@@ -6,10 +6,12 @@
 //!   units, deterministic window ids, encode / decode.
 //! - [`stack_id`]: the stable 64-bit stack hash every agent computes identically.
 //! - [`rows`]: the ClickHouse row types written by the consumer and read by the query API.
+//! - [`clickhouse_error`]: what a ClickHouse error means (data, limit, outage), for every stage.
 //! - [`migrations`]: the versioned ClickHouse DDL and the code that applies it,
 //!   choosing server features by `SELECT version()`.
 //! - [`topics`]: default Kafka topic names.
 
+pub mod clickhouse_error;
 pub mod migrations;
 pub mod rows;
 pub mod stack_id;

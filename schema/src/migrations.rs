@@ -71,14 +71,37 @@ pub enum MigrationError {
     DatabaseName(String),
     #[error("retention of {0} days is outside 1..=7")]
     Retention(u32),
+    #[error(
+        "table {0} to rebuild does not exist: was the database created by `javelin-consumer migrate`?"
+    )]
+    Missing(String),
 }
 
-/// One migration: a version, a name, and DDL templates.
+/// One migration: a version, a name, DDL templates, and optionally a table
+/// rebuilt under a new sorting key.
 #[derive(Debug)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     statements: &'static [&'static str],
+    rebuild: Option<Rebuild>,
+}
+
+/// A table rebuilt with a new layout, the way ClickHouse operators change a
+/// sorting key (no server changes one in place on an existing table): create
+/// `{table}_next`, copy the deduplicated rows, then rename the old table to
+/// `retired` and the new one into place in one RENAME. Each step is decided
+/// from what exists, so a run interrupted anywhere converges on the next one.
+#[derive(Debug)]
+pub struct Rebuild {
+    pub table: &'static str,
+    /// A column only the new layout has: present = already rebuilt.
+    pub marker_column: &'static str,
+    /// `CREATE TABLE {table}_next …` (rendered like any statement).
+    create: &'static str,
+    /// The column list of the copy, read from the old table `FINAL`.
+    copy_select: &'static str,
+    pub retired: &'static str,
 }
 
 /// Every migration, in order. Append only: never edit one that has shipped.
@@ -126,6 +149,7 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (service, target_id)
         {ttl:observed_at}",
         ],
+        rebuild: None,
     },
     Migration {
         version: 2,
@@ -144,17 +168,127 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (service, profile_type, window_start, target_id, part_index)
         {ttl:window_start}",
         ],
+        rebuild: None,
+    },
+    Migration {
+        version: 3,
+        name: "samples keyed by window part (window_id) and write attempt (insert_id)",
+        statements: &[
+            // Readers now prove exactness from the samples themselves (one copy
+            // per window_id); the attempt log is retired. Dropping it also makes a
+            // consumer older than this migration fail loudly instead of writing
+            // rows without a window id (upgrade: stop consumers, migrate, start).
+            "DROP TABLE IF EXISTS insert_attempts",
+        ],
+        rebuild: Some(Rebuild {
+            table: "samples",
+            marker_column: "window_id",
+            create: "CREATE TABLE samples_next (
+            service {lc}, profile_type {lc}, window_start DateTime,
+            cluster {lc}, namespace {lc}, pod String, container {lc}, node {lc},
+            target_id UInt64, window_id UInt64, stack_id UInt64, value Int64, count Int64,
+            insert_id UInt64
+        ) ENGINE = MergeTree
+        PARTITION BY toDate(window_start)
+        ORDER BY (service, profile_type, window_start, target_id, window_id, insert_id, stack_id)
+        {ttl:window_start}",
+            // Rows of the old layout knew only the second their window started:
+            // that second stands in for the window part (one copy each, FINAL).
+            copy_select:
+                "service, profile_type, window_start, cluster, namespace, pod, container, node,
+            target_id, cityHash64(target_id, profile_type, window_start) AS window_id,
+            stack_id, value, count, toUInt64(0) AS insert_id",
+            retired: table::SAMPLES_RETIRED,
+        }),
     },
 ];
 
 impl Migration {
-    /// The statements as they will run on a server with `features`.
+    /// The statements as they will run on a server with `features` (a
+    /// rebuild's `CREATE` last; its copy and rename are decided at run time).
     pub fn render(&self, features: ServerFeatures, options: MigrateOptions) -> Vec<String> {
         self.statements
             .iter()
+            .chain(self.rebuild.as_ref().map(|r| &r.create))
             .map(|template| render(template, features, options))
             .collect()
     }
+
+    /// The table this migration rebuilds, if any.
+    pub fn rebuild(&self) -> Option<&Rebuild> {
+        self.rebuild.as_ref()
+    }
+}
+
+impl Rebuild {
+    /// Runs the rebuild on `db`, picking up wherever an earlier run stopped.
+    async fn run(
+        &self,
+        db: &Client,
+        features: ServerFeatures,
+        options: MigrateOptions,
+    ) -> Result<(), MigrationError> {
+        let next = format!("{}_next", self.table);
+        let has_marker = column_exists(db, self.table, self.marker_column).await?;
+        if has_marker {
+            return Ok(());
+        }
+        let old_exists = table_exists(db, self.table).await?;
+        if !old_exists {
+            // Stopped between the two halves of the RENAME: finish it.
+            if table_exists(db, &next).await? {
+                db.query(&format!("RENAME TABLE {next} TO {}", self.table))
+                    .execute()
+                    .await?;
+                return Ok(());
+            }
+            return Err(MigrationError::Missing(self.table.to_string()));
+        }
+        // A copy left by an interrupted run may be partial: start over.
+        db.query(&format!("DROP TABLE IF EXISTS {next}"))
+            .execute()
+            .await?;
+        db.query(&render(self.create, features, options))
+            .execute()
+            .await?;
+        let started = std::time::Instant::now();
+        db.query(&format!(
+            "INSERT INTO {next} SELECT {} FROM {} FINAL",
+            self.copy_select, self.table
+        ))
+        .execute()
+        .await?;
+        tracing::info!(table = self.table, took = ?started.elapsed(), "copied into the new layout");
+        db.query(&format!(
+            "RENAME TABLE {table} TO {retired}, {next} TO {table}",
+            table = self.table,
+            retired = self.retired
+        ))
+        .execute()
+        .await?;
+        Ok(())
+    }
+}
+
+async fn table_exists(db: &Client, name: &str) -> Result<bool, MigrationError> {
+    let n: u64 = db
+        .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?")
+        .bind(name)
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
+}
+
+async fn column_exists(db: &Client, table: &str, column: &str) -> Result<bool, MigrationError> {
+    let n: u64 = db
+        .query(
+            "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?",
+        )
+        .bind(table)
+        .bind(column)
+        .fetch_one()
+        .await?;
+    Ok(n > 0)
 }
 
 fn render(template: &str, features: ServerFeatures, options: MigrateOptions) -> String {
@@ -196,6 +330,17 @@ pub async fn migrate(
     database: &str,
     options: MigrateOptions,
 ) -> Result<MigrationReport, MigrationError> {
+    migrate_up_to(server, database, options, u32::MAX).await
+}
+
+/// [`migrate`], applying only migrations up to `version` (how upgrades from an
+/// older schema are tested).
+pub async fn migrate_up_to(
+    server: &Client,
+    database: &str,
+    options: MigrateOptions,
+    version: u32,
+) -> Result<MigrationReport, MigrationError> {
     validate_database_name(database)?;
     if !(1..=7).contains(&options.retention_days) {
         return Err(MigrationError::Retention(options.retention_days));
@@ -221,13 +366,18 @@ pub async fn migrate(
         applied: vec![],
         already_applied: vec![],
     };
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
         if done.contains(&migration.version) {
             report.already_applied.push(migration.version);
             continue;
         }
-        for statement in migration.render(features, options) {
-            db.query(&statement).execute().await?;
+        for template in migration.statements {
+            db.query(&render(template, features, options))
+                .execute()
+                .await?;
+        }
+        if let Some(rebuild) = &migration.rebuild {
+            rebuild.run(&db, features, options).await?;
         }
         db.query(&format!(
             "INSERT INTO {} (version, name, applied_at) VALUES (?, ?, now())",
@@ -321,6 +471,10 @@ mod tests {
                     !a.contains('{') && !b.contains('{'),
                     "unrendered placeholder"
                 );
+                if !a.starts_with("CREATE") {
+                    assert_eq!(a, &b, "only CREATE statements differ");
+                    continue;
+                }
                 assert!(!a.contains("LowCardinality") && !a.contains("TTL"));
                 assert!(b.contains("LowCardinality(String)") && b.contains("TTL"));
                 assert!(b.contains("INTERVAL 7 DAY"));

@@ -12,13 +12,19 @@ pub mod table {
     pub const STACKS: &str = "stacks";
     pub const INGEST_LEDGER: &str = "ingest_ledger";
     pub const TARGET_STATUS: &str = "target_status";
-    pub const INSERT_ATTEMPTS: &str = "insert_attempts";
     pub const SCHEMA_MIGRATIONS: &str = "schema_migrations";
+    /// The samples of the layout before migration 3 (keyed by the second),
+    /// kept until retention removes them.
+    pub const SAMPLES_RETIRED: &str = "samples_v1";
 }
 
-/// One aggregated stack of one target in one window. Unique per
-/// (service, profile_type, window_start, target_id, stack_id): a re-delivered
-/// window collapses into the same key.
+/// One aggregated stack of one window part, as written by one attempt.
+/// Keyed by (service, profile_type, window_start, target_id, window_id,
+/// insert_id, stack_id): two windows of one target never share a key (they may
+/// start in the same second after a stall), and every write attempt of a part
+/// keeps its own copy (plain MergeTree: nothing collapses). Readers count one
+/// copy per `window_id`, the one with the smallest `insert_id` (see
+/// `docs/architecture.md`, "Window identity and exactly once").
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct SampleRow {
     pub service: String,
@@ -31,10 +37,22 @@ pub struct SampleRow {
     pub container: String,
     pub node: String,
     pub target_id: u64,
+    /// The window part ([`crate::wire::window_id`]), computed by the consumer.
+    pub window_id: u64,
     pub stack_id: u64,
     pub value: i64,
     pub count: i64,
+    /// One id per write attempt of the part, ordered by the time of the
+    /// attempt (0: copied by migration 3): readers count the part's smallest.
+    pub insert_id: u64,
 }
+
+/// `samples` with one copy of each (window part, stack), chosen by content (the
+/// copies of a part are identical): what the table holds exactly once, for
+/// reconciliations that check the query API's own choice by another route.
+pub const SAMPLES_ONCE: &str = "(SELECT service, window_id, stack_id, \
+     any(profile_type) AS profile_type, any(window_start) AS window_start, any(pod) AS pod, \
+     any(value) AS value FROM samples GROUP BY service, window_id, stack_id)";
 
 /// The frames of a stack, root first, written once per (service, stack id) and day.
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
@@ -63,9 +81,14 @@ pub struct SampleRowRef<'a> {
     pub container: &'a str,
     pub node: &'a str,
     pub target_id: u64,
+    /// The window part ([`crate::wire::window_id`]), computed by the consumer.
+    pub window_id: u64,
     pub stack_id: u64,
     pub value: i64,
     pub count: i64,
+    /// One id per write attempt of the part, ordered by the time of the
+    /// attempt (0: copied by migration 3): readers count the part's smallest.
+    pub insert_id: u64,
 }
 
 /// [`StackRow`] borrowing its strings from the decoded message. Same columns, same order.
@@ -91,9 +114,11 @@ impl SampleRow {
             container: &self.container,
             node: &self.node,
             target_id: self.target_id,
+            window_id: self.window_id,
             stack_id: self.stack_id,
             value: self.value,
             count: self.count,
+            insert_id: self.insert_id,
         }
     }
 }
@@ -109,19 +134,6 @@ impl StackRow {
             last_seen: self.last_seen,
         }
     }
-}
-
-/// One attempt at writing a window part's samples, written before them (see
-/// migration 2): the query API reads without `FINAL` only where every part
-/// has a single attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
-pub struct AttemptRow {
-    pub service: String,
-    pub profile_type: String,
-    pub window_start: u32,
-    pub target_id: u64,
-    pub part_index: u32,
-    pub attempted_at: u32,
 }
 
 /// One row per ingested (or rejected) window part: the agent's accounting plus

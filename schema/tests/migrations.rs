@@ -1,6 +1,6 @@
 //! Migrations against the real ClickHouse of the local stack (`dev/stack up`).
 
-use javelin_schema::migrations::{MigrateOptions, migrate};
+use javelin_schema::migrations::{MigrateOptions, migrate, migrate_up_to};
 use javelin_schema::rows::{
     LedgerRow, SampleRow, SampleRowRef, StackRow, StackRowRef, TargetStatusRow, table,
 };
@@ -21,7 +21,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         javelin_schema::migrations::pending(&db)
             .await
             .expect("pending"),
-        vec![1, 2],
+        vec![1, 2, 3],
         "a new database lacks every migration"
     );
     let first = migrate(&server, &database, MigrateOptions::default())
@@ -33,7 +33,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
             .expect("pending")
             .is_empty()
     );
-    assert_eq!(first.applied, vec![1, 2]);
+    assert_eq!(first.applied, vec![1, 2, 3]);
     assert!(first.already_applied.is_empty());
 
     let second = migrate(&server, &database, MigrateOptions::default())
@@ -44,7 +44,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.already_applied, vec![1, 2]);
+    assert_eq!(second.already_applied, vec![1, 2, 3]);
 
     let db = server.clone().with_database(&database);
     let recorded: u64 = db
@@ -52,7 +52,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         .fetch_one()
         .await
         .expect("count");
-    assert_eq!(recorded, 2, "one bookkeeping row per migration");
+    assert_eq!(recorded, 3, "one bookkeeping row per migration");
 
     // Column order is the contract of plain RowBinary: write and read each row type.
     let sample = SampleRow {
@@ -65,9 +65,11 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         container: "app".into(),
         node: "n1".into(),
         target_id: 7,
+        window_id: u64::MAX - 3,
         stack_id: u64::MAX - 1,
         value: 123_456_789,
         count: 12,
+        insert_id: u64::MAX - 5,
     };
     let stack = StackRow {
         service: "svc".into(),
@@ -175,4 +177,137 @@ async fn write_one<T: clickhouse::RowWrite>(
     let mut insert = db.insert::<T>(table).await.expect("insert");
     insert.write(row).await.expect("write");
     insert.end().await.expect("end");
+}
+
+/// The samples table of migration 1 (keyed by the second), as a database
+/// created before migration 3 holds it.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct OldSample {
+    service: &'static str,
+    profile_type: &'static str,
+    window_start: u32,
+    cluster: &'static str,
+    namespace: &'static str,
+    pod: &'static str,
+    container: &'static str,
+    node: &'static str,
+    target_id: u64,
+    stack_id: u64,
+    value: i64,
+    count: i64,
+}
+
+/// Upgrading a database created before migration 3: the samples move to the
+/// new layout deduplicated (an unmerged copy counts once), the old table is
+/// kept as `samples_v1`, and a run interrupted at any step converges.
+#[tokio::test]
+async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
+    let server = clickhouse_client();
+    for interruption in ["none", "copy_left_behind", "between_renames"] {
+        let database = unique_name("javelin_upgrade");
+        migrate_up_to(&server, &database, MigrateOptions::default(), 2)
+            .await
+            .expect("the old schema");
+        let db = server.clone().with_database(&database);
+        let old = |stack_id, value| OldSample {
+            service: "svc",
+            profile_type: "cpu",
+            window_start: 1_764_000_000,
+            cluster: "c",
+            namespace: "ns",
+            pod: "p",
+            container: "app",
+            node: "n",
+            target_id: 7,
+            stack_id,
+            value,
+            count: 1,
+        };
+        // Two inserts: the second is a redelivered copy of stack 1 (not merged yet).
+        for rows in [vec![old(1, 100), old(2, 20)], vec![old(1, 100)]] {
+            let mut insert = db.insert::<OldSample>("samples").await.expect("insert");
+            for row in &rows {
+                insert.write(row).await.expect("write");
+            }
+            insert.end().await.expect("end");
+        }
+        match interruption {
+            "copy_left_behind" => {
+                // A copy that stopped half-way: must be started over, not kept.
+                let next = javelin_schema::migrations::MIGRATIONS
+                    .iter()
+                    .find(|m| m.version == 3)
+                    .and_then(|m| m.rebuild())
+                    .map(|r| r.table)
+                    .expect("migration 3 rebuilds a table");
+                db.query(&format!("CREATE TABLE {next}_next AS {next}"))
+                    .execute()
+                    .await
+                    .expect("half-done copy");
+                db.query(&format!("INSERT INTO {next}_next SELECT * FROM {next}"))
+                    .execute()
+                    .await
+                    .expect("half-done copy");
+            }
+            "between_renames" => {
+                // Run the migration, then undo its last half-step: samples_next not yet renamed.
+                migrate(&server, &database, MigrateOptions::default())
+                    .await
+                    .expect("migrate");
+                db.query("RENAME TABLE samples TO samples_next")
+                    .execute()
+                    .await
+                    .expect("undo the second rename");
+                db.query("DROP TABLE schema_migrations")
+                    .execute()
+                    .await
+                    .expect("forget");
+                db.query(
+                    "CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
+                )
+                .execute()
+                .await
+                .expect("bookkeeping");
+                db.query("INSERT INTO schema_migrations VALUES (1, 'x', now()), (2, 'y', now())")
+                    .execute()
+                    .await
+                    .expect("bookkeeping");
+            }
+            _ => {}
+        }
+        let report = migrate(&server, &database, MigrateOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{interruption}: {e}"));
+        assert_eq!(report.applied, vec![3], "{interruption}");
+        let (rows, value, windows): (u64, i64, u64) = db
+            .query("SELECT count(), sum(value), uniqExact(window_id) FROM samples")
+            .fetch_one()
+            .await
+            .expect("new samples");
+        assert_eq!(
+            (rows, value, windows),
+            (2, 120, 1),
+            "{interruption}: deduplicated into the new layout, one window part"
+        );
+        let retired: u64 = db
+            .query("SELECT count() FROM samples_v1")
+            .fetch_one()
+            .await
+            .expect("the old table is kept");
+        assert_eq!(retired, 3, "{interruption}");
+        let attempts: u64 = db
+            .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name IN ('insert_attempts', 'samples_next')")
+            .fetch_one()
+            .await
+            .expect("tables");
+        assert_eq!(
+            attempts, 0,
+            "{interruption}: retired and temporary tables are gone"
+        );
+        server
+            .query(&format!("DROP DATABASE {database}"))
+            .execute()
+            .await
+            .expect("cleanup");
+    }
 }

@@ -7,6 +7,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use javelin_schema::testkit::kafka_brokers;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// A built binary next to `javelin-loadtest`.
 pub fn bin(name: &str) -> PathBuf {
@@ -59,4 +64,44 @@ impl Options {
         );
         options
     }
+}
+
+/// The member ids of `group`, as the broker's group coordinator lists them.
+pub fn members(group: &str) -> Vec<String> {
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .expect("client");
+    let list = client
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("describe group");
+    let mut ids: Vec<String> = list
+        .groups()
+        .iter()
+        .flat_map(|g| g.members().iter().map(|m| m.id().to_string()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Committed offsets of `group` on `topic` (partitions 0..n), without joining the group.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .create()
+        .expect("client");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = client
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
 }

@@ -70,9 +70,16 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
                 container: "app".into(),
                 node: "n".into(),
                 target_id: t as u64 + 1,
+                window_id: javelin_schema::wire::window_id(
+                    t as u64 + 1,
+                    javelin_schema::wire::ProfileType::Cpu,
+                    i64::from(window_start) * 1000 + 17,
+                    0,
+                ),
                 stack_id: id,
                 value: *value,
                 count: 1,
+                insert_id: 1,
             };
             samples.write(&row).await.expect("sample");
             stacks
