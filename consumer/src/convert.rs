@@ -1,6 +1,6 @@
 //! Wire messages → ClickHouse rows.
 
-use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow};
+use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, StoredPartRow, TargetStatusRow};
 use javelin_schema::wire::{DecodeError, ProfileWindow, TargetIdentity, TargetState, TargetStatus};
 use prost::Message;
 
@@ -65,6 +65,19 @@ impl WindowRows {
     /// The stack ids of the window, in order (see [`Self::stack_row`]).
     pub fn stack_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.window.stacks.iter().map(|s| s.stack_id)
+    }
+
+    /// The record that this part's copy `insert_id` is stored in full.
+    pub fn stored_part(&self, insert_id: u64) -> StoredPartRow {
+        StoredPartRow {
+            service: self.target.service.clone(),
+            profile_type: self.profile_type.to_string(),
+            window_start: self.window_start,
+            target_id: self.target.target_id,
+            window_id: self.window_id,
+            insert_id,
+            stored_at: secs(crate::now_ms()),
+        }
     }
 
     /// Seconds since the epoch stamped on this window's stack rows.

@@ -69,6 +69,11 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         .await?;
     // Scripts and tests read this line to find the port.
     println!("javelin-consumer metrics on http://{bound}/metrics");
+    tokio::spawn(crate::group_watch::run(
+        consumer.clone(),
+        args.group_id.clone(),
+        topics.to_vec(),
+    ));
     let total_partitions = Arc::new(AtomicUsize::new(0));
     tokio::spawn(sample_lag(
         consumer.clone(),
@@ -183,16 +188,7 @@ async fn sample_lag(
         let topics = topics.clone();
         let sampled = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(5);
-            let total: usize = topics
-                .iter()
-                .filter_map(|t| consumer.fetch_metadata(Some(t), timeout).ok())
-                .map(|m| {
-                    m.topics()
-                        .iter()
-                        .map(|t| t.partitions().len())
-                        .sum::<usize>()
-                })
-                .sum();
+            let total = crate::group_watch::partitions_of(&consumer, &topics, timeout);
             let mut lags = HashMap::new();
             if let Ok(position) = consumer.position() {
                 for e in position.elements() {

@@ -9,6 +9,8 @@
 //! stored for commit. Undecodable or invalid messages go to the dead-letter topic
 //! ([`dead_letter`]) with the reason in headers. [`trace`] continues each
 //! window's trace from the agent (W3C `traceparent` header) to its outcome.
+//! [`group_watch`] rejoins when a coordinator leaves the consumer alone in its
+//! group with no partition.
 
 pub mod backoff;
 pub mod batch;
@@ -16,6 +18,7 @@ pub mod config;
 pub mod convert;
 pub mod dead_letter;
 pub mod gather;
+pub mod group_watch;
 pub mod ingest;
 pub mod kafka_config;
 pub mod metrics;

@@ -11,8 +11,9 @@ use javelin_schema::rows::table;
 use serde::Deserialize;
 
 /// Tables the janitor prunes (all partitioned by `toDate(...)`).
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     table::SAMPLES,
+    table::STORED_PARTS,
     table::STACKS,
     table::INGEST_LEDGER,
     table::TARGET_STATUS,

@@ -4,19 +4,22 @@
 //! `write.rs` and `batch.rs`).
 //!
 //! Each attempt stamps the sample rows of every window part with a fresh
-//! `insert_id`, ordered by time. A part written twice (a retry after a lost
+//! `insert_id`, ordered by time, and once the samples are acknowledged records
+//! the copy in `stored_parts`. A part written twice (a retry after a lost
 //! answer, a redelivery, a replay) keeps both copies (`samples` is a plain
 //! MergeTree keyed with the id), and readers count only the part's smallest
-//! id: exact without `FINAL`, and no merge can change which copy that is.
-//! That needs every attempt of a part to be whole, so a part's rows always
-//! travel in one INSERT and one block ([`MAX_INSERT_BLOCK_ROWS`]).
+//! recorded id: exact without `FINAL`, and no merge can change which copy
+//! that is. That needs every attempt of a part to be whole, so a part's rows
+//! always travel in one INSERT and one block ([`MAX_INSERT_BLOCK_ROWS`]).
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clickhouse::Client;
-use javelin_schema::rows::{LedgerRow, SampleRowRef, StackRowRef, TargetStatusRow, table};
+use javelin_schema::rows::{
+    LedgerRow, SampleRowRef, StackRowRef, StoredPartRow, TargetStatusRow, table,
+};
 
 use crate::batch::Batch;
 use crate::convert::WindowRows;
@@ -107,7 +110,16 @@ impl Sink {
         }
         // Stacks first: a sample is never visible without its frames.
         insert::<StackRowRef<'static>>(&self.client, table::STACKS, &new_stacks).await?;
-        insert_samples(&self.client, &batch.windows, next_insert_id()).await?;
+        let first_id = next_insert_id();
+        insert_samples(&self.client, &batch.windows, first_id).await?;
+        // Only a copy acknowledged in full is named to readers.
+        let stored: Vec<StoredPartRow> = batch
+            .windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.stored_part(first_id + i as u64))
+            .collect();
+        insert::<StoredPartRow>(&self.client, table::STORED_PARTS, &stored).await?;
         insert::<LedgerRow>(&self.client, table::INGEST_LEDGER, &batch.ledger).await?;
         insert::<TargetStatusRow>(&self.client, table::TARGET_STATUS, &batch.statuses).await?;
         self.stacks.remember(&new_stacks);
@@ -133,9 +145,10 @@ impl Sink {
 }
 
 /// Every table a batch writes.
-const WRITTEN_TABLES: [&str; 4] = [
+const WRITTEN_TABLES: [&str; 5] = [
     table::STACKS,
     table::SAMPLES,
+    table::STORED_PARTS,
     table::INGEST_LEDGER,
     table::TARGET_STATUS,
 ];

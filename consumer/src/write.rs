@@ -95,8 +95,8 @@ impl Writer {
         shutdown: &mut (impl Future<Output = ()> + Unpin),
         stopping: &mut bool,
     ) -> anyhow::Result<Option<Box<IdleWriter>>> {
-        match self {
-            Writer::Idle(idle) => Ok(Some(idle)),
+        let idle = match self {
+            Writer::Idle(idle) => Some(idle),
             Writer::Busy(mut handle) => {
                 let written = wait_for_write(
                     outlets.consumer,
@@ -106,12 +106,18 @@ impl Writer {
                     stopping,
                 )
                 .await?;
-                Ok(match written {
+                match written {
                     Some(written) => Some(finish(outlets, written).await),
-                    None => None,
-                })
+                    None => return Ok(None),
+                }
             }
-        }
+        };
+        // No write is retrying now, so no partition should be paused. A pause
+        // can outlive its reason: a message held back just as the write
+        // finished, or a partition paused, revoked and assigned back later
+        // (librdkafka keeps an application's pause across a rebalance).
+        resume_assigned(outlets.consumer);
+        Ok(idle)
     }
 }
 
@@ -155,11 +161,8 @@ pub async fn write_until_stored(
     };
     backoff.reset();
     metrics.retrying.store(false, Ordering::Relaxed);
-    if paused
-        && let Ok(assigned) = consumer.assignment()
-        && let Err(e) = consumer.resume(&assigned)
-    {
-        tracing::warn!(error = %e, "resuming partitions");
+    if paused {
+        resume_assigned(&consumer);
     }
     Written {
         sink,
@@ -167,6 +170,15 @@ pub async fn write_until_stored(
         pending,
         rejected,
         started,
+    }
+}
+
+/// Resumes every assigned partition (a no-op for those not paused).
+pub(crate) fn resume_assigned(consumer: &StreamConsumer) {
+    if let Ok(assigned) = consumer.assignment()
+        && let Err(e) = consumer.resume(&assigned)
+    {
+        tracing::warn!(error = %e, "resuming partitions");
     }
 }
 

@@ -3,8 +3,9 @@
 //! down while batches are in flight neither lose nor double-count data, and the
 //! committed offsets still reach the end once the faults clear.
 
-use javelin_schema::rows::SAMPLES_ONCE;
 use std::time::Duration;
+
+use javelin_schema::rows::SAMPLES_ONCE;
 
 use clap::Parser;
 use javelin_consumer::config::{Cli, Command};
@@ -196,9 +197,61 @@ async fn commit_failures_and_a_broker_outage_lose_and_double_count_nothing() {
         (200, expected),
         "nothing lost, nothing double-counted"
     );
+    assert_eq!(
+        shown_totals(&run, base - 1_000, base + 40 * 10_000, expected).await,
+        (expected, expected),
+        "what the UI shows: flamegraph and top totals"
+    );
     clickhouse_client()
         .query(&format!("DROP DATABASE {run}"))
         .execute()
         .await
         .expect("cleanup");
+}
+
+/// The flamegraph and top totals of `svc`/cpu that the query API (its router,
+/// served in-process on a free port) shows for windows in [from_ms, to_ms),
+/// once they reach `want` (or after 10 s).
+async fn shown_totals(database: &str, from_ms: i64, to_ms: i64, want: i64) -> (i64, i64) {
+    use javelin_query::api::{AppState, router};
+    use javelin_query::params::Limits;
+    use javelin_query::store::Store;
+    let state = AppState {
+        store: Store::new(clickhouse_client().with_database(database)),
+        limits: Limits {
+            default_max_nodes: 8192,
+            max_nodes_limit: 1 << 20,
+            max_range_ms: 7 * 86_400_000,
+        },
+        auth_token: None,
+        consumer_metrics_urls: vec![],
+        http: reqwest::Client::new(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let total = |path: &'static str| async move {
+        let body: serde_json::Value = reqwest::get(format!(
+            "http://{address}/api/v1/{path}?service=svc&type=cpu&from={from_ms}&to={to_ms}"
+        ))
+        .await
+        .expect("the query API answers")
+        .json()
+        .await
+        .expect("JSON");
+        body["total"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{path}: {body}"))
+    };
+    // A copy is named to readers a moment after its samples land: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut shown = (total("flamegraph").await, total("top").await);
+    while shown != (want, want) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shown = (total("flamegraph").await, total("top").await);
+    }
+    server.abort();
+    shown
 }

@@ -111,6 +111,51 @@ impl QueryView {
         Ok(sum)
     }
 
+    /// [`Self::grand_total`], read until both totals equal `want` or
+    /// `patience` runs out: a window part's copy is named to readers a moment
+    /// after its samples land, so what the UI shows may trail the table
+    /// briefly, never exceed it. Returns the last totals read.
+    pub async fn grand_total_reaching(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        want: i64,
+        patience: std::time::Duration,
+    ) -> anyhow::Result<ViewTotals> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let shown = self.grand_total(from_ms, to_ms).await?;
+            if (shown.flamegraph, shown.top) == (want, want)
+                || std::time::Instant::now() >= deadline
+            {
+                return Ok(shown);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// [`Self::totals`], read until both equal `want` or `patience` runs out
+    /// (see [`Self::grand_total_reaching`]). Returns the last totals read.
+    pub async fn totals_reaching(
+        &self,
+        service: &str,
+        profile_type: &str,
+        (from_ms, to_ms): (i64, i64),
+        want: i64,
+        patience: std::time::Duration,
+    ) -> anyhow::Result<ViewTotals> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let shown = self.totals(service, profile_type, from_ms, to_ms).await?;
+            if (shown.flamegraph, shown.top) == (want, want)
+                || std::time::Instant::now() >= deadline
+            {
+                return Ok(shown);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
         let response = self
             .http

@@ -564,7 +564,15 @@ async fn shown_totals(ch: &PrivateClickHouse, database: &str, expected: &Expecte
     )?;
     let mut shown = Vec::new();
     for ((service, kind), value) in produced {
-        let totals = view.totals(&service, kind, from, to + 1000).await?;
+        let totals = view
+            .totals_reaching(
+                &service,
+                kind,
+                (from, to + 1000),
+                value,
+                Duration::from_secs(10),
+            )
+            .await?;
         shown.push(((service, kind), value, totals));
     }
     Ok(shown)

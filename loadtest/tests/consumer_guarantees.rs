@@ -89,6 +89,10 @@ impl Pipeline {
     }
 
     fn consumer(&self, extra: &[&str]) -> Reaped {
+        self.consumer_with_env(extra, &[])
+    }
+
+    fn consumer_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Reaped {
         let logs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("logs");
         let log = std::fs::OpenOptions::new()
@@ -111,6 +115,7 @@ impl Pipeline {
                 ),
             )
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -118,11 +123,13 @@ impl Pipeline {
         Reaped(child)
     }
 
-    /// (rows, Σ value) of the table (`FINAL`), and rows without FINAL. Each
-    /// call also reads the query API: whenever the table holds still across
-    /// the API's read, every service and type's flamegraph and top totals
-    /// must add up to the table's value (a loss or double count on the path
-    /// the UI takes fails the test).
+    /// (rows, Σ value) of the table, one copy of each window part and stack
+    /// (by content), and the raw row count, once the table is settled: every
+    /// window part in it named in `stored_parts` and nothing written while the
+    /// query API is read (tried for up to 10 s; `None` when it never settles).
+    /// In that state the flamegraph and top totals of every service and type
+    /// in the query API must equal the table's value: a loss or a double count
+    /// on the path the UI takes fails the test.
     async fn totals(&self) -> Option<(u64, i64, u64)> {
         let table = || async {
             let (rows, value): (u64, i64) = self
@@ -131,22 +138,36 @@ impl Pipeline {
                 .fetch_one()
                 .await
                 .ok()?;
-            let raw: u64 = self
+            let (raw, parts): (u64, u64) = self
                 .db
-                .query("SELECT count() FROM samples")
+                .query("SELECT count(), uniqExact(window_id) FROM samples")
                 .fetch_one()
                 .await
                 .ok()?;
-            Some((rows, value, raw))
+            let named: u64 = self
+                .db
+                .query("SELECT uniqExact(window_id) FROM stored_parts")
+                .fetch_one()
+                .await
+                .ok()?;
+            Some((rows, value, raw, parts == named))
         };
-        let before = table().await?;
-        let now = javelin_loadtest::now_ms();
-        let shown = self
-            .view
-            .grand_total(now - 6 * 86_400_000, now + 3_600_000)
-            .await;
-        let after = table().await?;
-        if before.1 == after.1 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let before = table().await?;
+            if !before.3 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let now = javelin_loadtest::now_ms();
+            let shown = self
+                .view
+                .grand_total(now - 6 * 86_400_000, now + 3_600_000)
+                .await;
+            let after = table().await?;
+            if after != before {
+                continue;
+            }
             let shown = shown.unwrap_or_else(|e| panic!("the query API answers: {e:#}"));
             assert_eq!(
                 (shown.flamegraph, shown.top),
@@ -154,8 +175,9 @@ impl Pipeline {
                 "the query API shows (flamegraph, top) {shown:?}, the table holds {}",
                 after.1
             );
+            return Some((after.0, after.1, after.2));
         }
-        Some(after)
+        None
     }
 }
 
@@ -406,6 +428,70 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_rest_lands() {
         .await
         .expect("readyz");
     assert!(ready.status().is_success());
+}
+
+/// A restarted consumer that the coordinator leaves alone in its group with
+/// no partition recovers. On the local broker (tansu 0.6) a consumer killed
+/// 0.5 s after a heartbeat and restarted 4 s after it always gets a formed
+/// group with an empty assignment (the dead leader's session expires while
+/// the new member's SyncGroup is in flight; see consumer/src/group_watch.rs);
+/// without the watchdog it would never consume again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_left_without_partitions_by_the_coordinator_rejoins() {
+    let p = Pipeline::new(4).await;
+    let args = [
+        "--batch-linger-ms",
+        "200",
+        "--kafka-property",
+        "session.timeout.ms=6000",
+        "--kafka-property",
+        "debug=cgrp",
+    ];
+    let env = [("RUST_LOG", "info,librdkafka=debug")];
+    let log = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/e2e-logs/{}.consumer.log", p.run));
+    let heartbeats = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("Heartbeat for group")
+            .count()
+    };
+    let keys = ["k0", "k1", "k2", "k3"];
+    let (mut rows, mut value) = (0u64, 0i64);
+    for i in 0..8 {
+        let (w, total) = window(i, 10);
+        (rows, value) = (rows + 10, value + total);
+        p.produce(keys[i as usize % keys.len()], &w.to_bytes())
+            .await;
+    }
+    let mut first = p.consumer_with_env(&args, &env);
+    wait_for("the first windows", Duration::from_secs(60), || async {
+        p.totals().await.filter(|t| (t.0, t.1) == (rows, value))
+    })
+    .await;
+    // Kill it 0.5 s after a heartbeat; restart 4 s after that heartbeat.
+    let seen = heartbeats();
+    let beat = wait_for("a heartbeat", Duration::from_secs(30), || async {
+        (heartbeats() > seen).then(std::time::Instant::now)
+    })
+    .await;
+    tokio::time::sleep_until((beat + Duration::from_millis(500)).into()).await;
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    tokio::time::sleep_until((beat + Duration::from_secs(4)).into()).await;
+    let _second = p.consumer_with_env(&args, &env);
+    for i in 8..16 {
+        let (w, total) = window(i, 10);
+        (rows, value) = (rows + 10, value + total);
+        p.produce(keys[i as usize % keys.len()], &w.to_bytes())
+            .await;
+    }
+    wait_for(
+        "the restarted consumer to store the new windows",
+        Duration::from_secs(90),
+        || async { p.totals().await.filter(|t| (t.0, t.1) == (rows, value)) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -665,14 +751,19 @@ async fn replay_restores_a_lost_range_and_changes_nothing_on_an_intact_one() {
         })
         .await;
     }
-    // Lose windows 10..20 (their start seconds) from ClickHouse.
+    // Lose windows 10..20 (their start seconds) from ClickHouse: their samples
+    // and the records that name their copies, as a dropped range loses both.
     let (from_ms, to_ms) = (base_ms() + 10 * 10_000, base_ms() + 20 * 10_000);
-    p.db.query("ALTER TABLE samples DELETE WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)")
+    for table in ["samples", "stored_parts"] {
+        p.db.query(&format!(
+            "ALTER TABLE {table} DELETE WHERE window_start >= toDateTime(?) AND window_start < toDateTime(?)"
+        ))
         .bind(from_ms / 1000)
         .bind(to_ms / 1000)
         .execute()
         .await
         .expect("delete");
+    }
     wait_for("the deletion to apply", Duration::from_secs(60), || async {
         p.totals().await.filter(|t| t.0 == rows - 80)
     })

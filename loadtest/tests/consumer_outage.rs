@@ -112,14 +112,20 @@ async fn totals(ch: &OwnClickHouse, run: &str) -> Option<(u64, i64)> {
         .ok()
 }
 
-/// The sum of every flamegraph total the query API shows for the run.
-async fn shown_total(ch: &OwnClickHouse, run: &str) -> (i64, i64) {
+/// The sums of every flamegraph and top total the query API shows for the
+/// run, once they reach `want` (or after 10 s).
+async fn shown_total(ch: &OwnClickHouse, run: &str, want: i64) -> (i64, i64) {
     let view =
         javelin_loadtest::query_view::QueryView::start(&bin("javelin-query"), &ch.url(), run)
             .expect("query API");
     let now = javelin_loadtest::now_ms();
     let shown = view
-        .grand_total(now - 6 * 86_400_000, now + 3_600_000)
+        .grand_total_reaching(
+            now - 6 * 86_400_000,
+            now + 3_600_000,
+            want,
+            Duration::from_secs(10),
+        )
         .await
         .expect("query API totals");
     (shown.flamegraph, shown.top)
@@ -270,7 +276,7 @@ async fn a_clickhouse_outage_loses_nothing_and_commits_nothing() {
     .await;
     assert_eq!(got, (rows, value));
     assert_eq!(
-        shown_total(&ch, &run).await,
+        shown_total(&ch, &run, value).await,
         (value, value),
         "what the UI shows: flamegraph and top"
     );
@@ -368,7 +374,7 @@ async fn sigterm_during_an_outage_exits_promptly_and_loses_nothing() {
     .await;
     assert_eq!(got, (rows, value));
     assert_eq!(
-        shown_total(&ch, &run).await,
+        shown_total(&ch, &run, value).await,
         (value, value),
         "what the UI shows: flamegraph and top"
     );

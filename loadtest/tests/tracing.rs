@@ -243,9 +243,14 @@ async fn a_windows_trace_runs_from_the_agent_to_clickhouse() {
     .expect("query API");
     let now = javelin_loadtest::now_ms();
     assert_eq!(
-        view.grand_total(now - 6 * 86_400_000, now + 3_600_000)
-            .await
-            .expect("query API totals"),
+        view.grand_total_reaching(
+            now - 6 * 86_400_000,
+            now + 3_600_000,
+            60,
+            Duration::from_secs(10)
+        )
+        .await
+        .expect("query API totals"),
         javelin_loadtest::query_view::ViewTotals {
             flamegraph: 60,
             top: 60

@@ -223,34 +223,38 @@ impl Store {
     ///
     /// Exactly once without `FINAL`: every write attempt of a window part
     /// keeps its own copy with its own `insert_id` (never collapsed, so no
-    /// merge can change the choice), and only the part's smallest id is
-    /// counted. The set of chosen ids and the sums come from one query. Ids
-    /// are ordered by the time of the attempt, so a copy that lands while the
-    /// query runs is never the one chosen, whichever of the two reads sees it.
-    /// The proof is in the rows themselves: no writer can skip it, and
-    /// retention removes a part's copies together.
+    /// merge can change the choice), each copy is named in `stored_parts` only
+    /// once it is stored in full, and only the part's smallest named id is
+    /// counted, in one query. Ids are ordered by the time of the attempt, so a
+    /// copy that lands while the query runs is never the one chosen over an
+    /// older one; a copy whose record is missing (a writer that records
+    /// nothing, a crash between the two inserts) is never counted.
     /// Samples are read once; the frames of the stacks found are fetched by id
     /// in a second, small query.
     pub async fn stacks(
         &self,
         sel: &Selection,
     ) -> Result<Vec<StackValue>, clickhouse::error::Error> {
-        let clauses = sel.clauses();
-        let sums = bind_selection(
-            self.scoped(
+        let sums = self
+            .scoped(
                 &format!(
                     "SELECT stack_id, sum(value) AS value, count() AS rows FROM samples
-                     WHERE {clauses} AND (window_id, insert_id) IN (
-                         SELECT window_id, min(insert_id) FROM samples
-                         WHERE {clauses} GROUP BY window_id)
-                     GROUP BY stack_id"
+                     WHERE {} AND (window_id, insert_id) IN (
+                         SELECT window_id, min(insert_id) FROM stored_parts
+                         WHERE service = ? AND profile_type = ?
+                           AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
+                         GROUP BY window_id)
+                     GROUP BY stack_id",
+                    sel.clauses()
                 ),
                 sel,
-            ),
-            sel,
-        )
-        .fetch_all::<StackSum>()
-        .await?;
+            )
+            .bind(&sel.service)
+            .bind(&sel.profile_type)
+            .bind(sel.from_s)
+            .bind(sel.to_s)
+            .fetch_all::<StackSum>()
+            .await?;
         let mut frames: std::collections::HashMap<u64, Vec<String>> =
             std::collections::HashMap::new();
         for ids in sums.chunks(10_000) {

@@ -298,7 +298,7 @@ async fn limits_and_auth_are_enforced() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_window_part_written_twice_counts_once() {
     use javelin_schema::rows::{SampleRow, table};
-    let (database, _, from, to) = seeded_database("query_dup").await;
+    let (database, start, from, to) = seeded_database("query_dup").await;
     let db = javelin_schema::testkit::clickhouse_client().with_database(&database);
     // pod-b's part again, as a second attempt, in a new insert (a new data part, not merged yet).
     let again: Vec<SampleRow> = db
@@ -321,6 +321,7 @@ async fn a_window_part_written_twice_counts_once() {
             .expect("sample");
     }
     samples.end().await.expect("samples");
+    common::record_stored(&db, 2, start, again[0].window_id, 2).await;
     let raw: i64 = db
         .query("SELECT sum(value) FROM samples")
         .fetch_one()
@@ -356,10 +357,34 @@ async fn a_window_part_written_twice_counts_once() {
             .expect("sample");
     }
     samples.end().await.expect("samples");
+    common::record_stored(&db, 2, start, again[0].window_id ^ 0x5a5a, 7).await;
     let (_, fg) = get(&format!(
         "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
     ))
     .await;
     assert_eq!(fg["total"], 280, "two windows of one second both count");
+
+    // A copy nobody named in stored_parts (a writer that records nothing, or a
+    // crash between the samples and their record) is never counted, even with
+    // a smaller insert id.
+    let mut samples = db
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    for row in &again {
+        samples
+            .write(&SampleRow {
+                insert_id: 0,
+                ..row.clone()
+            })
+            .await
+            .expect("sample");
+    }
+    samples.end().await.expect("samples");
+    let (_, fg) = get(&format!(
+        "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
+    ))
+    .await;
+    assert_eq!(fg["total"], 280, "an unrecorded copy does not count");
     drop_database(&database).await;
 }

@@ -101,6 +101,8 @@ pub struct Rebuild {
     create: &'static str,
     /// The column list of the copy, read from the old table `FINAL`.
     copy_select: &'static str,
+    /// Run after the copy, before the rename (reads `{table}_next`).
+    record_copy: Option<&'static str>,
     pub retired: &'static str,
 }
 
@@ -172,13 +174,23 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "samples keyed by window part (window_id) and write attempt (insert_id)",
+        name: "samples keyed by window part and write attempt; stored_parts names the copies readers count",
         statements: &[
-            // Readers now prove exactness from the samples themselves (one copy
-            // per window_id); the attempt log is retired. Dropping it also makes a
-            // consumer older than this migration fail loudly instead of writing
-            // rows without a window id (upgrade: stop consumers, migrate, start).
+            // The attempt log of migration 2 could not prove exactness (see
+            // docs/clickhouse-schema.md). Dropping it also makes a consumer older
+            // than this migration fail loudly instead of writing rows without a
+            // window id (upgrade: stop consumers, migrate, start).
             "DROP TABLE IF EXISTS insert_attempts",
+            // One row per copy of a window part's samples, written after the
+            // copy is stored: the query counts the smallest insert_id recorded
+            // for each window part. Append-only, never collapsed.
+            "CREATE TABLE IF NOT EXISTS stored_parts (
+            service {lc}, profile_type {lc}, window_start DateTime,
+            target_id UInt64, window_id UInt64, insert_id UInt64, stored_at DateTime
+        ) ENGINE = MergeTree
+        PARTITION BY toDate(window_start)
+        ORDER BY (service, profile_type, window_start, window_id, insert_id)
+        {ttl:window_start}",
         ],
         rebuild: Some(Rebuild {
             table: "samples",
@@ -198,6 +210,12 @@ pub const MIGRATIONS: &[Migration] = &[
                 "service, profile_type, window_start, cluster, namespace, pod, container, node,
             target_id, cityHash64(target_id, profile_type, window_start) AS window_id,
             stack_id, value, count, toUInt64(0) AS insert_id",
+            // The copied rows are stored in full: name them to readers.
+            record_copy: Some(
+                "INSERT INTO stored_parts SELECT service, profile_type, window_start, target_id,
+                window_id, insert_id, now() FROM samples_next
+                GROUP BY service, profile_type, window_start, target_id, window_id, insert_id",
+            ),
             retired: table::SAMPLES_RETIRED,
         }),
     },
@@ -258,6 +276,9 @@ impl Rebuild {
         ))
         .execute()
         .await?;
+        if let Some(record) = self.record_copy {
+            db.query(record).execute().await?;
+        }
         tracing::info!(table = self.table, took = ?started.elapsed(), "copied into the new layout");
         db.query(&format!(
             "RENAME TABLE {table} TO {retired}, {next} TO {table}",

@@ -13,6 +13,7 @@ pub mod table {
     pub const INGEST_LEDGER: &str = "ingest_ledger";
     pub const TARGET_STATUS: &str = "target_status";
     pub const SCHEMA_MIGRATIONS: &str = "schema_migrations";
+    pub const STORED_PARTS: &str = "stored_parts";
     /// The samples of the layout before migration 3 (keyed by the second),
     /// kept until retention removes them.
     pub const SAMPLES_RETIRED: &str = "samples_v1";
@@ -23,7 +24,7 @@ pub mod table {
 /// insert_id, stack_id): two windows of one target never share a key (they may
 /// start in the same second after a stall), and every write attempt of a part
 /// keeps its own copy (plain MergeTree: nothing collapses). Readers count one
-/// copy per `window_id`, the one with the smallest `insert_id` (see
+/// copy per `window_id`: the smallest `insert_id` in [`StoredPartRow`] (see
 /// `docs/architecture.md`, "Window identity and exactly once").
 #[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
 pub struct SampleRow {
@@ -134,6 +135,20 @@ impl StackRow {
             last_seen: self.last_seen,
         }
     }
+}
+
+/// A copy of a window part's samples that is stored in full: written after the
+/// copy's INSERT was acknowledged (migration 3). The query API counts, per
+/// window part, only the copy with the smallest recorded `insert_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Row, Serialize, Deserialize)]
+pub struct StoredPartRow {
+    pub service: String,
+    pub profile_type: String,
+    pub window_start: u32,
+    pub target_id: u64,
+    pub window_id: u64,
+    pub insert_id: u64,
+    pub stored_at: u32,
 }
 
 /// One row per ingested (or rejected) window part: the agent's accounting plus

@@ -2,7 +2,8 @@
 
 use javelin_schema::migrations::{MigrateOptions, migrate, migrate_up_to};
 use javelin_schema::rows::{
-    LedgerRow, SampleRow, SampleRowRef, StackRow, StackRowRef, TargetStatusRow, table,
+    LedgerRow, SampleRow, SampleRowRef, StackRow, StackRowRef, StoredPartRow, TargetStatusRow,
+    table,
 };
 use javelin_schema::testkit::{clickhouse_client, unique_name};
 
@@ -131,6 +132,16 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
     write_one::<StackRowRef>(&db, table::STACKS, &stack.borrowed()).await;
     write_one::<LedgerRow>(&db, table::INGEST_LEDGER, &ledger).await;
     write_one::<TargetStatusRow>(&db, table::TARGET_STATUS, &status).await;
+    let stored = StoredPartRow {
+        service: "svc".into(),
+        profile_type: "cpu".into(),
+        window_start: 1_764_000_000,
+        target_id: 7,
+        window_id: u64::MAX - 3,
+        insert_id: u64::MAX - 5,
+        stored_at: 1_764_000_011,
+    };
+    write_one::<StoredPartRow>(&db, table::STORED_PARTS, &stored).await;
 
     let q = |t: &str| format!("SELECT * FROM {t}");
     assert_eq!(
@@ -160,6 +171,13 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
             .await
             .expect("status"),
         vec![status]
+    );
+    assert_eq!(
+        db.query(&q(table::STORED_PARTS))
+            .fetch_all::<StoredPartRow>()
+            .await
+            .expect("stored parts"),
+        vec![stored]
     );
 
     server
@@ -288,6 +306,15 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
             (rows, value, windows),
             (2, 120, 1),
             "{interruption}: deduplicated into the new layout, one window part"
+        );
+        let named: u64 = db
+            .query("SELECT count() FROM stored_parts")
+            .fetch_one()
+            .await
+            .expect("stored parts");
+        assert!(
+            named >= 1,
+            "{interruption}: the copied part is named to readers"
         );
         let retired: u64 = db
             .query("SELECT count() FROM samples_v1")

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use javelin_schema::migrations::{MigrateOptions, migrate};
-use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, TargetStatusRow, table};
+use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, StoredPartRow, TargetStatusRow, table};
 use javelin_schema::stack_id_of_names;
 use javelin_schema::testkit::{Reaped, clickhouse_client, clickhouse_url, unique_name};
 use serde_json::Value;
@@ -46,6 +46,44 @@ pub fn now_s() -> u32 {
         .map_or(0, |d| d.as_secs() as u32)
 }
 
+/// The window id of target `target_id`'s seeded window.
+pub fn window_id_of(target_id: u64, window_start: u32) -> u64 {
+    javelin_schema::wire::window_id(
+        target_id,
+        javelin_schema::wire::ProfileType::Cpu,
+        i64::from(window_start) * 1000 + 17,
+        0,
+    )
+}
+
+/// Names a stored copy of a window part to readers (as the consumer does
+/// after the copy's samples are acknowledged).
+pub async fn record_stored(
+    db: &clickhouse::Client,
+    target_id: u64,
+    window_start: u32,
+    window_id: u64,
+    insert_id: u64,
+) {
+    let mut insert = db
+        .insert::<StoredPartRow>(table::STORED_PARTS)
+        .await
+        .expect("insert");
+    insert
+        .write(&StoredPartRow {
+            service: "svc".into(),
+            profile_type: "cpu".into(),
+            window_start,
+            target_id,
+            window_id,
+            insert_id,
+            stored_at: window_start + 12,
+        })
+        .await
+        .expect("stored part");
+    insert.end().await.expect("stored parts");
+}
+
 pub async fn seed(db: &clickhouse::Client, window_start: u32) {
     let mut samples = db
         .insert::<SampleRow>(table::SAMPLES)
@@ -70,12 +108,7 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
                 container: "app".into(),
                 node: "n".into(),
                 target_id: t as u64 + 1,
-                window_id: javelin_schema::wire::window_id(
-                    t as u64 + 1,
-                    javelin_schema::wire::ProfileType::Cpu,
-                    i64::from(window_start) * 1000 + 17,
-                    0,
-                ),
+                window_id: window_id_of(t as u64 + 1, window_start),
                 stack_id: id,
                 value: *value,
                 count: 1,
@@ -128,6 +161,16 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
     samples.end().await.expect("samples");
     stacks.end().await.expect("stacks");
     ledger.end().await.expect("ledger");
+    for t in 0..seeds().len() as u64 {
+        record_stored(
+            db,
+            t + 1,
+            window_start,
+            window_id_of(t + 1, window_start),
+            1,
+        )
+        .await;
+    }
     let mut status = db
         .insert::<TargetStatusRow>(table::TARGET_STATUS)
         .await
