@@ -48,7 +48,13 @@ impl RowBudget {
     }
 
     /// Updates the partition share; rebuilds the limiter when it changed.
+    /// Owning nothing keeps the share in force: an eager rebalance revokes
+    /// every partition before it assigns the new ones, and a batch gathered
+    /// just before must not wait at a trickle for the next assignment.
     pub fn set_partitions(&mut self, owned: usize, total: usize) {
+        if owned == 0 && self.limiter.is_some() {
+            return;
+        }
         if (owned, total) == (self.owned, self.total)
             && (self.limiter.is_some() || self.global_per_second == 0)
         {
@@ -108,7 +114,11 @@ mod tests {
         budget.set_partitions(1, 4);
         assert_eq!(budget.share(), 2_500);
         budget.set_partitions(0, 4);
-        assert_eq!(budget.share(), 1, "an idle consumer keeps a trickle");
+        assert_eq!(
+            budget.share(),
+            2_500,
+            "a rebalance in progress (nothing owned) keeps the share in force"
+        );
         assert_eq!(RowBudget::new(0, 10).share(), 0, "0 = unlimited");
         let mut starting = RowBudget::new(10_000, 1_000);
         starting.set_partitions(0, 0);

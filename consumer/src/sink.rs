@@ -75,9 +75,10 @@ pub struct Sink {
 }
 
 /// The server splits an INSERT into blocks (data parts) of at most
-/// `max_insert_block_size` rows (1,048,576 by default). A window part split
-/// across two blocks could be half-written by a failed attempt, so the bound
-/// is raised far above a batch's rows (`--batch-max-rows`, capped below it).
+/// `max_insert_block_size` rows (1,048,576 by default). A copy is recorded only
+/// after its whole INSERT succeeded, so correctness does not rest on one block;
+/// a copy in one block is simply never half-visible while it lands. The bound
+/// sits far above a batch's rows (`--batch-max-rows`, 500,000 by default).
 pub const MAX_INSERT_BLOCK_ROWS: usize = 16_000_000;
 
 impl Sink {

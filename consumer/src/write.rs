@@ -8,8 +8,8 @@
 //! polling ([`wait_for_write`]), so the consumer stays in the group (heartbeats,
 //! `max.poll.interval.ms`) and serves rebalances. A partition revoked meanwhile
 //! cannot have its offsets stored by us; its new owner re-delivers those
-//! messages, and the rows are idempotent (ReplacingMergeTree keys), so nothing
-//! is double-counted.
+//! messages, and a window part's copies are counted once (see `sink.rs`), so
+//! nothing is double-counted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
-use crate::batch::{Batch, BatchWriter, Pending, Rows, write_isolating};
+use crate::batch::{Batch, BatchWriter, Pending, Rows, Unstored, write_isolating};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::ConsumerMetrics;
 use crate::sink::Sink;
@@ -132,6 +132,13 @@ pub struct Written {
     started: Instant,
 }
 
+/// One attempt at a batch (with its bisection) that takes longer is abandoned
+/// and retried as an outage. A batch of 500,000 rows takes about a second here;
+/// the bound stays far below `max.poll.interval.ms` (300 s), which a write that
+/// never returns would otherwise exceed. An abandoned INSERT that completes
+/// later only adds a copy (see `sink.rs`).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The write task: writes the batch, isolating rejected messages, and retries
 /// transient failures until they pass, with the assigned partitions paused
 /// (the main task keeps polling; see [`wait_for_write`]).
@@ -145,7 +152,13 @@ pub async fn write_until_stored(
     let started = Instant::now();
     let mut paused = false;
     let rejected = loop {
-        match write_isolating(&mut sink, &pending).await {
+        let attempt = tokio::time::timeout(WRITE_TIMEOUT, write_isolating(&mut sink, &pending));
+        let outcome = match attempt.await {
+            Ok(outcome) => outcome,
+            // A hung server or a black-holed connection answers nothing: an outage.
+            Err(_) => Err(Unstored::Unavailable(clickhouse::error::Error::TimedOut)),
+        };
+        match outcome {
             Ok(rejected) => break rejected,
             Err(error) => {
                 metrics.retry();

@@ -8,6 +8,10 @@ use clickhouse::{Client, Row};
 use javelin_schema::rows::TargetStatusRow;
 use serde::{Deserialize, Serialize};
 
+/// `stored_parts` rows of one service, type and range, bound like the
+/// first four values of [`Selection::clauses`].
+const SCOPE: &str = "service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)";
+
 /// A validated selection of samples.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Selection {
@@ -229,6 +233,10 @@ impl Store {
     /// copy that lands while the query runs is never the one chosen over an
     /// older one; a copy whose record is missing (a writer that records
     /// nothing, a crash between the two inserts) is never counted.
+    /// Parts copied by migration 3 (`insert_id` 0, window id made from the
+    /// start second) win over any later copy of the same target, type and
+    /// second (a redelivery or replay of a range ingested before the upgrade
+    /// carries the real window id).
     /// Samples are read once; the frames of the stacks found are fetched by id
     /// in a second, small query.
     pub async fn stacks(
@@ -241,14 +249,20 @@ impl Store {
                     "SELECT stack_id, sum(value) AS value, count() AS rows FROM samples
                      WHERE {} AND (window_id, insert_id) IN (
                          SELECT window_id, min(insert_id) FROM stored_parts
-                         WHERE service = ? AND profile_type = ?
-                           AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
+                         WHERE {SCOPE}
+                           AND NOT (insert_id != 0 AND (target_id, window_start) IN (
+                               SELECT target_id, window_start FROM stored_parts
+                               WHERE {SCOPE} AND insert_id = 0))
                          GROUP BY window_id)
                      GROUP BY stack_id",
                     sel.clauses()
                 ),
                 sel,
             )
+            .bind(&sel.service)
+            .bind(&sel.profile_type)
+            .bind(sel.from_s)
+            .bind(sel.to_s)
             .bind(&sel.service)
             .bind(&sel.profile_type)
             .bind(sel.from_s)

@@ -386,5 +386,34 @@ async fn a_window_part_written_twice_counts_once() {
     ))
     .await;
     assert_eq!(fg["total"], 280, "an unrecorded copy does not count");
+
+    // A part copied by migration 3 (insert id 0, window id made from the
+    // second) wins over every later copy of the same target and second: those
+    // are redeliveries or replays of the range ingested before the upgrade.
+    let migrated_id = 0xfeed;
+    let mut samples = db
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    for row in &again {
+        samples
+            .write(&SampleRow {
+                window_id: migrated_id,
+                insert_id: 0,
+                ..row.clone()
+            })
+            .await
+            .expect("sample");
+    }
+    samples.end().await.expect("samples");
+    common::record_stored(&db, 2, start, migrated_id, 0).await;
+    let (_, fg) = get(&format!(
+        "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
+    ))
+    .await;
+    assert_eq!(
+        fg["total"], 230,
+        "pod-b's migrated part alone: its later copies and the same-second window are redeliveries"
+    );
     drop_database(&database).await;
 }

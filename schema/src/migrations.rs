@@ -199,11 +199,15 @@ pub const MIGRATIONS: &[Migration] = &[
             service {lc}, profile_type {lc}, window_start DateTime,
             cluster {lc}, namespace {lc}, pod String, container {lc}, node {lc},
             target_id UInt64, window_id UInt64, stack_id UInt64, value Int64, count Int64,
-            insert_id UInt64
+            insert_id UInt64,
+            writer_check UInt8 MATERIALIZED throwIf(window_id = 0 AND insert_id = 0)
         ) ENGINE = MergeTree
         PARTITION BY toDate(window_start)
         ORDER BY (service, profile_type, window_start, target_id, window_id, insert_id, stack_id)
         {ttl:window_start}",
+            // `writer_check` refuses rows without a window id or an insert id: a
+            // consumer older than this migration would otherwise write rows that
+            // no reader counts and commit their offsets.
             // Rows of the old layout knew only the second their window started:
             // that second stands in for the window part (one copy each, FINAL).
             copy_select:

@@ -331,6 +331,15 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
             attempts, 0,
             "{interruption}: retired and temporary tables are gone"
         );
+        // A consumer older than migration 3 writes the old columns only: the
+        // new table refuses its rows (no reader would ever count them).
+        let mut insert = db.insert::<OldSample>("samples").await.expect("insert");
+        insert.write(&old(3, 1)).await.expect("write");
+        let refused = insert.end().await.expect_err("an old writer is refused");
+        assert!(
+            refused.to_string().contains("Code: 395"),
+            "{interruption}: {refused}"
+        );
         server
             .query(&format!("DROP DATABASE {database}"))
             .execute()
