@@ -19,10 +19,11 @@ async fn old_day_partitions_are_dropped_and_recent_ones_kept() {
     }
     for (age_days, stack) in [(10, 1u64), (8, 2), (3, 3), (0, 4)] {
         db.query(
-            "INSERT INTO samples (service, profile_type, window_start, target_id, stack_id, value, count)
-             SELECT 'svc', 'cpu', now() - ? * 86400, 1, ?, 5, 1",
+            "INSERT INTO samples (service, profile_type, window_start, target_id, window_id, stack_id, value, count, insert_id)
+             SELECT 'svc', 'cpu', now() - ? * 86400, 1, ?, ?, 5, 1, 1",
         )
         .bind(age_days)
+        .bind(stack)
         .bind(stack)
         .execute()
         .await
