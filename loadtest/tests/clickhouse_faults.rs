@@ -144,6 +144,30 @@ impl Drill {
     }
 }
 
+impl Drill {
+    /// Waits until, per service, the query API's flamegraph and top totals and
+    /// the table all equal `expected`; what was seen.
+    async fn wait_for_exact(
+        &self,
+        view: &QueryView,
+        expected: &BTreeMap<&'static str, i64>,
+    ) -> BTreeMap<&'static str, (ViewTotals, i64)> {
+        wait_for(
+            "exact totals through the query API and the table",
+            Duration::from_secs(120),
+            || async {
+                self.seen(view).await.filter(|seen| {
+                    seen.iter().all(|(service, (api, table))| {
+                        let want = expected.get(service).copied().unwrap_or(0);
+                        api.flamegraph == want && api.top == want && *table == want
+                    })
+                })
+            },
+        )
+        .await
+    }
+}
+
 /// Window `i` of the stream: 600 ms long, back to back per target, so every
 /// other window of a target starts in the same second as the one before it
 /// (at …007 and …607 ms); 8 stacks. Returns the service, payload and value.
@@ -413,19 +437,7 @@ async fn outage_drill(name: &str, fault: Fault) {
     fault.lift(&drill, &detached).await;
     let (produced, sent) = stream.finish().await;
     let expected: BTreeMap<&'static str, i64> = produced;
-    let seen = wait_for(
-        "exact totals through the query API and the table",
-        Duration::from_secs(120),
-        || async {
-            drill.seen(&view).await.filter(|seen| {
-                seen.iter().all(|(service, (api, table))| {
-                    let want = expected.get(service).copied().unwrap_or(0);
-                    api.flamegraph == want && api.top == want && *table == want
-                })
-            })
-        },
-    )
-    .await;
+    let seen = drill.wait_for_exact(&view, &expected).await;
     assert_eq!(seen.len(), SERVICES.len());
     assert!(
         dlq.messages().is_empty(),
@@ -495,19 +507,7 @@ async fn a_message_the_server_refuses_alone_is_dead_lettered_alone() {
     for (service, value) in backlog {
         *expected.entry(service).or_default() += value;
     }
-    wait_for(
-        "exact totals without the refused window",
-        Duration::from_secs(120),
-        || async {
-            drill.seen(&view).await.filter(|seen| {
-                seen.iter().all(|(service, (api, table))| {
-                    let want = expected.get(service).copied().unwrap_or(0);
-                    api.flamegraph == want && api.top == want && *table == want
-                })
-            })
-        },
-    )
-    .await;
+    drill.wait_for_exact(&view, &expected).await;
     let letters = wait_for("the dead letter", Duration::from_secs(30), || async {
         let m = dlq.messages();
         (!m.is_empty()).then_some(m)
