@@ -32,11 +32,9 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for a server of the run (see `testkit::try_free_port`).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(javelin_schema::testkit::try_free_port()?)
 }
 
 /// A ClickHouse server of the scenario's own; stopped and removed on drop.
@@ -50,14 +48,22 @@ pub struct PrivateClickHouse {
 
 impl PrivateClickHouse {
     pub fn start(name: &str) -> anyhow::Result<PrivateClickHouse> {
-        let ch = PrivateClickHouse {
-            dir: std::env::temp_dir().join(name),
-            http: free_port()?,
-            tcp: free_port()?,
-            repo: repo_root()?,
-        };
-        ch.stack("start-clickhouse")?;
-        Ok(ch)
+        // Another process may bind a port between our check and the server's
+        // bind; `dev/stack` fails fast then, and a fresh pair of ports is tried.
+        let mut last = None;
+        for _ in 0..3 {
+            let ch = PrivateClickHouse {
+                dir: std::env::temp_dir().join(name),
+                http: free_port()?,
+                tcp: free_port()?,
+                repo: repo_root()?,
+            };
+            match ch.stack("start-clickhouse") {
+                Ok(()) => return Ok(ch),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("clickhouse never started")))
     }
 
     /// Runs `dev/stack <verb>` for this server.

@@ -281,12 +281,46 @@ impl Drop for Reaped {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for a server a test is about to start: free a moment ago
+/// and below the kernel's ephemeral range. A port from `bind(0)` comes from
+/// that range, where any outgoing connection (a Kafka client, curl) may take
+/// it as its source port before the server binds it; CI saw a ClickHouse fail
+/// to start that way. Never hands out the same port twice in one process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    try_free_port().expect("a free loopback port below the ephemeral range")
+}
+
+/// [`free_port`], as a `Result` for callers that add their own context.
+pub fn try_free_port() -> std::io::Result<u16> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    // Ports 20000..32000 sit below Linux's default ephemeral range (32768..60999).
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    // Start somewhere different per process so concurrent test binaries and
+    // subprocesses rarely probe the same ports.
+    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    for i in 0..SPAN {
+        let port = (LOW + (seed.wrapping_add(i.wrapping_mul(7_919))) % SPAN) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port in 20000..32000",
+    ))
 }
 
 /// The topics of one test run: `<run>.profiles`, `<run>.status`, `<run>.dlq`.
