@@ -114,6 +114,10 @@ pub struct AgentArgs {
     /// Raw JFR files older than this many seconds are deleted.
     #[arg(long, env = "JAVELIN_KEEP_JFR_MAX_AGE_SECS", default_value_t = 86_400)]
     pub keep_jfr_max_age_secs: u64,
+    /// Most window dumps read and parsed at once across all targets (each holds
+    /// up to --max-dump-bytes plus its parse in memory); other targets wait.
+    #[arg(long, env = "JAVELIN_MAX_CONCURRENT_COLLECTS", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_concurrent_collects: usize,
     /// Largest JFR dump read per target and window, in bytes.
     #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = JfrSettings::default().max_dump_bytes)]
     pub max_dump_bytes: u64,
@@ -170,6 +174,7 @@ impl AgentArgs {
                 max_bytes: self.keep_jfr_max_bytes,
                 max_age: Duration::from_secs(self.keep_jfr_max_age_secs),
             }),
+            collect_slots: Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_collects)),
             attach_timeout: Duration::from_secs(self.attach_timeout_secs),
             jfr: JfrSettings {
                 cpu_period: Duration::from_millis(self.cpu_period_ms),

@@ -38,6 +38,10 @@ pub struct TargetConfig {
     pub async_profiler: Option<AsyncProfilerSettings>,
     /// Raw JFR kept on the node, when enabled.
     pub artifacts: Option<ArtifactPolicy>,
+    /// Collect + parse slots shared by every target of the agent: a window's
+    /// dump is read and parsed only while holding one, so at most
+    /// `--max-concurrent-collects` dumps are in memory at once.
+    pub collect_slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn now_ms() -> i64 {

@@ -90,6 +90,7 @@ async fn a_stalled_jvm_gets_one_window_spanning_the_stall_then_regular_windows()
         pods: None,
         async_profiler: None,
         artifacts: None,
+        collect_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let spool = Spool::new(256 << 20);
     let telemetry =
