@@ -141,6 +141,7 @@ impl Reporter {
             dropped_events: self.losses.dropped_events,
             dropped_stacks: self.losses.dropped_stacks,
             truncated_windows: self.losses.truncated_windows,
+            ..TargetStatus::default()
         };
         self.spool.push(Spooled {
             destination: Destination::Status,

@@ -80,6 +80,7 @@ impl TargetState {
             TargetState::AttachFailed => "attach_failed",
             TargetState::Disabled => "disabled",
             TargetState::Exited => "exited",
+            TargetState::OverTargetLimit => "over_target_limit",
         }
     }
 }
@@ -280,6 +281,8 @@ mod tests {
             dropped_events: 3,
             dropped_stacks: 4,
             truncated_windows: 2,
+            failed_collects: 3,
+            oversized_messages: 1,
         };
         let decoded = TargetStatus::decode(status.to_bytes().as_slice()).expect("decodes");
         assert_eq!(decoded, status);
