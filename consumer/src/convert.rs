@@ -324,6 +324,8 @@ pub fn status_row(payload: &[u8]) -> Result<TargetStatusRow, DecodeError> {
         dropped_events: status.dropped_events,
         dropped_stacks: status.dropped_stacks,
         truncated_windows: status.truncated_windows,
+        failed_collects: status.failed_collects,
+        oversized_messages: status.oversized_messages,
     })
 }
 
@@ -386,6 +388,29 @@ mod tests {
         assert_eq!(row.service, "svc", "identity read from the window");
         assert_eq!(row.profile_type, "cpu");
         assert_eq!(row.window_start, secs(now), "filed under its arrival time");
+    }
+
+    #[test]
+    fn status_rows_carry_the_state_and_every_counter() {
+        use javelin_schema::wire::TargetStatus;
+        let status = TargetStatus {
+            target: Some(TargetIdentity {
+                service: "svc".into(),
+                target_id: 9,
+                pid: 77,
+                ..Default::default()
+            }),
+            state: TargetState::OverTargetLimit as i32,
+            observed_at_ms: 1_764_000_000_000,
+            failed_collects: 3,
+            oversized_messages: 2,
+            truncated_windows: 1,
+            ..Default::default()
+        };
+        let row = status_row(&status.to_bytes()).expect("decodes");
+        assert_eq!(row.state, "over_target_limit");
+        assert_eq!((row.failed_collects, row.oversized_messages), (3, 2));
+        assert_eq!((row.truncated_windows, row.target_id, row.pid), (1, 9, 77));
     }
 
     #[test]

@@ -1,18 +1,25 @@
 //! Benchmarks that report against a baseline measured in the same run.
 //!
-//! - `bench-parse`: the agent's parse + aggregate path (guarded jfrs) on one
-//!   core over a large allocation-heavy JFR file, against the JDK's own
-//!   `jfr summary` over the same file, both pinned to CPU 0.
+//! - `bench-parse`: the agent's parse + aggregate path on one core over a large
+//!   allocation-heavy JFR file, beside the former jfrs path and async-profiler's
+//!   own converter on the same file, all pinned to CPU 0.
 //! - `bench-agent-rss`: the agent's peak RSS while it profiles N demo JVMs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, HashMap};
+
 use anyhow::{Context, bail};
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::attach::AttachTarget;
-use javelin_agent::jfr_parse::{EventRules, parse_chunks, scan_chunks};
+use javelin_agent::jfr_parse::{
+    ChunkInfo, EventRules, Frames, TypeCounts, parse_chunks, scan_chunks,
+};
+use javelin_schema::wire::ProfileType;
+
+mod jfrs_decode;
 
 /// A child process killed when dropped.
 struct Reaped(Child);
@@ -107,8 +114,173 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// `bench-parse`: prints a markdown table row set with ratios.
-pub fn bench_parse(file: Option<PathBuf>, min_mb: u64, repeat: usize) -> anyhow::Result<()> {
+/// Wall-clock and CPU time of one measurement. On a shared machine the CPU time
+/// is what the parser itself cost; on an idle one the two agree (one core).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Medians of wall and CPU time, each over the runs.
+fn median_timing(runs: &[Timing]) -> Timing {
+    Timing {
+        wall: median(runs.iter().map(|t| t.wall).collect()),
+        cpu: median(runs.iter().map(|t| t.cpu).collect()),
+    }
+}
+
+/// CPU time of the calling thread, from the scheduler's accounting.
+fn thread_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let nanos: u64 = stat
+        .split_whitespace()
+        .next()
+        .context("empty schedstat")?
+        .parse()?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// CPU time (user + system, all threads) of this process's waited-for children.
+fn children_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed /proc/self/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // cutime and cstime are fields 16 and 17; after the command name, field 3 is first.
+    let ticks: u64 = fields.get(13).context("cutime")?.parse::<u64>()?
+        + fields.get(14).context("cstime")?.parse::<u64>()?;
+    // USER_HZ is 100 on Linux.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// Per-type counts of one parse.
+type Counts = HashMap<ProfileType, TypeCounts>;
+
+/// A parser under test: decodes the validated chunks, calling the sink per sample.
+type Decoder = dyn Fn(
+    &[u8],
+    &[ChunkInfo],
+    &mut dyn FnMut(ProfileType, &Frames, i64, i64),
+) -> anyhow::Result<Counts>;
+
+/// One in-process parse of the whole file: its time, events and per-type totals.
+struct ParseRun {
+    time: Timing,
+    events: u64,
+    totals: BTreeMap<&'static str, (u64, i64)>,
+}
+
+/// Scans, decodes with `decode` and aggregates like the agent (one window, no bounds).
+fn timed_parse(bytes: &[u8], decode: &Decoder) -> anyhow::Result<ParseRun> {
+    let started = Instant::now();
+    let cpu_before = thread_cpu()?;
+    let (chunks, error) = scan_chunks(bytes);
+    if let Some(e) = error {
+        bail!("the benchmark file is not clean JFR: {e}");
+    }
+    let bounds = Bounds {
+        max_events_per_window: u64::MAX,
+        ..Bounds::default()
+    };
+    let mut agg = WindowAggregator::new(bounds);
+    let mut totals: BTreeMap<&'static str, (u64, i64)> = BTreeMap::new();
+    let counts = decode(bytes, &chunks, &mut |k, f, v, c| {
+        let t = totals.entry(k.name()).or_default();
+        t.0 += c.max(0) as u64;
+        t.1 = t.1.saturating_add(v);
+        agg.add(k, f, v, c)
+    })?;
+    let target = javelin_schema::wire::TargetIdentity {
+        service: "bench".into(),
+        ..Default::default()
+    };
+    let windows = agg.finish(&target, 0, 1, &counts, bytes.len() as u64, 0);
+    let time = Timing {
+        wall: started.elapsed(),
+        cpu: thread_cpu()?.saturating_sub(cpu_before),
+    };
+    std::hint::black_box(windows);
+    Ok(ParseRun {
+        time,
+        events: counts.values().map(|c| c.parsed_events).sum(),
+        totals,
+    })
+}
+
+/// The agent's path: `scan_chunks` + `parse_chunks` + aggregation.
+fn javelin_decode(
+    bytes: &[u8],
+    chunks: &[ChunkInfo],
+    sink: &mut dyn FnMut(ProfileType, &Frames, i64, i64),
+) -> anyhow::Result<Counts> {
+    let rules = EventRules {
+        cpu_period_nanos: 1_000_000,
+        max_events: u64::MAX,
+        cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
+    };
+    let mut budget = u64::MAX;
+    let outcome = parse_chunks(bytes, chunks, rules, &mut budget, sink);
+    if let Some(e) = outcome.error {
+        bail!("javelin parse error: {e}");
+    }
+    Ok(outcome.counts)
+}
+
+/// The former path: the same chunks decoded by jfrs.
+fn jfrs_decode(
+    bytes: &[u8],
+    chunks: &[ChunkInfo],
+    sink: &mut dyn FnMut(ProfileType, &Frames, i64, i64),
+) -> anyhow::Result<Counts> {
+    jfrs_decode::decode(bytes, chunks, 1_000_000, sink).map_err(|e| anyhow::anyhow!("jfrs: {e}"))
+}
+
+/// async-profiler's own converter, `-o collapsed`, one JVM pinned to CPU 0.
+fn converter_run(jar: &Path, input: &Path) -> anyhow::Result<Timing> {
+    let out = repo_root().join(format!(
+        "target/bench-parse-{}.collapsed",
+        std::process::id()
+    ));
+    let started = Instant::now();
+    let cpu_before = children_cpu()?;
+    let status = Command::new("taskset")
+        .args(["-c", "0", "java", "-cp"])
+        .arg(jar)
+        .args(["one.convert.Main", "-o", "collapsed"])
+        .arg(input)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .context("running the converter")?;
+    let time = Timing {
+        wall: started.elapsed(),
+        cpu: children_cpu()?.saturating_sub(cpu_before),
+    };
+    let written = std::fs::metadata(&out).map_or(0, |m| m.len());
+    let _ = std::fs::remove_file(&out);
+    if !status.success() || written == 0 {
+        bail!("the converter failed ({status}, {written} bytes written)");
+    }
+    Ok(time)
+}
+
+/// Where `bench-parse` looks for async-profiler's converter by default.
+pub fn default_converter_jar() -> PathBuf {
+    repo_root().join("../shared/third_party/async-profiler-4.5/jar/jfr-converter.jar")
+}
+
+/// `bench-parse`: javelin, jfrs and async-profiler's converter on the same file,
+/// each on CPU 0 only; prints a markdown table with ratios to the converter.
+pub fn bench_parse(
+    file: Option<PathBuf>,
+    min_mb: u64,
+    repeat: usize,
+    converter_jar: &Path,
+) -> anyhow::Result<()> {
     let path =
         file.unwrap_or_else(|| repo_root().join(format!("target/bench-alloc-{min_mb}mb.jfr")));
     let min_bytes = min_mb << 20;
@@ -116,82 +288,111 @@ pub fn bench_parse(file: Option<PathBuf>, min_mb: u64, repeat: usize) -> anyhow:
         generate_jfr(&path, min_bytes)?;
     }
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mb = bytes.len() as f64 / (1 << 20) as f64;
+    let mb = bytes.len() as f64 / 1e6;
     pin_to_cpu0()?;
 
-    let mut ours = Vec::new();
-    let mut events = 0u64;
-    for _ in 0..repeat {
-        let started = Instant::now();
-        let (chunks, error) = scan_chunks(&bytes);
-        if let Some(e) = error {
-            bail!("the benchmark file is not clean JFR: {e}");
+    let runs = |decode: &Decoder| -> anyhow::Result<(Timing, ParseRun)> {
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..repeat {
+            let run = timed_parse(&bytes, decode)?;
+            times.push(run.time);
+            last = Some(run);
         }
-        let bounds = Bounds {
-            max_events_per_window: u64::MAX,
-            ..Bounds::default()
-        };
-        let mut agg = WindowAggregator::new(bounds);
-        let rules = EventRules {
-            cpu_period_nanos: 1_000_000,
-            max_events: u64::MAX,
-        };
-        let mut budget = u64::MAX;
-        let outcome = parse_chunks(&bytes, &chunks, rules, &mut budget, &mut |k, f, v, c| {
-            agg.add(k, f, v, c)
-        });
-        if let Some(e) = outcome.error {
-            bail!("parse error: {e}");
+        Ok((
+            median_timing(&times),
+            last.context("--repeat must be at least 1")?,
+        ))
+    };
+    let (javelin, javelin_run) = runs(&javelin_decode)?;
+    let (jfrs, jfrs_run) = runs(&jfrs_decode)?;
+    let converter = if converter_jar.is_file() {
+        let mut times = Vec::new();
+        for _ in 0..repeat {
+            times.push(converter_run(converter_jar, &path)?);
         }
-        let target = javelin_schema::wire::TargetIdentity {
-            service: "bench".into(),
-            ..Default::default()
-        };
-        let windows = agg.finish(&target, 0, 1, &outcome.counts, bytes.len() as u64, 0);
-        ours.push(started.elapsed());
-        events = outcome.counts.values().map(|c| c.parsed_events).sum();
-        std::hint::black_box(windows);
-    }
-    let mut baseline = Vec::new();
-    for _ in 0..repeat {
-        let started = Instant::now();
-        let status = Command::new("taskset")
-            .args(["-c", "0", "jfr", "summary"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .status()
-            .context("running jfr summary")?;
-        if !status.success() {
-            bail!("jfr summary failed");
-        }
-        baseline.push(started.elapsed());
-    }
-    let (ours, baseline) = (median(ours), median(baseline));
+        Some(median_timing(&times))
+    } else {
+        None
+    };
+
     let rate = |d: Duration| mb / d.as_secs_f64();
+    // The ratio to the converter by CPU time (`cpu`) or by wall-clock time.
+    let vs = |t: Timing, cpu: bool| {
+        let of = |t: Timing| if cpu { t.cpu } else { t.wall };
+        converter.map_or("–".to_string(), |c| {
+            format!("{:.2}×", rate(of(t)) / rate(of(c)))
+        })
+    };
     println!(
-        "file: {} ({mb:.0} MB, {events} events of the four profile types), median of {repeat}, CPU 0 only",
+        "file: {} ({mb:.0} MB), median of {repeat} runs each, CPU 0 only",
         path.display()
     );
     println!();
-    println!("| measurement | time | MB/s | events/s |");
-    println!("|---|---|---|---|");
     println!(
-        "| javelin parse + aggregate (guarded jfrs) | {:.2} s | {:.0} | {:.2} M |",
-        ours.as_secs_f64(),
-        rate(ours),
-        events as f64 / ours.as_secs_f64() / 1e6
+        "| parser | CPU time | wall time | MB/s per CPU-second | MB/s wall | events/s (CPU) | vs converter (CPU) | vs converter (wall) |"
     );
-    println!(
-        "| JDK `jfr summary` (baseline) | {:.2} s | {:.0} | – |",
-        baseline.as_secs_f64(),
-        rate(baseline)
-    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, t, events) in [
+        (
+            "javelin: scan_chunks + parse_chunks + aggregate",
+            javelin,
+            Some(javelin_run.events),
+        ),
+        (
+            "jfrs 0.2.5 (former agent path) + aggregate",
+            jfrs,
+            Some(jfrs_run.events),
+        ),
+    ]
+    .into_iter()
+    .chain(converter.map(|c| {
+        (
+            "async-profiler 4.5 converter `-o collapsed`, JVM start included (baseline)",
+            c,
+            None,
+        )
+    })) {
+        println!(
+            "| {name} | {:.2} s | {:.2} s | {:.0} | {:.0} | {} | {} | {} |",
+            t.cpu.as_secs_f64(),
+            t.wall.as_secs_f64(),
+            rate(t.cpu),
+            rate(t.wall),
+            events.map_or("–".to_string(), |e| format!(
+                "{:.2} M",
+                e as f64 / t.cpu.as_secs_f64() / 1e6
+            )),
+            vs(t, true),
+            vs(t, false),
+        );
+    }
+    if converter.is_none() {
+        println!(
+            "| async-profiler converter | skipped: jar not found at {} | | | | | | |",
+            converter_jar.display()
+        );
+    }
     println!();
+    let same = javelin_run.totals == jfrs_run.totals;
     println!(
-        "ratio javelin / jfr summary throughput: {:.2}; target 250 MB/s per core: {:.0}% of target",
-        rate(ours) / rate(baseline),
-        100.0 * rate(ours) / 250.0
+        "per-type sample counts and totals, javelin vs jfrs: {}",
+        if same {
+            "identical".to_string()
+        } else {
+            format!(
+                "DIFFER: javelin {:?}, jfrs {:?}",
+                javelin_run.totals, jfrs_run.totals
+            )
+        }
     );
+    if let Some(c) = converter {
+        let ratio = rate(javelin.cpu) / rate(c.cpu);
+        println!(
+            "target javelin ≥ 1.5× the converter (per CPU-second): {} ({ratio:.2}×)",
+            if ratio >= 1.5 { "met" } else { "NOT met" }
+        );
+    }
     Ok(())
 }
 
@@ -205,124 +406,5 @@ fn pin_to_cpu0() -> anyhow::Result<()> {
     if !status.success() {
         bail!("taskset failed");
     }
-    Ok(())
-}
-
-/// A plain HTTP/1.0 GET on loopback (the metrics endpoint), without a client library.
-fn http_get(url: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").context("an http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map_or(body.clone(), |(_, b)| b.to_string()))
-}
-
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// `bench-agent-rss`: peak RSS of the agent profiling `jvms` demo JVMs for `windows` windows.
-pub fn bench_agent_rss(
-    brokers: &str,
-    jvms: usize,
-    windows: u64,
-    window_secs: u64,
-) -> anyhow::Result<()> {
-    eprintln!("starting {jvms} demo JVMs");
-    let demos = start_demos(
-        jvms,
-        &[
-            "-Xmx64m",
-            "-XX:TieredStopAtLevel=1",
-            "-XX:ActiveProcessorCount=1",
-        ],
-    )?;
-    let pids: Vec<String> = demos.iter().map(|d| d.0.id().to_string()).collect();
-    let agent_bin = std::env::current_exe()?.with_file_name("javelin-agent");
-    let topic = format!("javelin.bench.{}", std::process::id());
-    let agent = Reaped(
-        Command::new(&agent_bin)
-            .args([
-                "--brokers",
-                brokers,
-                "--profiles-topic",
-                &topic,
-                "--status-topic",
-                &format!("{topic}.status"),
-            ])
-            .args([
-                "--window-secs",
-                &window_secs.to_string(),
-                "--min-jvm-age-secs",
-                "0",
-                "--discovery-interval-secs",
-                "1",
-            ])
-            .args([
-                "--pid",
-                &pids.join(","),
-                "--recording-name",
-                &format!("bench{}", std::process::id()),
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", agent_bin.display()))?,
-    );
-    let mut agent = agent;
-    let pid = agent.0.id();
-    let metrics_url = {
-        let mut line = String::new();
-        let stdout = agent.0.stdout.take().context("agent stdout")?;
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        line.trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let total = Duration::from_secs(windows * window_secs + 10);
-    eprintln!("profiling for {total:?}");
-    std::thread::sleep(total);
-    let hwm = vm_hwm_kib(pid).context("reading the agent's VmHWM")?;
-    let metrics = http_get(&metrics_url)?;
-    let profiling = metric(&metrics, "javelin_agent_targets", "state=\"profiling\"");
-    let windows_built: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("javelin_agent_windows_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    if profiling < jvms as f64 {
-        bail!("only {profiling} of {jvms} JVMs were being profiled");
-    }
-    println!(
-        "| agent peak RSS (VmHWM): {jvms} JVMs profiled, {windows_built} window parts built in {} s, default bounds | {:.1} MiB | limit 64 MiB |",
-        total.as_secs(),
-        hwm as f64 / 1024.0
-    );
-    drop(agent);
     Ok(())
 }

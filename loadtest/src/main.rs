@@ -2,6 +2,7 @@
 //! the benchmarks (see `docs/benchmarks.md`).
 
 mod bench;
+mod bench_agent;
 mod bench_consumer;
 mod bench_query;
 
@@ -29,7 +30,7 @@ struct Cli {
 enum Cmd {
     /// Publish synthetic profile windows (Zipf-like stack weights).
     Publish(Args),
-    /// Agent parse + aggregate throughput on one core vs the JDK's `jfr summary`.
+    /// Agent parse + aggregate throughput on one core, beside jfrs and async-profiler's converter.
     BenchParse {
         /// JFR file to parse; generated from the demo workload when missing or too small.
         #[arg(long)]
@@ -40,6 +41,10 @@ enum Cmd {
         /// Runs of each measurement (the median is reported).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// async-profiler's jfr-converter.jar (the baseline; skipped when missing).
+        /// Default: ../shared/third_party/async-profiler-4.5/jar/jfr-converter.jar from the repository.
+        #[arg(long, env = "JAVELIN_JFR_CONVERTER_JAR")]
+        converter_jar: Option<std::path::PathBuf>,
     },
     /// End-to-end consumer rows/s vs clickhouse-client inserting the same rows (the ceiling).
     BenchConsumer {
@@ -71,17 +76,8 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         requests: usize,
     },
-    /// Peak RSS of the agent profiling N demo JVMs.
-    BenchAgentRss {
-        #[arg(long, env = "JAVELIN_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long, default_value_t = 20)]
-        jvms: usize,
-        #[arg(long, default_value_t = 3)]
-        windows: u64,
-        #[arg(long, default_value_t = 10)]
-        window_secs: u64,
-    },
+    /// Peak RSS of the release agent profiling N busy JVMs, against its computed memory bound.
+    BenchAgentRss(bench_agent::BenchAgentArgs),
 }
 
 /// The broker and ClickHouse a benchmark runs against (the local stack's env file sets both).
@@ -178,7 +174,11 @@ async fn main() -> anyhow::Result<()> {
             file,
             min_mb,
             repeat,
-        } => return bench::bench_parse(file, min_mb, repeat),
+            converter_jar,
+        } => {
+            let jar = converter_jar.unwrap_or_else(bench::default_converter_jar);
+            return bench::bench_parse(file, min_mb, repeat, &jar);
+        }
         Cmd::BenchConsumer {
             servers:
                 Servers {
@@ -219,13 +219,8 @@ async fn main() -> anyhow::Result<()> {
             })
             .await;
         }
-        Cmd::BenchAgentRss {
-            brokers,
-            jvms,
-            windows,
-            window_secs,
-        } => {
-            return bench::bench_agent_rss(&brokers, jvms, windows, window_secs);
+        Cmd::BenchAgentRss(args) => {
+            return bench_agent::run(&args).await;
         }
     };
     let publisher = Publisher::new(PublisherConfig {

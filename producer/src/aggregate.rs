@@ -3,12 +3,15 @@
 //! no larger than the message bound.
 //!
 //! Bounds and where they live:
-//! - stacks per window and type: `Bounds::max_stacks_per_window`; new stacks past
-//!   it fold into one `[truncated]` stack, so totals stay exact;
+//! - stacks per window and type: `Bounds::max_stacks_per_window`, and bytes held
+//!   by all of a window's stacks: [`MAX_AGGREGATE_BYTES`]; new stacks past
+//!   either fold into one `[truncated]` stack, so totals stay exact;
 //! - frames per stack: `Bounds::max_frames_per_stack`; the leaf end is kept
 //!   (self time lives there) under a `[frames cut]` root;
 //! - message bytes: `Bounds::max_message_bytes`; a window splits into parts with
-//!   disjoint stacks.
+//!   disjoint stacks, each checked at its real encoded size; a single stack
+//!   larger than the bound is cut or folded into `[truncated]` and counted
+//!   (`Accounting::oversized_messages`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use javelin_schema::wire::{
     self, Accounting, Limits, ProfileType, ProfileWindow, Stack, TargetIdentity,
 };
 use javelin_schema::{FrameKey, stack_id};
+use prost::Message;
 
 use crate::jfr_parse::{Frame, Frames, TypeCounts};
 
@@ -45,10 +49,22 @@ impl Default for Bounds {
     }
 }
 
+/// Most bytes one window's stacks may hold (all types): frames, names (each
+/// counted per stack, so shared names are over-counted) and map slots. Past
+/// it, new stacks fold into `[truncated]` like past the stack bound. With
+/// 20,000 stacks × 4 types of up to 512 frames the stack bound alone would
+/// allow ~1 GiB; this keeps an aggregator inside the agent's memory sum.
+pub const MAX_AGGREGATE_BYTES: usize = 64 << 20;
+
+/// Cost of one stack key besides its frames: map slot, Arc header, counters.
+const STACK_KEY_BYTES: usize = 96;
+
 #[derive(Debug, Default)]
 struct TypeAggregate {
     stacks: HashMap<Frames, (i64, i64)>,
-    folded: HashSet<Frames>,
+    /// Hashes of the distinct stacks folded into `[truncated]` (8 bytes each,
+    /// at most one per event: holding the stacks would keep their frames alive).
+    folded: HashSet<u64>,
     frames_cut: u64,
 }
 
@@ -58,6 +74,22 @@ pub struct WindowAggregator {
     bounds: Bounds,
     types: HashMap<ProfileType, TypeAggregate>,
     truncated_stack: Frames,
+    /// Bytes held by the stack keys of all types (see [`MAX_AGGREGATE_BYTES`]).
+    held_bytes: usize,
+}
+
+/// What a stack key holds in memory, counted conservatively.
+fn stack_bytes(frames: &Frames) -> usize {
+    STACK_KEY_BYTES
+        + frames
+            .iter()
+            .map(|f| std::mem::size_of::<Frame>() + f.name.len())
+            .sum::<usize>()
+}
+
+fn stack_hash(frames: &Frames) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(frames)
 }
 
 impl WindowAggregator {
@@ -66,6 +98,7 @@ impl WindowAggregator {
             bounds,
             types: HashMap::new(),
             truncated_stack: Arc::from(vec![Frame::synthetic(TRUNCATED_FRAME)]),
+            held_bytes: 0,
         }
     }
 
@@ -85,14 +118,20 @@ impl WindowAggregator {
         } else {
             frames
         };
-        let key = if agg.stacks.contains_key(frames)
-            || (agg.stacks.len() as u64) < self.bounds.max_stacks_per_window.saturating_sub(1)
-        {
+        let key = if agg.stacks.contains_key(frames) {
             frames.clone()
         } else {
+            let cost = stack_bytes(frames);
             // One slot is reserved for [truncated], so the bound holds including it.
-            agg.folded.insert(frames.clone());
-            self.truncated_stack.clone()
+            if (agg.stacks.len() as u64) < self.bounds.max_stacks_per_window.saturating_sub(1)
+                && self.held_bytes + cost <= MAX_AGGREGATE_BYTES
+            {
+                self.held_bytes += cost;
+                frames.clone()
+            } else {
+                agg.folded.insert(stack_hash(frames));
+                self.truncated_stack.clone()
+            }
         };
         let slot = agg.stacks.entry(key).or_insert((0, 0));
         slot.0 = slot.0.saturating_add(value);
@@ -100,7 +139,7 @@ impl WindowAggregator {
     }
 
     /// Builds the wire messages: per profile type with data or events, one or more
-    /// parts of at most `max_message_bytes` (estimated) each.
+    /// parts, each of at most `max_message_bytes` as encoded (see [`fit_parts`]).
     pub fn finish(
         self,
         target: &TargetIdentity,
@@ -124,7 +163,7 @@ impl WindowAggregator {
             if agg.stacks.is_empty() && count.raw_events == 0 {
                 continue;
             }
-            let accounting = Accounting {
+            let mut accounting = Accounting {
                 raw_events: count.raw_events,
                 parsed_events: count.parsed_events,
                 stacks: agg.stacks.len() as u64,
@@ -135,25 +174,42 @@ impl WindowAggregator {
                 parse_micros,
                 limits: Some(limits),
                 truncated_frames_stacks: agg.frames_cut,
+                oversized_messages: 0,
             };
             let mut stacks: Vec<(Frames, (i64, i64))> = agg.stacks.into_iter().collect();
             // Heaviest first: if a consumer ever has to drop a part, the big stacks are in part 0.
             stacks.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
-            let parts = split_parts(stacks, self.bounds.max_message_bytes);
-            let part_count = parts.len() as u32;
-            for (i, (strings, stacks)) in parts.into_iter().enumerate() {
+            let header = ProfileWindow {
+                target: Some(target.clone()),
+                profile_type: kind as i32,
+                window_start_ms,
+                window_end_ms,
+                part_index: 0,
+                part_count: 1,
+                window_id: 0,
+                strings: Vec::new(),
+                stacks: Vec::new(),
+                accounting: Some(accounting),
+                agent_version: crate::AGENT_VERSION.to_string(),
+            };
+            let mut fitted = Fitted::default();
+            let worst = worst_case_header(&header);
+            for group in split_parts(stacks, self.bounds.max_message_bytes) {
+                fit_parts(group, &worst, self.bounds.max_message_bytes, &mut fitted);
+            }
+            accounting.oversized_messages = fitted.oversized;
+            accounting.dropped_stacks += fitted.folded;
+            accounting.truncated |= fitted.oversized > 0;
+            let part_count = fitted.parts.len() as u32;
+            for (i, (strings, stacks)) in fitted.parts.into_iter().enumerate() {
                 out.push(ProfileWindow {
-                    target: Some(target.clone()),
-                    profile_type: kind as i32,
-                    window_start_ms,
-                    window_end_ms,
                     part_index: i as u32,
                     part_count,
                     window_id: wire::window_id(target.target_id, kind, window_start_ms, i as u32),
                     strings,
                     stacks,
                     accounting: Some(accounting),
-                    agent_version: crate::AGENT_VERSION.to_string(),
+                    ..header.clone()
                 });
             }
         }
@@ -164,48 +220,181 @@ impl WindowAggregator {
 /// Fixed per-message overhead assumed by the size estimate (identity, accounting, tags).
 const MESSAGE_OVERHEAD: u64 = 512;
 
-/// Packs stacks into parts, each with its own string table, so that the encoded
-/// size stays under `max_bytes`. A part always takes at least one stack.
-fn split_parts(
-    stacks: Vec<(Frames, (i64, i64))>,
-    max_bytes: u64,
-) -> Vec<(Vec<String>, Vec<Stack>)> {
+/// Appended to a frame name cut to fit a message.
+const CUT_SUFFIX: &str = "…[cut]";
+
+/// One part's stacks before encoding.
+type Group = Vec<(Frames, (i64, i64))>;
+
+/// A part as encoded: its string table and stacks.
+type Part = (Vec<String>, Vec<Stack>);
+
+/// Parts that fit, and what fitting them cost.
+#[derive(Debug, Default)]
+struct Fitted {
+    parts: Vec<Part>,
+    /// Stacks that alone were over the bound (names cut or folded).
+    oversized: u64,
+    /// Of those, stacks folded into `[truncated]`.
+    folded: u64,
+}
+
+/// Groups stacks into parts by an estimate of their encoded size (cheap, no
+/// encoding); [`fit_parts`] then checks each part's real size. A part always
+/// takes at least one stack.
+fn split_parts(stacks: Group, max_bytes: u64) -> Vec<Group> {
     let mut parts = Vec::new();
-    let mut strings = vec![String::new()];
-    let mut index: HashMap<Arc<str>, u32> = HashMap::new();
-    let mut part_stacks = Vec::new();
+    let mut names: HashSet<Arc<str>> = HashSet::new();
+    let mut part: Group = Vec::new();
     let mut size = MESSAGE_OVERHEAD;
-    for (frames, (value, count)) in stacks {
+    for (frames, weights) in stacks {
         let new_strings: u64 = frames
             .iter()
-            .filter(|f| !index.contains_key(&f.name))
+            .filter(|f| !names.contains(&f.name))
             .map(|f| f.name.len() as u64 + 3)
             .sum();
         // Per frame: a string index, a line and a type, each a varint.
         let stack_bytes = frames.len() as u64 * 9 + 32;
-        if !part_stacks.is_empty() && size + new_strings + stack_bytes > max_bytes {
-            parts.push((
-                std::mem::replace(&mut strings, vec![String::new()]),
-                std::mem::take(&mut part_stacks),
-            ));
-            index.clear();
+        if !part.is_empty() && size + new_strings + stack_bytes > max_bytes {
+            parts.push(std::mem::take(&mut part));
+            names.clear();
             size = MESSAGE_OVERHEAD;
         }
+        for f in frames.iter() {
+            if names.insert(f.name.clone()) {
+                size += f.name.len() as u64 + 3;
+            }
+        }
+        size += stack_bytes;
+        part.push((frames, weights));
+    }
+    if !part.is_empty() {
+        parts.push(part);
+    }
+    parts
+}
+
+/// The window's header with every field that differs per part, or may grow
+/// after fitting (part numbers, window id, the oversize accounting), at its
+/// largest encoding: a part that fits with it fits with the real values.
+fn worst_case_header(header: &ProfileWindow) -> ProfileWindow {
+    let mut h = header.clone();
+    h.part_index = u32::MAX;
+    h.part_count = u32::MAX;
+    h.window_id = u64::MAX;
+    if let Some(acc) = h.accounting.as_mut() {
+        acc.dropped_stacks = u64::MAX;
+        acc.oversized_messages = u64::MAX;
+        acc.truncated = true;
+    }
+    h
+}
+
+/// Encoded size of `header` carrying `part`, by `prost::Message::encoded_len`.
+fn encoded_len(header: &mut ProfileWindow, part: Part) -> (usize, Part) {
+    header.strings = part.0;
+    header.stacks = part.1;
+    let len = header.encoded_len();
+    let part = (
+        std::mem::take(&mut header.strings),
+        std::mem::take(&mut header.stacks),
+    );
+    (len, part)
+}
+
+/// Encodes `group` into parts whose real encoded size is at most `max_bytes`:
+/// a part over it is halved; a single stack over it gets its frame names cut,
+/// and if it is still over, is folded into a one-frame `[truncated]` stack (same
+/// value and count, so totals stay exact); both are counted.
+///
+/// Terminates: each recursive call takes a strictly shorter group (a group of
+/// n ≥ 2 stacks splits into two non-empty halves), and a single stack is cut or
+/// folded once, without recursion; the depth is at most ⌈log2 n⌉.
+fn fit_parts(group: Group, header: &ProfileWindow, max_bytes: u64, out: &mut Fitted) {
+    let mut probe = header.clone();
+    let (len, part) = encoded_len(&mut probe, encode(&group));
+    if len as u64 <= max_bytes {
+        out.parts.push(part);
+        return;
+    }
+    if group.len() > 1 {
+        let mut left = group;
+        let right = left.split_off(left.len() / 2);
+        fit_parts(left, header, max_bytes, out);
+        fit_parts(right, header, max_bytes, out);
+        return;
+    }
+    let Some((frames, weights)) = group.into_iter().next() else {
+        return;
+    };
+    out.oversized += 1;
+    let room = max_bytes.saturating_sub(header.encoded_len() as u64);
+    if let Some(cut) = cut_names(&frames, room) {
+        let (len, part) = encoded_len(&mut probe, encode(&[(cut, weights)]));
+        if len as u64 <= max_bytes {
+            out.parts.push(part);
+            return;
+        }
+    }
+    // One frame of a dozen bytes: fits whenever the header itself does (the
+    // limit is at least 4 KiB; identities are far smaller).
+    out.folded += 1;
+    let truncated: Frames = Arc::from(vec![Frame::synthetic(TRUNCATED_FRAME)]);
+    out.parts.push(encode(&[(truncated, weights)]));
+}
+
+/// Bytes a stack costs besides its names: per frame the string's tag and
+/// length, a string index, a line (a negative one takes 10 bytes) and a type;
+/// per stack the tags, lengths, value, count and id.
+const FRAME_OVERHEAD: u64 = 4 + 5 + 10 + 2;
+const STACK_OVERHEAD: u64 = 80;
+
+/// The frames with every name cut to an equal share of `room` bytes, or
+/// `None` when that share is too small to say anything.
+fn cut_names(frames: &Frames, room: u64) -> Option<Frames> {
+    let per_frame = room.saturating_sub(STACK_OVERHEAD) / frames.len().max(1) as u64;
+    let keep = per_frame.saturating_sub(FRAME_OVERHEAD + CUT_SUFFIX.len() as u64) as usize;
+    if keep < 16 {
+        return None;
+    }
+    let cut: Vec<Frame> = frames
+        .iter()
+        .map(|f| {
+            if f.name.len() <= keep + CUT_SUFFIX.len() {
+                return f.clone();
+            }
+            let mut end = keep;
+            while !f.name.is_char_boundary(end) {
+                end -= 1;
+            }
+            Frame {
+                name: Arc::from(format!("{}{CUT_SUFFIX}", &f.name[..end])),
+                ..f.clone()
+            }
+        })
+        .collect();
+    Some(Frames::from(cut))
+}
+
+/// Encodes stacks with their own string table (index 0 is the empty string).
+fn encode(group: &[(Frames, (i64, i64))]) -> Part {
+    let mut strings = vec![String::new()];
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut stacks = Vec::with_capacity(group.len());
+    for (frames, (value, count)) in group {
         let ids: Vec<u32> = frames
             .iter()
             .map(|f| {
-                *index.entry(f.name.clone()).or_insert_with(|| {
+                *index.entry(&f.name).or_insert_with(|| {
                     strings.push(f.name.to_string());
-                    size += f.name.len() as u64 + 3;
                     (strings.len() - 1) as u32
                 })
             })
             .collect();
-        size += stack_bytes;
-        part_stacks.push(Stack {
+        stacks.push(Stack {
             frames: ids,
-            value,
-            count,
+            value: *value,
+            count: *count,
             stack_id: stack_id(frames.iter().map(|f| FrameKey {
                 name: &f.name,
                 line: f.line,
@@ -215,10 +404,7 @@ fn split_parts(
             frame_types: frames.iter().map(|f| f.kind).collect(),
         });
     }
-    if !part_stacks.is_empty() {
-        parts.push((strings, part_stacks));
-    }
-    parts
+    (strings, stacks)
 }
 
 #[cfg(test)]
@@ -354,5 +540,152 @@ mod tests {
         let stacks: usize = out.iter().map(|w| w.stacks.len()).sum();
         assert_eq!(stacks, 500, "parts hold disjoint stacks");
         assert_eq!(total(&out), (3500, 500));
+    }
+    /// Stacks whose names alone are over the bound: every part is checked at its
+    /// real encoded size, the oversized stack is cut (names shortened) or folded
+    /// into `[truncated]`, counted, and totals stay exact.
+    #[test]
+    fn parts_fit_their_real_encoded_size_and_oversized_stacks_are_cut_or_folded() {
+        let max = 4096u64;
+        let bounds = Bounds {
+            max_message_bytes: max,
+            ..Bounds::default()
+        };
+        let mut agg = WindowAggregator::new(bounds);
+        // Many ordinary stacks, some with names just under the estimate's blind spot.
+        for i in 0..300 {
+            agg.add(
+                ProfileType::Cpu,
+                &frames(&["main", &format!("a.B.m{i}_{}", "x".repeat(i % 90))]),
+                3,
+                1,
+            );
+        }
+        // One stack with a few enormous names: cut to fit.
+        let huge = "L".repeat(20_000);
+        agg.add(
+            ProfileType::Cpu,
+            &frames(&["main", &huge, "leaf"]),
+            1000,
+            10,
+        );
+        // One stack of 400 long frames: no share of 4 KiB is worth keeping: folded.
+        let deep: Vec<String> = (0..400)
+            .map(|i| format!("deep.Frame{i}.{}", "y".repeat(60)))
+            .collect();
+        let deep: Vec<&str> = deep.iter().map(String::as_str).collect();
+        agg.add(ProfileType::Cpu, &frames(&deep), 7, 7);
+        let out = agg.finish(&target(), 0, 1, &HashMap::new(), 0, 0);
+        for w in &out {
+            assert!(
+                w.encoded_len() as u64 <= max,
+                "part {} of {} is {} bytes",
+                w.part_index,
+                out.len(),
+                w.encoded_len()
+            );
+            assert!(w.validate().is_ok());
+        }
+        assert_eq!(
+            total(&out),
+            (300 * 3 + 1000 + 7, 300 + 10 + 7),
+            "totals exact"
+        );
+        let acc = out[0].accounting.expect("accounting");
+        assert_eq!(acc.oversized_messages, 2, "the huge and the deep stack");
+        assert_eq!(acc.dropped_stacks, 1, "the deep one is folded");
+        assert!(acc.truncated);
+        assert!(
+            out.iter().all(|w| w.accounting == Some(acc)),
+            "same accounting in every part"
+        );
+        let cut = out
+            .iter()
+            .flat_map(|w| {
+                w.stacks
+                    .iter()
+                    .map(move |s| w.frames(s).collect::<Vec<_>>())
+            })
+            .find(|f| f.len() == 3)
+            .expect("the cut stack keeps its frames");
+        assert_eq!(cut[0], "main");
+        assert!(
+            cut[1].starts_with("LLLL") && cut[1].ends_with(CUT_SUFFIX),
+            "{}",
+            cut[1].len()
+        );
+        assert_eq!(cut[2], "leaf");
+        let folded = out
+            .iter()
+            .flat_map(|w| {
+                w.stacks
+                    .iter()
+                    .map(move |s| (w.frames(s).collect::<Vec<_>>(), s.value))
+            })
+            .find(|(f, _)| f == &[TRUNCATED_FRAME])
+            .expect("the deep stack is folded");
+        assert_eq!(folded.1, 7);
+    }
+
+    /// The estimate badly wrong (a bound barely above one stack): parts are
+    /// still halved until each fits, and the splitting ends.
+    #[test]
+    fn a_part_over_the_bound_is_split_until_it_fits() {
+        let names: Vec<String> = (0..64)
+            .map(|i| format!("n{i}{}", "z".repeat(100)))
+            .collect();
+        let stacks: Group = (0..64)
+            .map(|i| (frames(&[names[i].as_str(), "leaf"]), (1, 1)))
+            .collect();
+        let header = worst_case_header(&ProfileWindow {
+            target: Some(target()),
+            profile_type: ProfileType::Cpu as i32,
+            accounting: Some(Accounting::default()),
+            ..Default::default()
+        });
+        let max = header.encoded_len() as u64 + 3 * 140;
+        let mut fitted = Fitted::default();
+        // One group of everything, as if the estimate had let it all through.
+        fit_parts(stacks, &header, max, &mut fitted);
+        assert_eq!(fitted.oversized, 0);
+        assert_eq!(fitted.parts.iter().map(|p| p.1.len()).sum::<usize>(), 64);
+        assert!(fitted.parts.len() >= 22, "{} parts", fitted.parts.len());
+        for part in fitted.parts {
+            let (len, _) = encoded_len(&mut header.clone(), part);
+            assert!(len as u64 <= max, "{len} > {max}");
+        }
+    }
+
+    #[test]
+    fn cut_names_keep_an_equal_share_on_char_boundaries() {
+        let f = frames(&["short", &"é".repeat(5000)]);
+        let cut = cut_names(&f, 2000).expect("room for names");
+        assert_eq!(&*cut[0].name, "short");
+        assert!(cut[1].name.len() < 1000 && cut[1].name.ends_with(CUT_SUFFIX));
+        assert!(
+            cut_names(&f, 100).is_none(),
+            "too little room to say anything"
+        );
+    }
+
+    #[test]
+    fn the_bytes_held_by_a_window_are_bounded() {
+        let mut agg = WindowAggregator::new(Bounds::default());
+        // 16 KiB of names per stack: 64 MiB hold about 4,060 of them.
+        let name = "n".repeat(16 << 10);
+        for i in 0..5000 {
+            agg.add(ProfileType::Cpu, &frames(&[&name, &format!("f{i}")]), 1, 1);
+        }
+        assert!(agg.held_bytes <= MAX_AGGREGATE_BYTES);
+        let kept = agg.types[&ProfileType::Cpu].stacks.len();
+        assert!((4000..4100).contains(&kept), "{kept} stacks kept");
+        let out = agg.finish(&target(), 0, 1, &HashMap::new(), 0, 0);
+        assert_eq!(total(&out), (5000, 5000), "totals exact");
+        let acc = out[0].accounting.expect("accounting");
+        assert_eq!(
+            acc.dropped_stacks,
+            5000 - kept as u64 + 1,
+            "folded, counted"
+        );
     }
 }

@@ -4,7 +4,19 @@
 //! Handshake: connect to `<target root>/tmp/.java_pid<nspid>`; if the socket is
 //! not there, create `.attach_pid<nspid>` in the target's cwd (else its tmp),
 //! send SIGQUIT (only when the process catches it: SIGQUIT's default action
-//! kills a non-JVM), and poll for the socket with a deadline.
+//! kills a non-JVM), and poll for the socket with a deadline. A socket that is
+//! there but refuses connections is stale (a previous JVM with the same nspid
+//! in a reused /tmp, or a listener that died): it is removed when it belongs to
+//! the JVM's user and the handshake starts over ([`stale_sockets_recovered`]).
+//!
+//! Host safety: the target's /tmp is opened through [`crate::rootfs`] (no link
+//! followed, owned by root or the JVM's user); the socket must be a socket owned
+//! by the JVM's user, is reached through that directory's descriptor, and the
+//! peer's credentials (`SO_PEERCRED`) must name the target process itself, so a
+//! link swapped in at the last moment cannot point the agent at another
+//! process. Connect, request and the whole reply share one deadline
+//! ([`AttachTarget::timeout`]): a peer that accepts and then trickles or never
+//! answers cannot hold the agent longer.
 //!
 //! Requests use v1 framing (`1\0<cmd>\0<arg0>\0<arg1>\0<arg2>\0`), which every
 //! HotSpot since JDK 6 accepts (JDK 25 included). The reply is a status line and
@@ -16,10 +28,22 @@
 //! into the target's mount namespace as root.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::rootfs::{Dir, Kind, Root, RootFsError};
+
+/// Stale `.java_pid` sockets removed since the agent started.
+static STALE_SOCKETS_RECOVERED: AtomicU64 = AtomicU64::new(0);
+
+/// How many stale attach sockets this process removed and recovered from.
+pub fn stale_sockets_recovered() -> u64 {
+    STALE_SOCKETS_RECOVERED.load(Ordering::Relaxed)
+}
 
 /// Longest command name the JVM accepts.
 const MAX_COMMAND_LEN: usize = 16;
@@ -40,6 +64,18 @@ pub enum AttachError {
     NoSigQuitHandler(u32),
     #[error("the attach listener of process {pid} did not appear within {waited:?}")]
     ListenerTimeout { pid: u32, waited: Duration },
+    #[error(
+        "attach to process {pid} did not complete within {waited:?} (connect, request and reply)"
+    )]
+    Timeout { pid: u32, waited: Duration },
+    #[error("the attach socket of process {pid} is served by process {peer}; not talking to it")]
+    WrongPeer { pid: u32, peer: i32 },
+    #[error("attach files of process {pid}: {source}")]
+    Files {
+        pid: u32,
+        #[source]
+        source: RootFsError,
+    },
     #[error("request too large: {0}")]
     RequestTooLarge(String),
     #[error("the JVM answered status {status}: {message}")]
@@ -61,7 +97,8 @@ pub struct AttachTarget {
     pub pid: u32,
     /// pid inside the target's own pid namespace (names the socket).
     pub nspid: u32,
-    /// How long to wait for each reply.
+    /// Deadline for connect, request and the whole reply together (and, on
+    /// its own, the bound for the listener to start, at most 10 s).
     pub timeout: Duration,
 }
 
@@ -166,12 +203,19 @@ impl AttachTarget {
         self.proc_path("root/tmp")
     }
 
-    fn socket_path(&self) -> PathBuf {
-        self.tmp_dir().join(format!(".java_pid{}", self.nspid))
+    fn socket_name(&self) -> String {
+        format!(".java_pid{}", self.nspid)
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> AttachError + '_ {
         move |source| AttachError::Io {
+            pid: self.pid,
+            source,
+        }
+    }
+
+    fn files(&self) -> impl Fn(RootFsError) -> AttachError + '_ {
+        move |source| AttachError::Files {
             pid: self.pid,
             source,
         }
@@ -186,54 +230,206 @@ impl AttachTarget {
     /// operation at a time; callers serialize per target.
     pub fn execute(&self, command: &str, args: &[&str]) -> Result<Reply, AttachError> {
         let request = encode_request(command, args)?;
-        self.ensure_listener()?;
-        let mut stream = UnixStream::connect(self.socket_path()).map_err(self.io())?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .map_err(self.io())?;
-        stream
-            .set_write_timeout(Some(self.timeout))
-            .map_err(self.io())?;
-        stream.write_all(&request).map_err(self.io())?;
+        let uid = crate::rootfs::process_uid(self.pid).map_err(self.io())?;
+        // The target's /tmp: root's (the usual sticky /tmp) or the JVM user's.
+        let tmp = Root::of_process(self.pid)
+            .and_then(|root| root.open_dir("/tmp", &[0, uid]))
+            .map_err(self.files())?;
+        let mut stream = match self.connect_existing(&tmp, uid)? {
+            Some(stream) => stream,
+            None => {
+                self.start_listener(&tmp, uid)?;
+                let deadline = Instant::now() + self.timeout;
+                self.connect(&tmp, deadline)?.ok_or_else(|| {
+                    self.io()(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "the attach listener refused the connection right after starting",
+                    ))
+                })?
+            }
+        };
+        let deadline = Instant::now() + self.timeout;
+        self.exchange(&mut stream, &request, deadline)
+    }
+
+    /// Connects to a listener already there. `None` when there is none, or
+    /// there was a stale socket (now removed).
+    fn connect_existing(&self, tmp: &Dir, uid: u32) -> Result<Option<UnixStream>, AttachError> {
+        let name = self.socket_name();
+        if tmp
+            .check(&name, Kind::Socket, &[uid])
+            .map_err(self.files())?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + self.timeout;
+        if let Some(stream) = self.connect(tmp, deadline)? {
+            return Ok(Some(stream));
+        }
+        // Refused: nobody listens on it. Only the JVM's user's socket is removed.
+        if tmp
+            .remove_if(&name, Kind::Socket, &[uid])
+            .map_err(self.files())?
+        {
+            STALE_SOCKETS_RECOVERED.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                pid = self.pid,
+                socket = %name,
+                "removed a stale attach socket (nothing listening); starting the attach listener"
+            );
+        }
+        Ok(None)
+    }
+
+    /// Connects to the socket before `deadline`; `None` when refused.
+    /// Non-blocking, retried while the listener's backlog is full, and the peer
+    /// must be the target process.
+    fn connect(&self, tmp: &Dir, deadline: Instant) -> Result<Option<UnixStream>, AttachError> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
+        use std::os::fd::AsRawFd;
+        let errno = |e: Errno| self.io()(e.into());
+        let fd = nix::sys::socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(errno)?;
+        // Through the checked directory's descriptor, not a path that could be re-resolved.
+        let addr = UnixAddr::new(&tmp.fd_path().join(self.socket_name())).map_err(errno)?;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match nix::sys::socket::connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => break,
+                Err(Errno::ECONNREFUSED) => return Ok(None),
+                // Backlog full (unix sockets never answer EINPROGRESS), or a signal.
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(e) => return Err(errno(e)),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timed_out());
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        let peer = nix::sys::socket::getsockopt(&fd, sockopt::PeerCredentials).map_err(errno)?;
+        if u32::try_from(peer.pid()).ok() != Some(self.pid) {
+            return Err(AttachError::WrongPeer {
+                pid: self.pid,
+                peer: peer.pid(),
+            });
+        }
+        let stream = UnixStream::from(fd);
+        stream.set_nonblocking(false).map_err(self.io())?;
+        Ok(Some(stream))
+    }
+
+    fn timed_out(&self) -> AttachError {
+        AttachError::Timeout {
+            pid: self.pid,
+            waited: self.timeout,
+        }
+    }
+
+    /// Writes the request and reads the reply to its end, all before `deadline`.
+    fn exchange(
+        &self,
+        stream: &mut UnixStream,
+        request: &[u8],
+        deadline: Instant,
+    ) -> Result<Reply, AttachError> {
+        let left = || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            (!left.is_zero()).then_some(left)
+        };
+        let timed_out = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        };
+        let mut written = 0;
+        while written < request.len() {
+            let remaining = left().ok_or_else(|| self.timed_out())?;
+            stream
+                .set_write_timeout(Some(remaining))
+                .map_err(self.io())?;
+            match stream.write(&request[written..]) {
+                Ok(0) => return Err(self.io()(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if timed_out(&e) => return Err(self.timed_out()),
+                Err(e) => return Err(self.io()(e)),
+            }
+        }
         let mut raw = Vec::new();
-        stream
-            .take(MAX_REPLY_BYTES)
-            .read_to_end(&mut raw)
-            .map_err(self.io())?;
+        let mut buf = [0u8; 8192];
+        loop {
+            // Every read gets only what is left of the one deadline.
+            let remaining = left().ok_or_else(|| self.timed_out())?;
+            stream
+                .set_read_timeout(Some(remaining))
+                .map_err(self.io())?;
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = (MAX_REPLY_BYTES as usize).saturating_sub(raw.len());
+                    raw.extend_from_slice(&buf[..n.min(room)]);
+                    if raw.len() >= MAX_REPLY_BYTES as usize {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if timed_out(&e) => return Err(self.timed_out()),
+                Err(e) => return Err(self.io()(e)),
+            }
+        }
         parse_reply(&raw)
     }
 
-    fn listener_ready(&self) -> bool {
-        std::fs::metadata(self.socket_path()).is_ok_and(|m| m.file_type().is_socket())
+    fn listener_ready(&self, tmp: &Dir, uid: u32) -> bool {
+        tmp.check(&self.socket_name(), Kind::Socket, &[uid])
+            .is_ok_and(|s| s.is_some())
     }
 
-    /// Starts the JVM's attach listener if it is not running yet.
-    fn ensure_listener(&self) -> Result<(), AttachError> {
-        if self.listener_ready() {
-            return Ok(());
-        }
+    /// Starts the JVM's attach listener: trigger file, SIGQUIT, wait for the socket.
+    fn start_listener(&self, tmp: &Dir, uid: u32) -> Result<(), AttachError> {
         if !catches_sigquit(self.pid).map_err(self.io())? {
             return Err(AttachError::NoSigQuitHandler(self.pid));
         }
-        let trigger = self.create_trigger()?;
-        let result = self.signal_and_wait();
-        let _ = std::fs::remove_file(&trigger);
+        let (dir, name) = self.create_trigger(tmp, uid)?;
+        let result = self.signal_and_wait(tmp, uid);
+        let _ = dir.as_ref().unwrap_or(tmp).remove(&name);
         result
     }
 
-    /// `.attach_pid<nspid>` in the target's cwd, else in its tmp (the JVM looks in both).
-    fn create_trigger(&self) -> Result<PathBuf, AttachError> {
+    /// Creates `.attach_pid<nspid>` in the target's cwd, else in its tmp (the
+    /// JVM looks in both and accepts a trigger owned by root). Created
+    /// `O_EXCL | O_NOFOLLOW`; a leftover regular file of root's or the JVM
+    /// user's is replaced, anything else at that name is left alone.
+    /// Returns the cwd directory when the trigger went there (`None`: tmp).
+    fn create_trigger(&self, tmp: &Dir, uid: u32) -> Result<(Option<Dir>, String), AttachError> {
         let name = format!(".attach_pid{}", self.nspid);
-        let cwd = self.proc_path("cwd").join(&name);
-        if std::fs::write(&cwd, b"").is_ok() {
-            return Ok(cwd);
+        let create = |dir: &Dir| -> Result<(), RootFsError> {
+            if dir.create_new(&name, 0o600).is_ok() {
+                return Ok(());
+            }
+            dir.remove_if(&name, Kind::File, &[0, uid])?;
+            dir.create_new(&name, 0o600).map(drop)
+        };
+        // /proc/<pid>/cwd is a magic link to the JVM's working directory: following it is the point.
+        if let Ok(cwd) = Root::open(self.proc_path("cwd")).and_then(|r| r.open_dir(".", &[]))
+            && create(&cwd).is_ok()
+        {
+            return Ok((Some(cwd), name));
         }
-        let tmp = self.tmp_dir().join(&name);
-        std::fs::write(&tmp, b"").map_err(self.io())?;
-        Ok(tmp)
+        create(tmp).map_err(self.files())?;
+        Ok((None, name))
     }
 
-    fn signal_and_wait(&self) -> Result<(), AttachError> {
+    fn signal_and_wait(&self, tmp: &Dir, uid: u32) -> Result<(), AttachError> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
         let send = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
         send().map_err(|e| self.io()(e.into()))?;
@@ -243,7 +439,7 @@ impl AttachTarget {
         let mut resent = false;
         while start.elapsed() < deadline {
             std::thread::sleep(step);
-            if self.listener_ready() {
+            if self.listener_ready(tmp, uid) {
                 return Ok(());
             }
             // The process may have exited meanwhile.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::aggregate::Bounds;
 use crate::artifacts::ArtifactPolicy;
 use crate::kubernetes_api::{LookupError, PodLookup};
-use crate::publish::PublisherConfig;
+use crate::publish::{self, BrokerLimit, PublisherConfig};
 use crate::recorder::{AsyncProfilerSettings, JfrSettings};
 use crate::target::TargetConfig;
 
@@ -79,7 +79,9 @@ pub struct AgentArgs {
     /// Most frames per stack; deeper stacks keep their leaf end.
     #[arg(long, env = "JAVELIN_MAX_FRAMES_PER_STACK", default_value_t = Bounds::default().max_frames_per_stack, value_parser = clap::value_parser!(u32).range(2..))]
     pub max_frames_per_stack: u32,
-    /// Largest Kafka message, in bytes; bigger windows split into parts.
+    /// Largest Kafka message, in bytes; bigger windows split into parts. Lowered at
+    /// start to fit the profiles topic's `max.message.bytes` (or the broker's
+    /// `message.max.bytes`) when the broker reports a smaller limit.
     #[arg(long, env = "JAVELIN_MAX_MESSAGE_BYTES", default_value_t = Bounds::default().max_message_bytes, value_parser = clap::value_parser!(u64).range(4096..))]
     pub max_message_bytes: u64,
     /// Most bytes of messages waiting for Kafka (memory); when full the oldest are dropped and counted.
@@ -118,8 +120,9 @@ pub struct AgentArgs {
     /// up to --max-dump-bytes plus its parse in memory); other targets wait.
     #[arg(long, env = "JAVELIN_MAX_CONCURRENT_COLLECTS", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrent_collects: usize,
-    /// Largest JFR dump read per target and window, in bytes.
-    #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = JfrSettings::default().max_dump_bytes)]
+    /// Largest JFR dump read per target and window, in bytes (a larger one is a
+    /// failed collect, counted); with the collect slots it sizes the agent's memory.
+    #[arg(long, env = "JAVELIN_MAX_DUMP_BYTES", default_value_t = 128 << 20)]
     pub max_dump_bytes: u64,
 }
 
@@ -139,6 +142,21 @@ impl AgentArgs {
             send_timeout: Duration::from_secs(30),
             properties: self.kafka_properties.clone(),
         }
+    }
+
+    /// Fits the message bound under what the broker accepts (`None`: the broker
+    /// could not say; the configured bound stays): lowers `max_message_bytes`
+    /// and sizes librdkafka's `message.max.bytes` (an explicit
+    /// `--kafka-property message.max.bytes=…` still wins). Returns the bound
+    /// as configured before, when it was lowered.
+    pub fn fit_to_broker(&mut self, broker: Option<&BrokerLimit>) -> Option<u64> {
+        let configured = self.max_message_bytes;
+        self.max_message_bytes = publish::fit_message_bytes(configured, broker);
+        if let Some(max) = publish::client_message_max_bytes(self.max_message_bytes, broker) {
+            self.kafka_properties
+                .insert(0, ("message.max.bytes".into(), max.to_string()));
+        }
+        (self.max_message_bytes < configured).then_some(configured)
     }
 
     /// The pod lookup, when enabled and running in a cluster.

@@ -24,7 +24,8 @@ pub struct JvmProcess {
     pub explicit_service: Option<String>,
     /// Main class or jar name from the command line.
     pub main_name: Option<String>,
-    /// Started with `-XX:+DisableAttachMechanism`: never attach.
+    /// Started with `-XX:+DisableAttachMechanism` (from any option source, see
+    /// [`crate::jvm_options`]): never attach, never signal.
     pub attach_disabled: bool,
     /// A profiler library someone else loaded into the JVM (path from its maps).
     pub foreign_profiler: Option<ForeignProfiler>,
@@ -158,7 +159,7 @@ impl ProcFs {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             main_name: main_name(&cmdline),
-            attach_disabled: cmdline.iter().any(|a| a == "-XX:+DisableAttachMechanism"),
+            attach_disabled: attach_disabled(&dir, &cmdline, &environ),
             foreign_profiler: foreign_profiler(&maps),
             pod,
         };
@@ -167,9 +168,55 @@ impl ProcFs {
     }
 }
 
+/// Largest /proc/<pid>/cmdline or environ read (the kernel allows several MB).
+const MAX_PROC_LIST_BYTES: u64 = 1 << 20;
+/// Largest argfile or options file read.
+const MAX_OPTIONS_FILE_BYTES: u64 = 1 << 20;
+
+/// Whether the JVM in `/proc/<pid>` (`dir`) runs with attach disabled, from
+/// its command line, environment and option files. Files are read through the
+/// process's root ([`crate::rootfs::Root::read_in_root`]: nothing outside it,
+/// regular files only, bounded), relative ones from its working directory.
+fn attach_disabled(dir: &Path, cmdline: &[String], environ: &[String]) -> bool {
+    let is_java = |p: &str| p.rsplit('/').next() == Some("java");
+    let launcher = std::fs::read_link(dir.join("exe"))
+        .ok()
+        .and_then(|p| p.to_str().map(is_java))
+        .unwrap_or(false)
+        || cmdline.first().is_some_and(|a| is_java(a));
+    let root = crate::rootfs::Root::open(dir.join("root")).ok();
+    // The working directory as the process sees it (inside its root).
+    let cwd = std::fs::read_link(dir.join("cwd")).ok();
+    let read_file = |path: &str| -> Option<String> {
+        let root = root.as_ref()?;
+        let inside = if path.starts_with('/') {
+            PathBuf::from(path)
+        } else {
+            cwd.as_ref()?.join(path)
+        };
+        // Links inside the JVM's root are fine (the launcher followed them too).
+        match root.read_in_root(inside.to_str()?, MAX_OPTIONS_FILE_BYTES) {
+            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) => {
+                tracing::debug!(path, error = %e, "could not read a JVM options file");
+                None
+            }
+        }
+    };
+    crate::jvm_options::Sources {
+        cmdline,
+        environ,
+        launcher,
+    }
+    .attach_disabled(read_file)
+}
+
 fn read_nul_separated(path: &Path) -> Vec<String> {
-    std::fs::read(path)
-        .map(|bytes| {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PROC_LIST_BYTES).read_to_end(&mut bytes))
+        .map(|_| {
             bytes
                 .split(|&b| b == 0)
                 .filter(|s| !s.is_empty())

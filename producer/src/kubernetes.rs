@@ -42,12 +42,17 @@ impl PodIdentity {
         let cgroup = std::fs::read_to_string(proc_dir.join("cgroup")).unwrap_or_default();
         let (pod_uid, container_id) = parse_cgroup(&cgroup);
         let namespace = env(&["POD_NAMESPACE", "JAVELIN_NAMESPACE"]).or_else(|| {
-            std::fs::read_to_string(
-                proc_dir.join("root/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
-            )
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+            // Through rootfs: inside the container's root, regular file, bounded.
+            crate::rootfs::Root::open(proc_dir.join("root"))
+                .and_then(|root| {
+                    root.read_in_root(
+                        "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                        4096,
+                    )
+                })
+                .ok()
+                .map(|s| String::from_utf8_lossy(&s).trim().to_string())
+                .filter(|s| !s.is_empty())
         });
         let pod = env(&["POD_NAME", "JAVELIN_POD"])
             .or_else(|| in_kubernetes.then(|| env(&["HOSTNAME"])).flatten());

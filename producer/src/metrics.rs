@@ -1,5 +1,5 @@
 //! The agent's metrics. Counters are recorded where things happen (window
-//! built, events parsed or dropped, parse errors); gauges are observed at
+//! built, events parsed or dropped, parse errors, failed collects); gauges are observed at
 //! scrape time from the supervisor's and the spool's own state, so they can
 //! never drift from it.
 
@@ -24,6 +24,7 @@ pub struct AgentMetrics {
     jfr_bytes: Counter<u64>,
     truncated: Counter<u64>,
     parse_errors: Counter<u64>,
+    failed_collects: Counter<u64>,
     pub states: TargetStates,
 }
 
@@ -105,8 +106,20 @@ impl AgentMetrics {
                 .u64_counter("javelin.agent.parse.errors")
                 .with_description("Windows whose JFR data was partly unusable")
                 .build(),
+            failed_collects: meter
+                .u64_counter("javelin.agent.collect.failures")
+                .with_description(
+                    "Windows whose data could not be collected, by reason (too_large, attach, read, library, shutdown_timeout, panic)",
+                )
+                .build(),
             states,
         }
+    }
+
+    /// Records a window whose data was lost before parsing.
+    pub fn failed_collect(&self, reason: &'static str) {
+        self.failed_collects
+            .add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// Records what one window produced.

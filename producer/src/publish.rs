@@ -25,6 +25,22 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// Kafka refuses this message itself (too large): retrying cannot deliver it.
+    pub fn refuses_message(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        matches!(
+            self,
+            PublishError::Send {
+                source: KafkaError::MessageProduction(
+                    C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge
+                ),
+                ..
+            }
+        )
+    }
+}
+
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -35,6 +51,105 @@ pub struct PublisherConfig {
     pub send_timeout: Duration,
     /// Extra librdkafka properties (TLS, SASL, tuning), applied last.
     pub properties: Vec<(String, String)>,
+}
+
+/// librdkafka's `queue.buffering.max.kbytes`: 128 MiB, above what the spool
+/// hands it at once (`--max-in-flight` messages of at most `--max-message-bytes`,
+/// 64 × 900 KiB by default), so it never refuses a send, and a hard bound.
+pub const QUEUE_MAX_KBYTES: u64 = 128 * 1024;
+
+/// librdkafka's default `message.max.bytes`.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: u64 = 1_000_000;
+
+/// Room left under the broker's limit for what Kafka adds to our payload
+/// (record batch and record headers, key, the `traceparent` header) and for
+/// LZ4 on incompressible data (at most 0.4 % larger).
+pub fn broker_headroom(broker_limit: u64) -> u64 {
+    (broker_limit / 32).max(4096)
+}
+
+/// What the broker accepts for one message on a topic, and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerLimit {
+    pub bytes: u64,
+    /// `max.message.bytes of topic …` or `message.max.bytes of broker …`.
+    pub source: String,
+}
+
+/// The message bound to use: `configured`, lowered to fit under the broker's
+/// limit with [`broker_headroom`] to spare (never below 1 KiB).
+pub fn fit_message_bytes(configured: u64, broker: Option<&BrokerLimit>) -> u64 {
+    match broker {
+        Some(b) => configured.min(b.bytes.saturating_sub(broker_headroom(b.bytes)).max(1024)),
+        None => configured,
+    }
+}
+
+/// librdkafka's `message.max.bytes` for a message bound: the broker's limit
+/// when known (batches must not exceed it); otherwise raised from the default
+/// only when a message of the bound would not fit it.
+pub fn client_message_max_bytes(message_bytes: u64, broker: Option<&BrokerLimit>) -> Option<u64> {
+    match broker {
+        Some(b) => Some(b.bytes.max(1000)),
+        None => {
+            let needed = message_bytes + broker_headroom(message_bytes);
+            (needed > LIBRDKAFKA_MESSAGE_MAX_BYTES).then_some(needed)
+        }
+    }
+}
+
+/// Asks the cluster how large a message on `topic` may be: the topic's
+/// `max.message.bytes`, or else the broker's `message.max.bytes`. `Ok(None)`
+/// when the cluster answered without either (a broker that does not report
+/// configs); `Err` when it could not be asked.
+pub async fn broker_message_limit(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<BrokerLimit>, KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        client.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let admin = Arc::new(admin);
+    let metadata = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, timeout))
+            .await
+            .map_err(|_| KafkaError::Canceled)??
+    };
+    let broker = metadata.brokers().first().map(|b| b.id());
+    let mut resources = vec![ResourceSpecifier::Topic(topic)];
+    resources.extend(broker.map(ResourceSpecifier::Broker));
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let results = admin.describe_configs(resources.iter(), &options).await?;
+    let value = |i: usize, name: &str| -> Option<u64> {
+        results
+            .get(i)?
+            .as_ref()
+            .ok()?
+            .get(name)?
+            .value
+            .as_deref()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    if let Some(bytes) = value(0, "max.message.bytes") {
+        return Ok(Some(BrokerLimit {
+            bytes,
+            source: format!("max.message.bytes of topic {topic}"),
+        }));
+    }
+    Ok(value(1, "message.max.bytes").map(|bytes| BrokerLimit {
+        bytes,
+        source: format!("message.max.bytes of broker {}", broker.unwrap_or_default()),
+    }))
 }
 
 /// Consecutive broker-side rejections after which the producer is rebuilt.
@@ -78,7 +193,11 @@ impl Publisher {
             .set(
                 "message.timeout.ms",
                 config.send_timeout.as_millis().to_string(),
-            );
+            )
+            // librdkafka's own queue: the spool hands it at most --max-in-flight
+            // messages, so this only backs the memory bound up (see
+            // docs/architecture.md, "Memory").
+            .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string());
         for (k, v) in &config.properties {
             client.set(k, v);
         }
@@ -202,6 +321,10 @@ fn rejected_by_broker(error: &KafkaError) -> bool {
                 | C::UnknownTopicOrPartition
                 | C::NotEnoughReplicas
                 | C::NotEnoughReplicasAfterAppend
+                // Refusals of one message, not of the producer: the spool drops it.
+                | C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::MessageBatchTooLarge
         ),
         _ => false,
     }
@@ -210,6 +333,56 @@ fn rejected_by_broker(error: &KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_bound_fits_under_the_broker_limit_with_headroom() {
+        let limit = |bytes| BrokerLimit {
+            bytes,
+            source: "test".into(),
+        };
+        // Kafka's default 1 MiB + 12: the default 900 KiB bound fits as it is.
+        assert_eq!(
+            fit_message_bytes(900 * 1024, Some(&limit(1_048_588))),
+            900 * 1024
+        );
+        // A topic of 200 000 bytes: lowered, with room for headers and LZ4.
+        let fitted = fit_message_bytes(900 * 1024, Some(&limit(200_000)));
+        assert_eq!(fitted, 200_000 - 6_250);
+        assert!(fitted + broker_headroom(200_000) <= 200_000);
+        assert_eq!(
+            fit_message_bytes(900 * 1024, None),
+            900 * 1024,
+            "unknown: kept"
+        );
+        assert_eq!(
+            client_message_max_bytes(fitted, Some(&limit(200_000))),
+            Some(200_000)
+        );
+        assert_eq!(
+            client_message_max_bytes(900 * 1024, None),
+            None,
+            "librdkafka's default fits"
+        );
+        assert_eq!(
+            client_message_max_bytes(4 << 20, None),
+            Some((4 << 20) + (4 << 20) / 32),
+            "raised for a larger bound"
+        );
+    }
+
+    #[test]
+    fn a_message_kafka_refuses_is_not_retried_and_resets_nothing() {
+        use RDKafkaErrorCode as C;
+        let refused = |code| PublishError::Send {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(code),
+        };
+        assert!(refused(C::MessageSizeTooLarge).refuses_message());
+        assert!(!refused(C::MessageTimedOut).refuses_message());
+        assert!(!rejected_by_broker(&KafkaError::MessageProduction(
+            C::MessageSizeTooLarge
+        )));
+    }
 
     #[test]
     fn only_broker_rejections_count_towards_a_reset() {

@@ -12,9 +12,32 @@
 //! - another installation: `external_conflict`, left alone.
 //!
 //! The marker lives in the target's /tmp (reached through `/proc/<pid>/root`), so
-//! it dies with the container, and a restarted JVM starts clean.
+//! it dies with the container, and a restarted JVM starts clean. It is read,
+//! written and removed only through [`Marker::read`], [`Marker::write`] and
+//! [`Marker::remove`] ([`crate::rootfs`]: no link followed, /tmp owned by root or
+//! the JVM's user, the marker itself a small regular file owned by the agent's
+//! user, which wrote it).
 
 use std::path::PathBuf;
+
+use crate::rootfs::{Root, RootFsError};
+
+/// Largest marker read; a real one is about 150 bytes.
+const MAX_MARKER_BYTES: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    #[error("session marker: {0}")]
+    Target(#[from] RootFsError),
+    #[error("session marker of process {pid}: {source}")]
+    Process {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("session marker {path}: not a marker")]
+    Garbled { path: String },
+}
 
 /// Contents of a marker file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +63,61 @@ pub enum Ownership {
 
 impl Marker {
     pub fn path(pid: u32, nspid: u32) -> PathBuf {
-        PathBuf::from(format!("/proc/{pid}/root/tmp/.javelin-{nspid}.session"))
+        PathBuf::from(format!("/proc/{pid}/root/tmp/{}", Marker::file_name(nspid)))
+    }
+
+    fn file_name(nspid: u32) -> String {
+        format!(".javelin-{nspid}.session")
+    }
+
+    /// The target's `/tmp`, which must be a directory owned by root or the JVM's user.
+    fn tmp_of(pid: u32) -> Result<crate::rootfs::Dir, MarkerError> {
+        let uid = crate::rootfs::process_uid(pid)
+            .map_err(|source| MarkerError::Process { pid, source })?;
+        Ok(Root::of_process(pid)?.open_dir("/tmp", &[0, uid])?)
+    }
+
+    /// The marker of JVM `pid` (`nspid` inside its namespace); `None` when
+    /// there is none. A link, a FIFO, a file not owned by the agent's user, an
+    /// oversized or garbled file is an error: the JVM is someone else's.
+    pub fn read(pid: u32, nspid: u32) -> Result<Option<Marker>, MarkerError> {
+        Marker::read_in(&Marker::tmp_of(pid)?, nspid)
+    }
+
+    /// [`Marker::read`] in a given directory.
+    pub fn read_in(dir: &crate::rootfs::Dir, nspid: u32) -> Result<Option<Marker>, MarkerError> {
+        let name = Marker::file_name(nspid);
+        let owner = nix::unistd::geteuid().as_raw();
+        let bytes = match dir.read(&name, Some(&[owner]), MAX_MARKER_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Marker::parse(&String::from_utf8_lossy(&bytes))
+            .map(Some)
+            .ok_or(MarkerError::Garbled { path: name })
+    }
+
+    /// Writes this marker for JVM `pid`, atomically, replacing (never following)
+    /// whatever entry is at its path.
+    pub fn write(&self, pid: u32, nspid: u32) -> Result<(), MarkerError> {
+        self.write_in(&Marker::tmp_of(pid)?, nspid)
+    }
+
+    /// [`Marker::write`] in a given directory.
+    pub fn write_in(&self, dir: &crate::rootfs::Dir, nspid: u32) -> Result<(), MarkerError> {
+        Ok(dir.write_replace(&Marker::file_name(nspid), self.render().as_bytes(), 0o644)?)
+    }
+
+    /// Removes the marker of JVM `pid` if it is a file of the agent's user;
+    /// `false` when there was none.
+    pub fn remove(pid: u32, nspid: u32) -> Result<bool, MarkerError> {
+        let owner = nix::unistd::geteuid().as_raw();
+        Ok(Marker::tmp_of(pid)?.remove_if(
+            &Marker::file_name(nspid),
+            crate::rootfs::Kind::File,
+            &[owner],
+        )?)
     }
 
     pub fn render(&self) -> String {

@@ -4,8 +4,9 @@
 //! profiling. One sender task drains the spool in order, with at most
 //! `max_in_flight` deliveries outstanding; a failed delivery goes back to the
 //! front and is retried with backoff, so while Kafka is unreachable messages
-//! wait here. The spool holds at most `max_bytes`: when a new message does not
-//! fit, the oldest go first, and each drop is counted against its target, whose
+//! wait here. The spool holds at most `max_bytes` of payload and one message
+//! per 4 KiB of that (a message's span and queue slot cost memory too): when a
+//! new message does not fit, the oldest go first, and each drop is counted against its target, whose
 //! status then reports it.
 //!
 //! Each message gets a span when it is spooled (ended when it is delivered or
@@ -124,7 +125,19 @@ pub struct Spool {
     state: Arc<Mutex<State>>,
     ready: Arc<Notify>,
     max_bytes: usize,
+    /// Each message also costs its span, key and queue slot (under 1 KiB):
+    /// capping the count bounds that too, however small the messages.
+    max_messages: usize,
 }
+
+/// One message counted per this many bytes of the bound (at least 64 messages).
+pub const BYTES_PER_MESSAGE_SLOT: usize = 4096;
+
+/// Most payload bytes handed to Kafka at once (besides `--max-in-flight`):
+/// in flight a message is held here and copied by librdkafka, which also
+/// builds the compressed batch, so this bounds ~3× its size (at least one
+/// message always goes).
+pub const MAX_IN_FLIGHT_BYTES: usize = 8 << 20;
 
 impl Spool {
     pub fn new(max_bytes: usize) -> Spool {
@@ -132,6 +145,7 @@ impl Spool {
             state: Arc::default(),
             ready: Arc::new(Notify::new()),
             max_bytes,
+            max_messages: (max_bytes / BYTES_PER_MESSAGE_SLOT).max(64),
         }
     }
 
@@ -154,7 +168,7 @@ impl Spool {
                 entry.dropped("larger than the whole spool");
                 return;
             }
-            while state.bytes + size > self.max_bytes {
+            while state.bytes + size > self.max_bytes || state.queue.len() >= self.max_messages {
                 let Some(old) = state.queue.pop_front() else {
                     break;
                 };
@@ -225,8 +239,24 @@ impl Spool {
     }
 
     fn take(&self, max: usize) -> Vec<Entry> {
+        self.take_within(max, usize::MAX)
+    }
+
+    /// The oldest messages, at most `max` of them and `max_bytes` of payload
+    /// (the first always).
+    fn take_within(&self, max: usize, max_bytes: usize) -> Vec<Entry> {
         let mut state = self.lock();
-        let n = max.min(state.queue.len());
+        let mut bytes = 0usize;
+        let n = state
+            .queue
+            .iter()
+            .take(max)
+            .enumerate()
+            .take_while(|(i, e)| {
+                bytes = bytes.saturating_add(e.message.payload.len());
+                *i == 0 || bytes <= max_bytes
+            })
+            .count();
         let batch: Vec<Entry> = state.queue.drain(..n).collect();
         state.bytes -= batch.iter().map(|m| m.message.payload.len()).sum::<usize>();
         batch
@@ -240,7 +270,9 @@ impl Spool {
         // Newest first, so once the spool is full every older message is the one dropped.
         for entry in failed.into_iter().rev() {
             let size = entry.message.payload.len();
-            full = full || state.bytes + size > self.max_bytes;
+            full = full
+                || state.bytes + size > self.max_bytes
+                || state.queue.len() >= self.max_messages;
             if full {
                 let d = state.drops.entry(entry.message.target_id).or_default();
                 d.messages += 1;
@@ -266,7 +298,7 @@ impl Spool {
         let stop_wait = stop.notified();
         tokio::pin!(stop_wait);
         loop {
-            let batch = self.take(max_in_flight.max(1));
+            let batch = self.take_within(max_in_flight.max(1), MAX_IN_FLIGHT_BYTES);
             if batch.is_empty() {
                 if stopping {
                     return;
@@ -291,6 +323,16 @@ impl Spool {
                     Ok(()) => {
                         delivered += 1;
                         entry.delivered();
+                    }
+                    // Retrying a message Kafka refuses would loop for ever: drop it, counted.
+                    Err(e) if e.refuses_message() => {
+                        tracing::warn!(error = %e, target_id = entry.message.target_id, bytes = entry.message.payload.len(), "Kafka refuses the message; dropped");
+                        let mut state = self.lock();
+                        let d = state.drops.entry(entry.message.target_id).or_default();
+                        d.messages += 1;
+                        d.bytes += entry.message.payload.len() as u64;
+                        drop(state);
+                        entry.dropped("refused by Kafka");
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "delivery failed; message back in the spool");
@@ -361,6 +403,28 @@ mod tests {
             "too large for the spool"
         );
         assert_eq!(spool.len(), (2, 80));
+    }
+
+    #[test]
+    fn the_message_count_is_bounded_too() {
+        let spool = Spool::new(1 << 20);
+        for t in 0..600 {
+            spool.push(msg(t, 10));
+        }
+        assert_eq!(
+            spool.len(),
+            (256, 2560),
+            "1 MiB holds 256 messages however small"
+        );
+        let batch = spool.take_within(100, 25);
+        assert_eq!(batch.len(), 2, "in-flight bytes bound the batch");
+        assert_eq!(
+            spool.take_within(100, 5).len(),
+            1,
+            "one message always goes"
+        );
+        assert_eq!(spool.drops(0).messages, 1, "the oldest went first");
+        assert_eq!(spool.drops(599).messages, 0);
     }
 
     #[test]

@@ -11,9 +11,10 @@ use crate::aggregate::{Bounds, WindowAggregator};
 use crate::artifacts::ArtifactPolicy;
 use crate::attach::AttachTarget;
 use crate::discovery::{ForeignProfiler, JvmProcess};
-use crate::jfr_parse::{EventRules, parse_chunks};
+use crate::jfr_parse::{CpuEvent, EventRules, parse_chunks};
 use crate::kubernetes_api::PodLookup;
 use crate::metrics::AgentMetrics;
+use crate::recorder::async_profiler::owner_tag;
 use crate::recorder::{
     AsyncProfilerRecorder, AsyncProfilerSettings, Collected, JfrRecorder, JfrSettings, Recorder,
 };
@@ -78,9 +79,23 @@ pub enum TargetEnd {
     Conflict(String),
 }
 
+/// A target's status is published after every window, and at least this often
+/// while a window is open (windows may be up to an hour long; the targets page
+/// lists targets by their last status).
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// At a graceful stop, how long a target may take to collect, parse and spool
+/// its open window as a final partial window and end its session. Past it the
+/// window is counted as a failed collect and the session left to end by itself
+/// (its marker stays, so the next agent recovers it). The agent's shutdown
+/// (`agent::TARGETS_STOP_TIMEOUT`) and the DaemonSet's grace period are sized
+/// from this.
+pub const FINAL_WINDOW_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Publishes a target's windows and status through the spool.
 struct Reporter {
-    /// The recorder kind (`jfr`, `async-profiler`).
+    /// The recorder kind (`jfr`, `async-profiler`, …): configured until the
+    /// recorder has started, then what it reports.
     recorder: &'static str,
     spool: Spool,
     metrics: AgentMetrics,
@@ -88,8 +103,6 @@ struct Reporter {
     windows: u64,
     /// Drops and truncation since profiling started (reported in status).
     losses: Losses,
-    /// What the last status reported, to report again when anything grows.
-    reported: Losses,
 }
 
 /// Cumulative data losses of one target, all of which its status reports.
@@ -99,6 +112,8 @@ struct Losses {
     dropped_events: u64,
     dropped_stacks: u64,
     truncated_windows: u64,
+    failed_collects: u64,
+    oversized_messages: u64,
 }
 
 impl Reporter {
@@ -116,19 +131,19 @@ impl Reporter {
             self.losses.dropped_events += acc.dropped_events;
             self.losses.dropped_stacks += acc.dropped_stacks;
             self.losses.truncated_windows += u64::from(acc.truncated);
+            self.losses.oversized_messages += acc.oversized_messages;
         }
     }
 
-    /// Losses grown since the last status, if any.
-    fn new_losses(&mut self) -> Option<Losses> {
-        self.losses.spool_dropped_messages = self.spool.drops(self.identity.target_id).messages;
-        (self.losses != self.reported).then_some(self.losses)
+    /// A window whose data could not be collected.
+    fn failed_collect(&mut self, reason: &'static str) {
+        self.losses.failed_collects += 1;
+        self.metrics.failed_collect(reason);
     }
 
     async fn status(&mut self, state: TargetState, last_error: &str) {
         self.metrics.state(self.identity.target_id, Some(state));
         self.losses.spool_dropped_messages = self.spool.drops(self.identity.target_id).messages;
-        self.reported = self.losses;
         let status = TargetStatus {
             target: Some(self.identity.clone()),
             state: state as i32,
@@ -141,7 +156,8 @@ impl Reporter {
             dropped_events: self.losses.dropped_events,
             dropped_stacks: self.losses.dropped_stacks,
             truncated_windows: self.losses.truncated_windows,
-            ..TargetStatus::default()
+            failed_collects: self.losses.failed_collects,
+            oversized_messages: self.losses.oversized_messages,
         };
         self.spool.push(Spooled {
             destination: Destination::Status,
@@ -152,7 +168,30 @@ impl Reporter {
     }
 }
 
-/// Profiles one JVM until it exits or `shutdown` turns true.
+/// The state, and the message for the operator, a status reports.
+struct Health {
+    state: TargetState,
+    last_error: String,
+    /// Spool drops already named in a message.
+    spool_drops_told: u64,
+}
+
+/// A foreign profiler's state and message, as reported for it.
+fn conflict(foreign: &ForeignProfiler) -> (TargetState, String) {
+    match foreign {
+        ForeignProfiler::AsyncProfiler(path) => (
+            TargetState::ExternalConflict,
+            format!("async-profiler from {path} is loaded by someone else; not touching this JVM"),
+        ),
+        ForeignProfiler::Other(path) => (
+            TargetState::UnknownProfiler,
+            format!("another profiling agent is loaded ({path}); not touching this JVM"),
+        ),
+    }
+}
+
+/// Profiles one JVM until it exits, another profiler appears in it, or
+/// `shutdown` turns true.
 pub async fn run(
     mut jvm: JvmProcess,
     config: TargetConfig,
@@ -175,7 +214,6 @@ pub async fn run(
         identity: identity(&jvm, &config),
         windows: 0,
         losses: Losses::default(),
-        reported: Losses::default(),
     };
     let pid = jvm.pid;
     if jvm.attach_disabled {
@@ -187,45 +225,31 @@ pub async fn run(
             .await;
         return TargetEnd::Disabled;
     }
-    match &jvm.foreign_profiler {
-        Some(ForeignProfiler::AsyncProfiler(path)) => {
-            let message = format!(
-                "async-profiler from {path} is loaded by someone else; not touching this JVM"
-            );
-            reporter
-                .status(TargetState::ExternalConflict, &message)
-                .await;
-            return TargetEnd::Conflict(message);
-        }
-        Some(ForeignProfiler::Other(path)) => {
-            let message =
-                format!("another profiling agent is loaded ({path}); not touching this JVM");
-            reporter
-                .status(TargetState::UnknownProfiler, &message)
-                .await;
-            return TargetEnd::Conflict(message);
-        }
-        None => {}
+    if let Some(foreign) = &jvm.foreign_profiler {
+        let (state, message) = conflict(foreign);
+        reporter.status(state, &message).await;
+        return TargetEnd::Conflict(message);
     }
-    let me = Marker {
+    let mut me = Marker {
         installation: config.installation.clone(),
         recorder: recorder_kind.into(),
         recording: config.recording_name.clone(),
         agent_pid: std::process::id(),
         agent_start_ms: session::own_start_ms(),
     };
-    let marker_path = Marker::path(pid, jvm.nspid);
-    let ownership = match std::fs::read_to_string(&marker_path)
-        .ok()
-        .map(|t| Marker::parse(&t))
-    {
-        None => Ownership::Fresh,
-        Some(Some(existing)) => Marker::ownership(Some(&existing), &me, session::process_alive),
-        // An unreadable marker is someone else's file: leave the JVM alone.
-        Some(None) => Ownership::Foreign(Marker {
-            installation: "<unreadable marker>".into(),
-            ..me.clone()
-        }),
+    let nspid = jvm.nspid;
+    let marker_path = Marker::path(pid, nspid);
+    let ownership = match Marker::read(pid, nspid) {
+        Ok(existing) => Marker::ownership(existing.as_ref(), &me, session::process_alive),
+        // A marker that cannot be read safely (a link, a FIFO, another user's
+        // file, garbled) is someone else's file: leave the JVM alone.
+        Err(e) => {
+            let message = format!("{e}; not touching this JVM");
+            reporter
+                .status(TargetState::ExternalConflict, &message)
+                .await;
+            return TargetEnd::Conflict(message);
+        }
     };
     if let Ownership::Foreign(owner) = &ownership {
         let message = format!(
@@ -245,7 +269,14 @@ pub async fn run(
         timeout: config.attach_timeout,
     };
     let recorder: Box<dyn Recorder> = match &config.async_profiler {
-        Some(settings) => Box::new(AsyncProfilerRecorder::new(attach, settings.clone())),
+        Some(settings) => {
+            let tag = |m: &Marker| owner_tag(&m.installation, m.agent_pid, m.agent_start_ms);
+            let mut ap = AsyncProfilerRecorder::new(attach, settings.clone()).owned_by(tag(&me));
+            if let Ownership::Orphaned(old) = &ownership {
+                ap = ap.recovering(tag(old));
+            }
+            Box::new(ap)
+        }
         None => Box::new(JfrRecorder::new(
             attach,
             config.recording_name.clone(),
@@ -269,7 +300,9 @@ pub async fn run(
         reporter.status(TargetState::AttachFailed, &message).await;
         return TargetEnd::AttachFailed(message);
     }
-    if let Err(e) = std::fs::write(&marker_path, me.render()) {
+    reporter.recorder = recorder.kind();
+    me.recorder = recorder.kind().into();
+    if let Err(e) = me.write(pid, nspid) {
         tracing::warn!(pid, error = %e, path = %marker_path.display(), "could not write the session marker");
     }
     let state = match ownership {
@@ -284,27 +317,65 @@ pub async fn run(
         _ => TargetState::Profiling,
     };
     tracing::info!(pid, service = %jvm.service, state = state.name(), "profiling");
-    reporter.status(state, "").await;
+    // What the recorder says about how it samples (e.g. a JDK 25 target not on
+    // the CPU-time sampler) stands in the status while nothing needs saying.
+    let notice = recorder.notice().unwrap_or_default().to_string();
+    reporter.status(state, &notice).await;
+    let mut health = Health {
+        state,
+        last_error: notice.clone(),
+        spool_drops_told: 0,
+    };
 
     // After failed collects a window reaches back at most the recording's
     // `maxage` (3 windows, at least 60 s): older data is gone from it.
     let mut clock = WindowClock::new(config.window, config.jfr.max_age, Instant::now(), now_ms());
+    let mut next_status = Instant::now() + STATUS_INTERVAL;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(clock.deadline().into()) => {}
+            _ = tokio::time::sleep_until(clock.deadline().min(next_status).into()) => {}
             _ = shutdown.changed() => {
-                let _ = blocking(recorder, |r| r.stop()).await;
-                let _ = std::fs::remove_file(&marker_path);
-                reporter.metrics.state(reporter.identity.target_id, None);
-                return TargetEnd::Stopped;
+                return stop_gracefully(recorder, &config, &mut reporter, &health, &mut clock, nspid).await;
             }
         }
-        if !still_running(&jvm) {
+        if Instant::now() < clock.deadline() {
+            // A long window: the status in between, with the same counters.
+            reporter.status(health.state, &health.last_error).await;
+            next_status = Instant::now() + STATUS_INTERVAL;
+            continue;
+        }
+        // Checked every window: the JVM may have exited, or someone may have
+        // loaded another profiler into it while we profile.
+        let Some(now_jvm) = still_running(&jvm) else {
             tracing::info!(pid, "target exited");
             reporter.status(TargetState::Exited, "").await;
             reporter.metrics.state(reporter.identity.target_id, None);
             return TargetEnd::Exited;
+        };
+        if let Some(foreign) = &now_jvm.foreign_profiler {
+            let (state, mut message) = conflict(foreign);
+            tracing::warn!(pid, %message, "another profiler appeared; stopping our session");
+            let stopped = blocking(recorder, |r| r.stop()).await;
+            match stopped {
+                Some((Ok(()), _)) => {
+                    remove_marker(pid, nspid);
+                }
+                Some((Err(e), _)) => {
+                    message = format!("{message}; stopping our session failed: {e}")
+                }
+                None => message = format!("{message}; stopping our session panicked"),
+            }
+            reporter.status(state, &message).await;
+            return TargetEnd::Conflict(message);
         }
+        // One of the agent's collect slots, from the collect until the windows
+        // are built: at most that many dumps are in memory at once.
+        let permit = tokio::select! {
+            permit = config.collect_slots.clone().acquire_owned() => permit.ok(),
+            _ = shutdown.changed() => {
+                return stop_gracefully(recorder, &config, &mut reporter, &health, &mut clock, nspid).await;
+            }
+        };
         let Some((collected, back)) = blocking(recorder, |r| r.collect()).await else {
             return TargetEnd::AttachFailed("recorder task panicked".into());
         };
@@ -313,10 +384,12 @@ pub async fn run(
         let collected = match collected {
             Ok(c) => c,
             Err(e) => {
+                drop(permit);
                 tracing::warn!(pid, error = %e, "collecting the window failed");
-                reporter
-                    .status(TargetState::Profiling, &e.to_string())
-                    .await;
+                reporter.failed_collect(e.reason());
+                health.last_error = e.to_string();
+                reporter.status(health.state, &health.last_error).await;
+                next_status = Instant::now() + STATUS_INTERVAL;
                 // The window stays open: a JFR recording keeps the data for the
                 // next dump (e.g. the attach timed out on a stopped JVM), so the
                 // next window covers the whole gap instead of leaving a hole. (An
@@ -327,62 +400,162 @@ pub async fn run(
             }
         };
         let (window_start, window_end) = clock.close(now, wall_ms);
-        let identity = reporter.identity.clone();
-        let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);
-        let artifacts = config.artifacts.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let kept =
-                artifacts.map(|policy| keep_artifact(&policy, &collected, &identity, window_start));
-            let (windows, error) = build_windows(
-                collected,
-                &identity,
-                window_start,
-                window_end,
-                cfg_bounds,
-                cpu_period,
-            );
-            (windows, error.or(kept.and_then(Result::err)))
-        })
-        .await;
-        let (windows, parse_error) = match built {
-            Ok(v) => v,
-            Err(e) => (Vec::new(), Some(format!("parser task failed: {e}"))),
-        };
-        if let Some(err) = &parse_error {
-            tracing::warn!(pid, error = %err, "JFR data partly unusable");
-        }
-        let jfr_bytes = windows
-            .first()
-            .and_then(|w| w.accounting)
-            .map_or(0, |a| a.jfr_bytes);
-        reporter
-            .metrics
-            .window(&windows, jfr_bytes, parse_error.is_some());
-        for window in &windows {
-            reporter.window(window);
-        }
-        tracing::debug!(
-            pid,
-            parts = windows.len(),
-            total = reporter.windows,
-            "window spooled"
-        );
-        if let Some(e) = parse_error {
-            reporter.status(TargetState::Profiling, &e).await;
-        } else if let Some(losses) = reporter.new_losses() {
-            // The counters travel in the status; the text names what needs an operator.
-            let message =
-                if losses.spool_dropped_messages > reporter.reported.spool_dropped_messages {
-                    format!(
-                        "{} messages dropped from the full spool while Kafka was unavailable",
-                        losses.spool_dropped_messages
-                    )
-                } else {
-                    String::new()
-                };
-            reporter.status(TargetState::Profiling, &message).await;
+        let parse_error =
+            publish_windows(collected, window_start, window_end, &config, &mut reporter).await;
+        drop(permit);
+        health.state = TargetState::Profiling;
+        let spool_message = health.spool_message(&reporter);
+        health.last_error = parse_error
+            .or((!spool_message.is_empty()).then_some(spool_message))
+            .unwrap_or_else(|| notice.clone());
+        reporter.status(health.state, &health.last_error).await;
+        next_status = Instant::now() + STATUS_INTERVAL;
+    }
+}
+
+impl Health {
+    /// Names spool drops that are new since the last message, if any.
+    fn spool_message(&mut self, reporter: &Reporter) -> String {
+        let drops = reporter.spool.drops(reporter.identity.target_id).messages;
+        if drops > self.spool_drops_told {
+            self.spool_drops_told = drops;
+            format!("{drops} messages dropped from the full spool while Kafka was unavailable")
+        } else {
+            String::new()
         }
     }
+}
+
+/// Parses a collected window, spools its parts and records its metrics;
+/// returns what made the data partly unusable, if anything.
+async fn publish_windows(
+    collected: Collected,
+    window_start: i64,
+    window_end: i64,
+    config: &TargetConfig,
+    reporter: &mut Reporter,
+) -> Option<String> {
+    let pid = reporter.identity.pid;
+    let identity = reporter.identity.clone();
+    let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);
+    let cpu_event = CpuEvent::of_recorder(reporter.recorder);
+    let artifacts = config.artifacts.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let kept =
+            artifacts.map(|policy| keep_artifact(&policy, &collected, &identity, window_start));
+        let (windows, error) = build_windows(
+            collected,
+            &identity,
+            window_start,
+            window_end,
+            cfg_bounds,
+            cpu_period,
+            cpu_event,
+        );
+        (windows, error.or(kept.and_then(Result::err)))
+    })
+    .await;
+    let (windows, parse_error) = match built {
+        Ok(v) => v,
+        Err(e) => (Vec::new(), Some(format!("parser task failed: {e}"))),
+    };
+    if let Some(err) = &parse_error {
+        tracing::warn!(pid, error = %err, "JFR data partly unusable");
+    }
+    let jfr_bytes = windows
+        .first()
+        .and_then(|w| w.accounting)
+        .map_or(0, |a| a.jfr_bytes);
+    reporter
+        .metrics
+        .window(&windows, jfr_bytes, parse_error.is_some());
+    for window in &windows {
+        reporter.window(window);
+    }
+    tracing::debug!(
+        pid,
+        parts = windows.len(),
+        total = reporter.windows,
+        "window spooled"
+    );
+    parse_error
+}
+
+/// A graceful stop: the open window is collected and published as a final
+/// partial window, the session ended, its marker removed, and a last status
+/// carries the final counters; all within [`FINAL_WINDOW_TIMEOUT`].
+async fn stop_gracefully(
+    recorder: Box<dyn Recorder>,
+    config: &TargetConfig,
+    reporter: &mut Reporter,
+    health: &Health,
+    clock: &mut WindowClock,
+    nspid: u32,
+) -> TargetEnd {
+    let pid = reporter.identity.pid;
+    let deadline = tokio::time::Instant::now() + FINAL_WINDOW_TIMEOUT;
+    let slots = config.collect_slots.clone();
+    let finished = tokio::time::timeout_at(deadline, async {
+        let permit = slots.acquire_owned().await.ok();
+        let (outcome, _) = blocking(recorder, |r| r.finish()).await?;
+        Some((outcome, permit))
+    })
+    .await;
+    let mut stopped = false;
+    let mut state = health.state;
+    let last_error = match finished {
+        Ok(Some(((collected, ended), permit))) => {
+            stopped = ended.is_ok();
+            if let Err(e) = &ended {
+                tracing::warn!(pid, error = %e, "stopping the session failed");
+            }
+            let message = match collected {
+                Ok(collected) => {
+                    let (start, end) = clock.close(Instant::now(), now_ms());
+                    let window = tokio::time::timeout_at(
+                        deadline,
+                        publish_windows(collected, start, end, config, reporter),
+                    )
+                    .await;
+                    match window {
+                        Ok(error) => {
+                            state = TargetState::Profiling;
+                            error.unwrap_or_default()
+                        }
+                        Err(_) => {
+                            reporter.failed_collect("shutdown_timeout");
+                            "agent stopping: the final window was not parsed in time".into()
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "collecting the final window failed");
+                    reporter.failed_collect(e.reason());
+                    e.to_string()
+                }
+            };
+            drop(permit);
+            message
+        }
+        Ok(None) => {
+            reporter.failed_collect("panic");
+            "agent stopping: the recorder task panicked".into()
+        }
+        Err(_) => {
+            tracing::warn!(pid, timeout = ?FINAL_WINDOW_TIMEOUT, "final window not collected in time; the session ends by itself");
+            reporter.failed_collect("shutdown_timeout");
+            format!(
+                "agent stopping: the final window was not collected within {FINAL_WINDOW_TIMEOUT:?}"
+            )
+        }
+    };
+    // A session that did not stop keeps its marker: the next agent recovers it.
+    if stopped {
+        remove_marker(pid, nspid);
+    }
+    reporter.status(state, &last_error).await;
+    reporter.metrics.state(reporter.identity.target_id, None);
+    TargetEnd::Stopped
 }
 
 /// When a target's windows close and which span of time each one covers.
@@ -478,12 +651,14 @@ fn build_windows(
     window_end: i64,
     bounds: Bounds,
     cpu_period: Duration,
+    cpu_event: CpuEvent,
 ) -> (Vec<wire::ProfileWindow>, Option<String>) {
     let started = Instant::now();
     let mut aggregator = WindowAggregator::new(bounds);
     let rules = EventRules {
         cpu_period_nanos: cpu_period.as_nanos() as i64,
         max_events: bounds.max_events_per_window,
+        cpu_event,
     };
     let mut budget = rules.max_events;
     let jfr_bytes: u64 = collected.new_chunks.iter().map(|c| c.size as u64).sum();
@@ -564,12 +739,21 @@ where
     .ok()
 }
 
-fn still_running(jvm: &JvmProcess) -> bool {
-    // Same pid and same start time: a recycled pid is another process.
+/// Removes our session marker from the JVM (a failure only leaves it to the
+/// next agent, which then recovers a session that is no longer running).
+fn remove_marker(pid: u32, nspid: u32) {
+    if let Err(e) = Marker::remove(pid, nspid) {
+        tracing::warn!(pid, error = %e, "could not remove the session marker");
+    }
+}
+
+/// The JVM as /proc shows it now, if it still runs: same pid and same start
+/// time (a recycled pid is another process).
+fn still_running(jvm: &JvmProcess) -> Option<JvmProcess> {
     crate::discovery::ProcFs::new("/proc")
         .ok()
         .and_then(|p| p.inspect(jvm.pid))
-        .is_some_and(|now| now.start_ms == jvm.start_ms)
+        .filter(|now| now.start_ms == jvm.start_ms)
 }
 
 #[cfg(test)]

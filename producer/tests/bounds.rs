@@ -18,6 +18,7 @@ fn windows(bounds: Bounds) -> Vec<ProfileWindow> {
     let rules = EventRules {
         cpu_period_nanos: 10_000_000,
         max_events: bounds.max_events_per_window,
+        cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
     };
     let mut budget = rules.max_events;
     let outcome = parse_chunks(JDK17, &chunks, rules, &mut budget, &mut |k, f, v, c| {

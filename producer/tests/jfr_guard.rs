@@ -1,4 +1,4 @@
-//! The guarded JFR parser on real recordings (JDK 17 and JDK 25 fixtures made
+//! Javelin's JFR reader on real recordings (JDK 17 and JDK 25 fixtures made
 //! with the agent's minimal event set) and on corrupt input: every bad file
 //! gives a reported error quickly, never a panic or a hang.
 
@@ -16,6 +16,7 @@ const JDK25: &[u8] = include_bytes!("data/demo-jdk25.jfr");
 const RULES: EventRules = EventRules {
     cpu_period_nanos: 10_000_000,
     max_events: 1_000_000,
+    cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
 };
 
 /// Scans and parses like the agent does; returns the outcome, the summed values and the first error.

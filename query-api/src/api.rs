@@ -399,14 +399,45 @@ async fn health(State(s): Shared, Query(p): Query<Params>) -> ApiResult<HealthRe
 
 #[derive(Debug, Serialize)]
 struct TargetsResponse {
-    targets: Vec<TargetStatusRow>,
+    targets: Vec<TargetView>,
+}
+
+/// A target's status row and what its CPU values measure.
+#[derive(Debug, Serialize)]
+struct TargetView {
+    #[serde(flatten)]
+    row: TargetStatusRow,
+    cpu_basis: &'static str,
+}
+
+/// What a target's CPU samples measure, from the recorder it reported: only
+/// async-profiler and JFR's CPU-time sampler (JEP 509) see every running
+/// thread; JFR's execution sampler takes at most 5 per period (HotSpot's
+/// `MAX_NR_OF_JAVA_SAMPLES`). Empty when unknown (no recorder, e.g. a JVM
+/// waiting for a slot).
+pub fn cpu_basis(recorder: &str) -> &'static str {
+    match recorder {
+        "async-profiler" => "cpu time (async-profiler)",
+        "jfr-cpu-time" => "cpu time (JFR CPU-time sampler, JEP 509)",
+        "jfr" => {
+            "sampled execution time: at most 5 running Java threads per period (JFR ExecutionSample)"
+        }
+        _ => "",
+    }
 }
 
 async fn targets(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TargetsResponse> {
     let service = params::text(&p, "service").unwrap_or_default();
     let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let rows = s.store.targets(service, from_s, to_s).await?;
     Ok(Json(TargetsResponse {
-        targets: s.store.targets(service, from_s, to_s).await?,
+        targets: rows
+            .into_iter()
+            .map(|row| TargetView {
+                cpu_basis: cpu_basis(&row.recorder),
+                row,
+            })
+            .collect(),
     }))
 }
 

@@ -72,6 +72,35 @@ fn get(summary: &str, params: Vec<Value>, content: Value) -> Value {
     }})
 }
 
+/// The targets response: one object per target (state, counters, `cpu_basis`).
+fn targets_response() -> Value {
+    let text = json!({ "type": "string" });
+    let count = json!({ "type": "integer", "minimum": 0 });
+    let target = json!({
+        "type": "object",
+        "properties": {
+            "service": text, "target_id": count, "cluster": text, "namespace": text, "pod": text,
+            "container": text, "node": text, "pid": count,
+            "state": { "type": "string", "description": "profiling, orphaned_recovered, external_conflict, unknown_profiler, attach_failed, disabled, exited, over_target_limit (found while --max-targets JVMs are profiled; waiting for a slot)" },
+            "recorder": { "type": "string", "description": "jfr, jfr-cpu-time or async-profiler; empty when not recording" },
+            "cpu_basis": { "type": "string", "description": "What the target's cpu values measure, from its recorder; empty when unknown" },
+            "last_error": text,
+            "observed_at": { "type": "integer", "description": "Seconds since the epoch" },
+            "agent_version": text,
+            "windows_published": count, "spool_dropped_messages": count, "dropped_events": count,
+            "dropped_stacks": count, "truncated_windows": count,
+            "failed_collects": { "type": "integer", "minimum": 0, "description": "Windows whose recording could not be collected (e.g. dump over --max-dump-bytes); their data is lost" },
+            "oversized_messages": { "type": "integer", "minimum": 0, "description": "Stacks that alone exceeded the message limit: frame names cut or folded into [truncated]" }
+        },
+        "required": ["service", "target_id", "state", "recorder", "cpu_basis", "observed_at", "failed_collects", "oversized_messages"]
+    });
+    json!({ "application/json": { "schema": {
+        "type": "object",
+        "properties": { "targets": { "type": "array", "items": target } },
+        "required": ["targets"]
+    } } })
+}
+
 fn json_object() -> Value {
     json!({ "application/json": { "schema": { "type": "object" } } })
 }
@@ -152,7 +181,7 @@ pub fn document() -> Value {
             "/api/v1/export/pprof": get("gzipped pprof profile of the selection", selection("", true), json!({ "application/octet-stream": {} })),
             "/api/v1/export/collapsed": get("Collapsed stacks of the selection", selection("", true), json!({ "text/plain": {} })),
             "/api/v1/health": get("Ingestion health per time bucket and consumer state", health, json_object()),
-            "/api/v1/targets": get("Latest status of every profiled target", targets, json_object())
+            "/api/v1/targets": get("Latest status of every target the agents found (profiled or waiting for a slot), with its counters and what its CPU values measure", targets, targets_response())
         }
     })
 }

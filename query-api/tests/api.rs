@@ -144,6 +144,42 @@ async fn the_api_answers_exactly_from_seeded_windows() {
             .as_str()
             .is_some_and(|e| e.contains("/opt/other"))
     );
+    // Every target with its counters, its state and what its cpu values measure.
+    let rows: Vec<(&str, &str, &str, u64, u64)> = targets["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| {
+            (
+                t["pod"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?"),
+                t["cpu_basis"].as_str().unwrap_or("?"),
+                t["failed_collects"].as_u64().unwrap_or(99),
+                t["oversized_messages"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("pod-a", "profiling", "cpu time (async-profiler)", 2, 1),
+            (
+                "pod-b",
+                "external_conflict",
+                "sampled execution time: at most 5 running Java threads per period (JFR ExecutionSample)",
+                0,
+                0
+            ),
+            ("pod-c", "over_target_limit", "", 0, 0),
+            (
+                "pod-d",
+                "profiling",
+                "cpu time (JFR CPU-time sampler, JEP 509)",
+                0,
+                0
+            ),
+        ]
+    );
 
     // Errors are JSON with a clear message; nothing reaches SQL unbound.
     for (url, needle) in [

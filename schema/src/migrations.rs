@@ -84,7 +84,20 @@ pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     statements: &'static [&'static str],
+    /// Columns added to existing tables, each only when missing (ClickHouse
+    /// 18.16 has no `ADD COLUMN IF NOT EXISTS`), so a run interrupted between
+    /// two of them converges.
+    add_columns: &'static [AddColumn],
     rebuild: Option<Rebuild>,
+}
+
+/// `ALTER TABLE {table} ADD COLUMN {column} {definition}`, run when the column is missing.
+#[derive(Debug)]
+pub struct AddColumn {
+    pub table: &'static str,
+    pub column: &'static str,
+    /// Type and default, e.g. `UInt64 DEFAULT 0`.
+    pub definition: &'static str,
 }
 
 /// A table rebuilt with a new layout, the way ClickHouse operators change a
@@ -151,6 +164,7 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (service, target_id)
         {ttl:observed_at}",
         ],
+        add_columns: &[],
         rebuild: None,
     },
     Migration {
@@ -170,6 +184,7 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (service, profile_type, window_start, target_id, part_index)
         {ttl:window_start}",
         ],
+        add_columns: &[],
         rebuild: None,
     },
     Migration {
@@ -192,6 +207,7 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (service, profile_type, window_start, window_id, insert_id)
         {ttl:window_start}",
         ],
+        add_columns: &[],
         rebuild: Some(Rebuild {
             table: "samples",
             marker_column: "window_id",
@@ -223,6 +239,24 @@ pub const MIGRATIONS: &[Migration] = &[
             retired: table::SAMPLES_RETIRED,
         }),
     },
+    Migration {
+        version: 4,
+        name: "target_status: failed_collects and oversized_messages",
+        statements: &[],
+        add_columns: &[
+            AddColumn {
+                table: table::TARGET_STATUS,
+                column: "failed_collects",
+                definition: "UInt64 DEFAULT 0",
+            },
+            AddColumn {
+                table: table::TARGET_STATUS,
+                column: "oversized_messages",
+                definition: "UInt64 DEFAULT 0",
+            },
+        ],
+        rebuild: None,
+    },
 ];
 
 impl Migration {
@@ -239,6 +273,27 @@ impl Migration {
     /// The table this migration rebuilds, if any.
     pub fn rebuild(&self) -> Option<&Rebuild> {
         self.rebuild.as_ref()
+    }
+
+    /// The columns this migration adds.
+    pub fn add_columns(&self) -> &[AddColumn] {
+        self.add_columns
+    }
+}
+
+impl AddColumn {
+    /// Adds the column unless it exists (appended last: the row types list it last).
+    async fn run(&self, db: &Client) -> Result<(), MigrationError> {
+        if column_exists(db, self.table, self.column).await? {
+            return Ok(());
+        }
+        db.query(&format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            self.table, self.column, self.definition
+        ))
+        .execute()
+        .await?;
+        Ok(())
     }
 }
 
@@ -400,6 +455,9 @@ pub async fn migrate_up_to(
             db.query(&render(template, features, options))
                 .execute()
                 .await?;
+        }
+        for column in migration.add_columns {
+            column.run(&db).await?;
         }
         if let Some(rebuild) = &migration.rebuild {
             rebuild.run(&db, features, options).await?;

@@ -204,4 +204,7 @@ pub struct TargetStatusRow {
     pub dropped_events: u64,
     pub dropped_stacks: u64,
     pub truncated_windows: u64,
+    /// Migration 4 (appended, so last).
+    pub failed_collects: u64,
+    pub oversized_messages: u64,
 }

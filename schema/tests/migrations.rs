@@ -22,7 +22,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         javelin_schema::migrations::pending(&db)
             .await
             .expect("pending"),
-        vec![1, 2, 3],
+        vec![1, 2, 3, 4],
         "a new database lacks every migration"
     );
     let first = migrate(&server, &database, MigrateOptions::default())
@@ -34,7 +34,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
             .expect("pending")
             .is_empty()
     );
-    assert_eq!(first.applied, vec![1, 2, 3]);
+    assert_eq!(first.applied, vec![1, 2, 3, 4]);
     assert!(first.already_applied.is_empty());
 
     let second = migrate(&server, &database, MigrateOptions::default())
@@ -45,7 +45,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.already_applied, vec![1, 2, 3]);
+    assert_eq!(second.already_applied, vec![1, 2, 3, 4]);
 
     let db = server.clone().with_database(&database);
     let recorded: u64 = db
@@ -53,7 +53,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         .fetch_one()
         .await
         .expect("count");
-    assert_eq!(recorded, 3, "one bookkeeping row per migration");
+    assert_eq!(recorded, 4, "one bookkeeping row per migration");
 
     // Column order is the contract of plain RowBinary: write and read each row type.
     let sample = SampleRow {
@@ -126,6 +126,8 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         dropped_events: 2,
         dropped_stacks: 3,
         truncated_windows: 4,
+        failed_collects: 5,
+        oversized_messages: 6,
     };
     // The consumer writes the borrowed forms; they must land as the owned rows read back.
     write_one::<SampleRowRef>(&db, table::SAMPLES, &sample.borrowed()).await;
@@ -296,7 +298,7 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{interruption}: {e}"));
-        assert_eq!(report.applied, vec![3], "{interruption}");
+        assert_eq!(report.applied, vec![3, 4], "{interruption}");
         let (rows, value, windows): (u64, i64, u64) = db
             .query("SELECT count(), sum(value), uniqExact(window_id) FROM samples")
             .fetch_one()
@@ -340,6 +342,142 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
             refused.to_string().contains("Code: 395"),
             "{interruption}: {refused}"
         );
+        server
+            .query(&format!("DROP DATABASE {database}"))
+            .execute()
+            .await
+            .expect("cleanup");
+    }
+}
+
+/// `target_status` before migration 4: a consumer of that version writes these.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct OldStatus {
+    service: &'static str,
+    target_id: u64,
+    cluster: &'static str,
+    namespace: &'static str,
+    pod: &'static str,
+    container: &'static str,
+    node: &'static str,
+    pid: u32,
+    state: &'static str,
+    recorder: &'static str,
+    last_error: &'static str,
+    observed_at: u32,
+    agent_version: &'static str,
+    windows_published: u64,
+    spool_dropped_messages: u64,
+    dropped_events: u64,
+    dropped_stacks: u64,
+    truncated_windows: u64,
+}
+
+/// Upgrading a database from migration 3: the status counters of migration 4
+/// are added with 0 for existing rows and for writers that do not know them,
+/// and a run interrupted after the first column converges.
+#[tokio::test]
+async fn migration_4_adds_the_status_counters_and_converges_after_an_interruption() {
+    let server = clickhouse_client();
+    for interrupted in [false, true] {
+        let database = unique_name("javelin_m4");
+        migrate_up_to(&server, &database, MigrateOptions::default(), 3)
+            .await
+            .expect("the schema of migration 3");
+        let db = server.clone().with_database(&database);
+        let old = |target_id, observed_at| OldStatus {
+            service: "svc",
+            target_id,
+            cluster: "c",
+            namespace: "ns",
+            pod: "p",
+            container: "app",
+            node: "n",
+            pid: 1,
+            state: "profiling",
+            recorder: "jfr",
+            last_error: "",
+            observed_at,
+            agent_version: "old",
+            windows_published: 7,
+            spool_dropped_messages: 0,
+            dropped_events: 1,
+            dropped_stacks: 2,
+            truncated_windows: 3,
+        };
+        let write_old = |row: OldStatus| {
+            let db = db.clone();
+            async move {
+                let mut insert = db
+                    .insert::<OldStatus>(table::TARGET_STATUS)
+                    .await
+                    .expect("insert");
+                insert.write(&row).await.expect("write");
+                insert.end().await
+            }
+        };
+        write_old(old(1, 1_764_000_000)).await.expect("an old row");
+        if interrupted {
+            // Stopped after the first ALTER, before the second and the bookkeeping row.
+            db.query("ALTER TABLE target_status ADD COLUMN failed_collects UInt64 DEFAULT 0")
+                .execute()
+                .await
+                .expect("half of migration 4");
+        }
+        let report = migrate(&server, &database, MigrateOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("interrupted={interrupted}: {e}"));
+        assert_eq!(report.applied, vec![4], "interrupted={interrupted}");
+        // A consumer older than migration 4 still writes (the new columns default to 0) …
+        write_old(old(2, 1_764_000_001))
+            .await
+            .expect("an old writer keeps working");
+        // … and the new row type round-trips with the counters.
+        let new = TargetStatusRow {
+            service: "svc".into(),
+            target_id: 3,
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "app".into(),
+            node: "n".into(),
+            pid: 1,
+            state: "over_target_limit".into(),
+            recorder: String::new(),
+            last_error: String::new(),
+            observed_at: 1_764_000_002,
+            agent_version: "new".into(),
+            windows_published: 0,
+            spool_dropped_messages: 0,
+            dropped_events: 0,
+            dropped_stacks: 0,
+            truncated_windows: 0,
+            failed_collects: 11,
+            oversized_messages: 12,
+        };
+        write_one::<TargetStatusRow>(&db, table::TARGET_STATUS, &new).await;
+        let rows = db
+            .query("SELECT * FROM target_status ORDER BY target_id")
+            .fetch_all::<TargetStatusRow>()
+            .await
+            .expect("rows read back in the new layout");
+        let counters: Vec<(u64, u64, u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.target_id,
+                    r.truncated_windows,
+                    r.failed_collects,
+                    r.oversized_messages,
+                )
+            })
+            .collect();
+        assert_eq!(
+            counters,
+            vec![(1, 3, 0, 0), (2, 3, 0, 0), (3, 0, 11, 12)],
+            "interrupted={interrupted}"
+        );
+        assert_eq!(rows[2], new);
         server
             .query(&format!("DROP DATABASE {database}"))
             .execute()

@@ -5,12 +5,19 @@
 //! through `/proc/<pid>/root`, delete it, and keep only chunks not seen before
 //! (every dump rotates the chunk and repeats the older ones still in the
 //! recording, so chunks are de-duplicated by their start time).
+//!
+//! CPU: `jdk.ExecutionSample` takes at most 5 threads in Java per period
+//! (HotSpot's `MAX_NR_OF_JAVA_SAMPLES`), runnable or not, so its total is
+//! sampled execution, not CPU time. On JDK 25+ the recording uses the CPU-time
+//! sampler instead (JEP 509, `jdk.CPUTimeSample`: one sample per `cpu_period`
+//! of each thread's CPU time, from a per-thread POSIX CPU timer), when the JVM
+//! could create those timers; see [`CpuSampler`].
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Collected, Recorder, RecorderError, take_file};
-use crate::attach::AttachTarget;
+use crate::attach::{AttachError, AttachTarget};
 use crate::jfr_parse::{ChunkInfo, scan_chunks};
 
 /// JFR event settings for the recording.
@@ -40,16 +47,47 @@ impl Default for JfrSettings {
     }
 }
 
+/// How the recording samples CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuSampler {
+    /// `jdk.ExecutionSample` every `cpu_period`: at most 5 threads in Java
+    /// state per period, weighted by the period (kind `jfr`).
+    Execution,
+    /// `jdk.CPUTimeSample` (JDK 25+): one sample per `cpu_period` of CPU time
+    /// of every Java thread (kind `jfr-cpu-time`).
+    CpuTime,
+}
+
+/// First JDK with the CPU-time sampler (JEP 509, experimental, Linux).
+pub const CPU_TIME_SAMPLER_JDK: u32 = 25;
+
+/// SIGPROF: the signal of JFR's CPU-time timers.
+const SIGPROF: u32 = 27;
+
+/// How long after `JFR.start` the sampler's timers may take to appear (they are
+/// created synchronously by the start; the margin is for a loaded host).
+const TIMER_WAIT: Duration = Duration::from_secs(2);
+
 /// One JFR recording in one JVM, owned by this agent.
 #[derive(Debug)]
 pub struct JfrRecorder {
     target: AttachTarget,
     name: String,
     settings: JfrSettings,
+    /// What the running recording samples CPU with (decided at start).
+    sampler: CpuSampler,
+    /// Why the CPU-time sampler is not used on a JVM that has it, if so.
+    notice: Option<String>,
     /// Start times of chunks already collected, oldest first; bounded.
     seen: VecDeque<i64>,
     dumps: u64,
+    /// Dump files whose `JFR.dump` did not answer in time: the JVM may still
+    /// write them, so each collect and the stop try to delete them; bounded.
+    unclaimed: VecDeque<String>,
 }
+
+/// Dump files remembered for later deletion; older names are given up on.
+const UNCLAIMED_DUMPS: usize = 16;
 
 /// Chunk start times remembered for de-duplication: far more than `max_age` can hold.
 const SEEN_CHUNKS: usize = 4096;
@@ -60,22 +98,50 @@ impl JfrRecorder {
             target,
             name,
             settings,
+            sampler: CpuSampler::Execution,
+            notice: None,
             seen: VecDeque::new(),
             dumps: 0,
+            unclaimed: VecDeque::new(),
         }
     }
 
-    /// The `JFR.start` line: a minimal recording with only the events we aggregate.
-    pub fn start_command(&self) -> String {
+    /// What the running recording samples CPU with.
+    pub fn sampler(&self) -> CpuSampler {
+        self.sampler
+    }
+
+    /// The `JFR.start` line: a minimal recording with only the events we
+    /// aggregate, CPU sampled by `sampler`. (Only our recording's settings are
+    /// chosen here: another recording in the JVM can still enable other events.)
+    pub fn start_command(&self, sampler: CpuSampler) -> String {
         let s = &self.settings;
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         let stack = |e: &str| format!("+{e}#enabled=true +{e}#stackTrace=true");
+        let cpu = match sampler {
+            CpuSampler::Execution => [
+                stack("jdk.ExecutionSample"),
+                format!("+jdk.ExecutionSample#period={}", ms(s.cpu_period)),
+            ],
+            // `throttle=<time>` is a fixed period of each thread's CPU time (a
+            // rate, `<n>/s`, would be spread over the CPUs). Lost samples
+            // (queue full, thread in VM code) are recorded as a count.
+            CpuSampler::CpuTime => [
+                stack("jdk.CPUTimeSample"),
+                format!(
+                    "+jdk.CPUTimeSample#throttle={} +jdk.CPUTimeSamplesLost#enabled=true",
+                    ms(s.cpu_period)
+                ),
+            ],
+        };
         [
             format!("JFR.start name={} settings=none", self.name),
             // The recording states its real sampling period; CPU weights are taken from it.
             "+jdk.ActiveSetting#enabled=true".to_string(),
-            stack("jdk.ExecutionSample"),
-            format!("+jdk.ExecutionSample#period={}", ms(s.cpu_period)),
+        ]
+        .into_iter()
+        .chain(cpu)
+        .chain([
             stack("jdk.ObjectAllocationSample"),
             format!("+jdk.ObjectAllocationSample#throttle={}", s.alloc_throttle),
             stack("jdk.JavaMonitorEnter"),
@@ -83,14 +149,142 @@ impl JfrRecorder {
             stack("jdk.ThreadPark"),
             format!("+jdk.ThreadPark#threshold={}", ms(s.park_threshold)),
             format!("maxage={}s", s.max_age.as_secs().max(1)),
-        ]
+        ])
+        .collect::<Vec<_>>()
         .join(" ")
     }
+
+    /// Starts the recording with `sampler`.
+    fn start_with(&self, sampler: CpuSampler) -> Result<(), RecorderError> {
+        self.target
+            .jcmd(&self.start_command(sampler))?
+            .expect("Started recording")?;
+        Ok(())
+    }
+
+    /// Starts with the CPU-time sampler and checks that its timers exist: the
+    /// JVM creates one per Java thread and, when the kernel refuses
+    /// (`timer_create` fails, e.g. RLIMIT_SIGPENDING used up, a seccomp filter),
+    /// says nothing and records no CPU at all. Then the recording is restarted
+    /// with `jdk.ExecutionSample` and the reason kept for the status.
+    fn start_cpu_time(&mut self) -> Result<(), RecorderError> {
+        let problem = match self.start_with(CpuSampler::CpuTime) {
+            Ok(()) => self.wait_for_cpu_timers(),
+            Err(RecorderError::Attach(e @ AttachError::Failed { .. })) => {
+                Some(format!("JFR.start with jdk.CPUTimeSample failed: {e}"))
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(problem) = problem else {
+            self.sampler = CpuSampler::CpuTime;
+            return Ok(());
+        };
+        let notice = format!(
+            "JDK CPU-time sampler unavailable: {problem}; CPU is sampled with jdk.ExecutionSample \
+             (at most 5 threads per period)"
+        );
+        tracing::warn!(pid = self.target.pid, "{notice}");
+        // Status 0 and "Could not stop" when the start failed: fine.
+        let _ = self.target.jcmd(&format!("JFR.stop name={}", self.name))?;
+        self.start_with(CpuSampler::Execution)?;
+        self.sampler = CpuSampler::Execution;
+        self.notice = Some(notice);
+        Ok(())
+    }
+
+    /// Waits for the sampler's timers; the problem if they do not appear.
+    fn wait_for_cpu_timers(&self) -> Option<String> {
+        let deadline = Instant::now() + TIMER_WAIT;
+        loop {
+            match cpu_timers(self.target.pid) {
+                Ok(n) if n > 0 => return None,
+                Ok(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(_) => {
+                    return Some(
+                        "the JVM could not create its per-thread CPU timers \
+                         (timer_create refused: RLIMIT_SIGPENDING used up, or a seccomp filter)"
+                            .into(),
+                    );
+                }
+                Err(e) => {
+                    return Some(format!(
+                        "its per-thread CPU timers cannot be checked (/proc/<pid>/timers: {e})"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The process's POSIX timers that are JFR CPU-time sampler timers: SIGPROF to
+/// one thread on a per-thread CPU clock, from `/proc/<pid>/timers`.
+fn cpu_timers(pid: u32) -> std::io::Result<usize> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/timers"))?;
+    Ok(count_cpu_timers(&text))
+}
+
+/// Counts the entries of a `/proc/<pid>/timers` text (blocks of `ID:`,
+/// `signal: <n>/<value>`, `notify: <how>/<target>`, `ClockID: <id>`) that are
+/// SIGPROF timers notifying one thread on a thread CPU clock (a negative clock
+/// id with CPUCLOCK_PERTHREAD, bit 2, set).
+fn count_cpu_timers(text: &str) -> usize {
+    #[derive(Default)]
+    struct Entry {
+        sigprof: bool,
+        to_thread: bool,
+        thread_clock: bool,
+    }
+    let mut count = 0;
+    let mut entry: Option<Entry> = None;
+    let mut finish = |e: Option<Entry>| {
+        if e.is_some_and(|e| e.sigprof && e.to_thread && e.thread_clock) {
+            count += 1;
+        }
+    };
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "ID" => finish(entry.replace(Entry::default())),
+            "signal" => {
+                if let Some(e) = entry.as_mut() {
+                    e.sigprof = value.split('/').next().and_then(|n| n.parse::<u32>().ok())
+                        == Some(SIGPROF);
+                }
+            }
+            "notify" => {
+                if let Some(e) = entry.as_mut() {
+                    e.to_thread = value.starts_with("signal/tid.");
+                }
+            }
+            "ClockID" => {
+                if let Some(e) = entry.as_mut() {
+                    e.thread_clock = value.parse::<i64>().is_ok_and(|c| c < 0 && c & 4 != 0);
+                }
+            }
+            _ => {}
+        }
+    }
+    finish(entry);
+    count
 }
 
 impl Recorder for JfrRecorder {
     fn kind(&self) -> &'static str {
-        "jfr"
+        match self.sampler {
+            CpuSampler::Execution => "jfr",
+            CpuSampler::CpuTime => "jfr-cpu-time",
+        }
+    }
+
+    /// Why a JVM that has the CPU-time sampler is sampled with
+    /// `jdk.ExecutionSample` instead, if it is.
+    fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
     }
 
     /// Starts the recording, replacing one of the same name (and `stale`, an
@@ -101,25 +295,38 @@ impl Recorder for JfrRecorder {
         for name in std::iter::once(self.name.as_str()).chain(stale) {
             let _ = self.target.jcmd(&format!("JFR.stop name={name}"));
         }
-        self.target
-            .jcmd(&self.start_command())?
-            .expect("Started recording")?;
-        Ok(())
+        self.sampler = CpuSampler::Execution;
+        self.notice = None;
+        let version = crate::jdk_version::feature_version(&self.target)?;
+        if version.is_some_and(|v| v >= CPU_TIME_SAMPLER_JDK) {
+            self.start_cpu_time()
+        } else {
+            self.start_with(CpuSampler::Execution)
+        }
     }
 
     /// Dumps the recording and returns the chunks not collected before.
     fn collect(&mut self) -> Result<Collected, RecorderError> {
+        self.remove_unclaimed();
         self.dumps += 1;
-        let file = format!("/tmp/{}-{}.jfr", self.name, self.dumps);
+        // The pid keeps JVMs that share a /tmp (processes of one host or pod)
+        // from writing each other's dump files.
+        let file = format!("/tmp/{}-{}-{}.jfr", self.name, self.target.pid, self.dumps);
         let local = self.target.in_target(&file);
         let reply = self
             .target
             .jcmd(&format!("JFR.dump name={} filename={file}", self.name));
-        let read = reply
+        let reply = reply
             .map_err(RecorderError::from)
-            .and_then(|r| Ok(r.expect("Dumped recording")?))
-            .and_then(|_| take_file(&local, self.settings.max_dump_bytes));
-        let bytes = read?;
+            .and_then(|r| Ok(r.expect("Dumped recording")?));
+        if reply.is_err() {
+            // A stalled JVM may finish this dump after we gave up on it.
+            if self.unclaimed.len() == UNCLAIMED_DUMPS {
+                self.unclaimed.pop_front();
+            }
+            self.unclaimed.push_back(file.clone());
+        }
+        let bytes = reply.and_then(|_| take_file(&local, self.settings.max_dump_bytes))?;
         let (chunks, error) = scan_chunks(&bytes);
         let new_chunks: Vec<ChunkInfo> = chunks
             .into_iter()
@@ -140,6 +347,7 @@ impl Recorder for JfrRecorder {
 
     /// Stops the recording (the agent is shutting down or the target is leaving).
     fn stop(&mut self) -> Result<(), RecorderError> {
+        self.remove_unclaimed();
         self.target
             .jcmd(&format!("JFR.stop name={}", self.name))?
             .expect("Stopped recording")?;
@@ -147,23 +355,119 @@ impl Recorder for JfrRecorder {
     }
 }
 
+impl JfrRecorder {
+    /// Deletes the dumps that arrived after their `JFR.dump` timed out
+    /// (owned by the JVM's user, regular files, no link followed); forgets
+    /// those that are gone.
+    fn remove_unclaimed(&mut self) {
+        use crate::rootfs::{Kind, Root};
+        if self.unclaimed.is_empty() {
+            return;
+        }
+        let pid = self.target.pid;
+        let Ok(uid) = crate::rootfs::process_uid(pid) else {
+            return;
+        };
+        let Ok(tmp) = Root::of_process(pid).and_then(|root| root.open_dir("/tmp", &[0, uid]))
+        else {
+            return;
+        };
+        self.unclaimed.retain(|file| {
+            let name = file.trim_start_matches("/tmp/");
+            match tmp.remove_if(name, Kind::File, &[uid]) {
+                Ok(true) => false,
+                // Not written yet: try again at the next collect.
+                Ok(false) => true,
+                Err(e) => !e.is_not_found(),
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn start_command_fits_one_v1_argument() {
+    fn recorder() -> JfrRecorder {
         let target = AttachTarget {
             pid: 1,
             nspid: 1,
             timeout: Duration::from_secs(1),
         };
-        let recorder = JfrRecorder::new(target, "javelin".into(), JfrSettings::default());
-        let line = recorder.start_command();
+        JfrRecorder::new(target, "javelin".into(), JfrSettings::default())
+    }
+
+    #[test]
+    fn start_command_fits_one_v1_argument() {
+        let recorder = recorder();
+        let line = recorder.start_command(CpuSampler::Execution);
         assert!(line.len() <= 1024, "{} bytes", line.len());
         assert!(line.starts_with("JFR.start name=javelin settings=none "));
         assert!(line.contains("+jdk.ExecutionSample#period=10ms"));
+        assert!(!line.contains("CPUTimeSample"));
         assert!(line.contains("+jdk.ThreadPark#threshold=10ms"));
         assert!(line.contains("maxage=120s"));
+        // A long recording name still fits.
+        let long = JfrRecorder::new(
+            recorder.target.clone(),
+            "n".repeat(100),
+            JfrSettings::default(),
+        );
+        for sampler in [CpuSampler::Execution, CpuSampler::CpuTime] {
+            let line = long.start_command(sampler);
+            assert!(line.len() <= 1024, "{sampler:?}: {} bytes", line.len());
+        }
+    }
+
+    #[test]
+    fn the_cpu_time_command_replaces_execution_samples() {
+        let line = recorder().start_command(CpuSampler::CpuTime);
+        assert!(line.len() <= 1024, "{} bytes", line.len());
+        assert!(
+            line.contains("+jdk.CPUTimeSample#enabled=true +jdk.CPUTimeSample#stackTrace=true")
+        );
+        assert!(line.contains("+jdk.CPUTimeSample#throttle=10ms"));
+        assert!(line.contains("+jdk.CPUTimeSamplesLost#enabled=true"));
+        // CPU is counted once: no ExecutionSample in this recording.
+        assert!(!line.contains("ExecutionSample"), "{line}");
+        assert!(line.contains("+jdk.ObjectAllocationSample#throttle=300/s"));
+        assert!(line.contains("maxage=120s"));
+    }
+
+    #[test]
+    fn kinds_name_the_cpu_basis() {
+        let mut r = recorder();
+        assert_eq!(r.kind(), "jfr");
+        r.sampler = CpuSampler::CpuTime;
+        assert_eq!(r.kind(), "jfr-cpu-time");
+    }
+
+    #[test]
+    fn cpu_timers_are_counted_from_proc_timers() {
+        // /proc/<pid>/timers of a JDK 25 JVM recording jdk.CPUTimeSample (two of
+        // its timers), plus timers that are not the sampler's.
+        let text = "ID: 15\n\
+                    signal: 27/0000000000000000\n\
+                    notify: signal/tid.24094\n\
+                    ClockID: -192754\n\
+                    ID: 14\n\
+                    signal: 27/0000000000000000\n\
+                    notify: signal/tid.23957\n\
+                    ClockID: -191658\n\
+                    ID: 3\n\
+                    signal: 14/0000000000000000\n\
+                    notify: signal/pid.23867\n\
+                    ClockID: 1\n\
+                    ID: 2\n\
+                    signal: 27/0000000000000000\n\
+                    notify: signal/pid.23867\n\
+                    ClockID: -191658\n\
+                    ID: 1\n\
+                    signal: 27/0000000000000000\n\
+                    notify: signal/tid.23867\n\
+                    ClockID: 0\n";
+        assert_eq!(count_cpu_timers(text), 2);
+        assert_eq!(count_cpu_timers(""), 0);
+        assert_eq!(count_cpu_timers("garbage\nClockID: -6\n"), 0);
     }
 }

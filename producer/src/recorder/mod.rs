@@ -20,7 +20,8 @@ use crate::jfr_parse::{ChunkInfo, JfrError};
 
 /// A profiling session in one JVM.
 pub trait Recorder: Send + std::fmt::Debug {
-    /// `jfr` or `async-profiler`, as written in session markers and status.
+    /// What records (`jfr`, `jfr-cpu-time`, `async-profiler`), as written in
+    /// session markers and status; final once `start` succeeded.
     fn kind(&self) -> &'static str;
     /// Starts the session, first stopping `stale` (an orphaned session of ours
     /// under an older recording name) and any session of ours still running.
@@ -29,6 +30,19 @@ pub trait Recorder: Send + std::fmt::Debug {
     fn collect(&mut self) -> Result<Collected, RecorderError>;
     /// Ends the session.
     fn stop(&mut self) -> Result<(), RecorderError>;
+    /// The open window's data and the end of the session (a graceful stop):
+    /// the collect's result, and the stop's. A recorder whose collect starts
+    /// the next session ends it here without recording further.
+    fn finish(&mut self) -> (Result<Collected, RecorderError>, Result<(), RecorderError>) {
+        let collected = self.collect();
+        (collected, self.stop())
+    }
+    /// What the status should say about how this session samples, beyond its
+    /// kind: e.g. why a JDK 25 target is not on the CPU-time sampler. `None`
+    /// when there is nothing to say.
+    fn notice(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +65,18 @@ pub enum RecorderError {
     TooLarge { size: u64, limit: u64 },
 }
 
+impl RecorderError {
+    /// A short name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecorderError::Attach(_) => "attach",
+            RecorderError::Read { .. } => "read",
+            RecorderError::Library { .. } => "library",
+            RecorderError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
 /// New JFR data from one window.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -64,18 +90,22 @@ pub struct Collected {
 /// Reads a file the JVM wrote (a path as seen from the agent) and deletes it;
 /// a file over `limit` bytes is deleted unread and reported.
 pub fn take_file(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, RecorderError> {
-    let read = || {
-        let err = |source| RecorderError::Read {
-            path: path.display().to_string(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(err)?.len();
-        if size > limit {
-            return Err(RecorderError::TooLarge { size, limit });
-        }
-        std::fs::read(path).map_err(err)
+    // Opened inside the target's root without following links, owned by the
+    // JVM, regular, size checked first (see `rootfs`).
+    let err = |source: std::io::Error| RecorderError::Read {
+        path: path.display().to_string(),
+        source,
     };
-    let result = read();
-    let _ = std::fs::remove_file(path);
-    result
+    let (pid, inner) = crate::rootfs::split_proc_root(path)
+        .ok_or_else(|| err(std::io::Error::other("not a path inside /proc/<pid>/root")))?;
+    let uid = crate::rootfs::process_uid(pid).map_err(err)?;
+    let taken = crate::rootfs::Root::of_process(pid).and_then(|r| r.take(&inner, &[uid], limit));
+    match taken {
+        Ok(bytes) => Ok(bytes),
+        Err(crate::rootfs::RootFsError::TooLarge { size, limit, .. }) => {
+            Err(RecorderError::TooLarge { size, limit })
+        }
+        // A link, a FIFO, a foreign owner: refused, and said so.
+        Err(e) => Err(err(std::io::Error::other(e))),
+    }
 }

@@ -175,13 +175,26 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
         .insert::<TargetStatusRow>(table::TARGET_STATUS)
         .await
         .expect("insert");
-    for (t, (pod, state, error)) in [
-        ("pod-a", "profiling", ""),
+    // (pod, state, last error, recorder, failed collects, oversized messages)
+    for (t, (pod, state, error, recorder, failed_collects, oversized_messages)) in [
+        ("pod-a", "profiling", "", "async-profiler", 2, 1),
         (
             "pod-b",
             "external_conflict",
             "libasyncProfiler.so loaded from /opt/other",
+            "jfr",
+            0,
+            0,
         ),
+        (
+            "pod-c",
+            "over_target_limit",
+            "not profiled: 64 JVMs on this node are profiled already (--max-targets)",
+            "",
+            0,
+            0,
+        ),
+        ("pod-d", "profiling", "", "jfr-cpu-time", 0, 0),
     ]
     .into_iter()
     .enumerate()
@@ -197,7 +210,7 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
                 node: "n".into(),
                 pid: 100 + t as u32,
                 state: state.into(),
-                recorder: "jfr".into(),
+                recorder: recorder.into(),
                 last_error: error.into(),
                 observed_at: window_start + 5,
                 agent_version: "test".into(),
@@ -206,6 +219,8 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
                 dropped_events: 0,
                 dropped_stacks: 0,
                 truncated_windows: 0,
+                failed_collects,
+                oversized_messages,
             })
             .await
             .expect("status");
