@@ -249,21 +249,6 @@ fn parse_start_ticks(stat: &str) -> Option<i64> {
 /// Main class or jar name from a java command line: `-jar app.jar` → `app`,
 /// `-m mod/com.x.Main` → `Main`, `com.x.Main` → `Main`.
 fn main_name(cmdline: &[String]) -> Option<String> {
-    // Options whose value is the next argument.
-    const WITH_VALUE: &[&str] = &[
-        "-cp",
-        "-classpath",
-        "--class-path",
-        "-p",
-        "--module-path",
-        "--add-modules",
-        "--add-opens",
-        "--add-exports",
-        "--add-reads",
-        "--patch-module",
-        "--limit-modules",
-        "--upgrade-module-path",
-    ];
     let mut args = cmdline.iter().skip(1);
     while let Some(arg) = args.next() {
         if arg == "-jar" {
@@ -275,7 +260,7 @@ fn main_name(cmdline: &[String]) -> Option<String> {
             let module = args.next()?;
             return module.rsplit(['/', '.']).next().map(str::to_string);
         }
-        if WITH_VALUE.contains(&arg.as_str()) {
+        if crate::jvm_options::WITH_VALUE.contains(&arg.as_str()) {
             args.next();
             continue;
         }

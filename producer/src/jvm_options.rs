@@ -17,8 +17,8 @@
 /// The flag's two spellings.
 const ENABLED: &str = "-XX:+DisableAttachMechanism";
 const DISABLED: &str = "-XX:-DisableAttachMechanism";
-/// Launcher options whose value is the next argument.
-const WITH_VALUE: &[&str] = &[
+/// Launcher options whose value is the next argument (also used to find the main class).
+pub(crate) const WITH_VALUE: &[&str] = &[
     "-cp",
     "-classpath",
     "--class-path",
