@@ -16,7 +16,7 @@ use crate::discovery::{JvmProcess, ProcFs};
 use crate::metrics::AgentMetrics;
 use crate::publish::{self, Publisher};
 use crate::spool::{Destination, Spool, Spooled};
-use crate::target::{self, TargetConfig, TargetEnd, now_ms};
+use crate::target::{self, TargetEnd, now_ms};
 use javelin_schema::telemetry::Telemetry;
 use javelin_schema::wire::{self, TargetIdentity, TargetState, TargetStatus};
 
@@ -152,19 +152,6 @@ fn unprofiled_status(identity: TargetIdentity, state: TargetState, message: &str
         payload: status.to_bytes(),
         target_id,
     }
-}
-
-/// The JVM's identity as its target task would report it (service from the
-/// pod's labels when the Kubernetes API is on), so both statuses land in one row.
-async fn reported_identity(mut jvm: JvmProcess, config: &TargetConfig) -> TargetIdentity {
-    if let Some(pods) = &config.pods
-        && !jvm.pod.namespace.is_empty()
-        && !jvm.pod.pod.is_empty()
-        && let Ok(meta) = pods.pod(&jvm.pod.namespace, &jvm.pod.pod).await
-    {
-        jvm.resolve_service(meta.app_name());
-    }
-    target::identity(&jvm, config)
 }
 
 /// When a JVM that could not be profiled may be tried again.
@@ -339,7 +326,11 @@ pub async fn run(mut args: AgentArgs, shutdown: impl Future<Output = ()>) -> any
                             first_seen.push(jvm.pid);
                         }
                     }
-                    let identity = reported_identity(jvm, &config).await;
+                    // From /proc only: a Kubernetes API lookup per waiting JVM
+                    // would hold the discovery loop (and a shutdown) while the
+                    // API is slow. The row keeps the target id; a target task
+                    // later reports the service from the pod's labels.
+                    let identity = target::identity(&jvm, &config);
                     over_limit.reported(&key, &identity);
                     metrics.state(identity.target_id, Some(TargetState::OverTargetLimit));
                     let message = format!(

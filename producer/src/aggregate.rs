@@ -200,6 +200,12 @@ impl WindowAggregator {
             accounting.oversized_messages = fitted.oversized;
             accounting.dropped_stacks += fitted.folded;
             accounting.truncated |= fitted.oversized > 0;
+            if fitted.parts.is_empty() {
+                // Events but no stacks (all dropped by the event budget): one
+                // empty part still carries the accounting, so the drops are
+                // published and counted in the target's status.
+                fitted.parts.push((Vec::new(), Vec::new()));
+            }
             let part_count = fitted.parts.len() as u32;
             for (i, (strings, stacks)) in fitted.parts.into_iter().enumerate() {
                 out.push(ProfileWindow {
@@ -433,6 +439,27 @@ mod tests {
             .iter()
             .flat_map(|w| &w.stacks)
             .fold((0, 0), |a, s| (a.0 + s.value, a.1 + s.count))
+    }
+
+    #[test]
+    fn a_type_whose_events_were_all_dropped_still_publishes_its_accounting() {
+        let agg = WindowAggregator::new(Bounds::default());
+        let counts = HashMap::from([(
+            ProfileType::Lock,
+            TypeCounts {
+                raw_events: 7,
+                parsed_events: 0,
+                dropped_events: 7,
+            },
+        )]);
+        let out = agg.finish(&target(), 0, 1_000, &counts, 0, 0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].profile_type, ProfileType::Lock as i32);
+        assert!(out[0].stacks.is_empty());
+        assert_eq!((out[0].part_index, out[0].part_count), (0, 1));
+        let acc = out[0].accounting.expect("accounting");
+        assert_eq!((acc.raw_events, acc.dropped_events), (7, 7));
+        assert!(acc.truncated);
     }
 
     #[test]

@@ -230,16 +230,19 @@ impl AttachTarget {
     /// operation at a time; callers serialize per target.
     pub fn execute(&self, command: &str, args: &[&str]) -> Result<Reply, AttachError> {
         let request = encode_request(command, args)?;
+        // One deadline for the whole operation: connecting (and starting the
+        // listener) and the reply share `timeout`, so a recorder operation's
+        // worst case is known (the agent's shutdown arithmetic counts on it).
+        let deadline = Instant::now() + self.timeout;
         let uid = crate::rootfs::process_uid(self.pid).map_err(self.io())?;
         // The target's /tmp: root's (the usual sticky /tmp) or the JVM user's.
         let tmp = Root::of_process(self.pid)
             .and_then(|root| root.open_dir("/tmp", &[0, uid]))
             .map_err(self.files())?;
-        let mut stream = match self.connect_existing(&tmp, uid)? {
+        let mut stream = match self.connect_existing(&tmp, uid, deadline)? {
             Some(stream) => stream,
             None => {
-                self.start_listener(&tmp, uid)?;
-                let deadline = Instant::now() + self.timeout;
+                self.start_listener(&tmp, uid, deadline)?;
                 self.connect(&tmp, deadline)?.ok_or_else(|| {
                     self.io()(std::io::Error::new(
                         std::io::ErrorKind::ConnectionRefused,
@@ -248,13 +251,17 @@ impl AttachTarget {
                 })?
             }
         };
-        let deadline = Instant::now() + self.timeout;
         self.exchange(&mut stream, &request, deadline)
     }
 
     /// Connects to a listener already there. `None` when there is none, or
     /// there was a stale socket (now removed).
-    fn connect_existing(&self, tmp: &Dir, uid: u32) -> Result<Option<UnixStream>, AttachError> {
+    fn connect_existing(
+        &self,
+        tmp: &Dir,
+        uid: u32,
+        deadline: Instant,
+    ) -> Result<Option<UnixStream>, AttachError> {
         let name = self.socket_name();
         if tmp
             .check(&name, Kind::Socket, &[uid])
@@ -263,7 +270,6 @@ impl AttachTarget {
         {
             return Ok(None);
         }
-        let deadline = Instant::now() + self.timeout;
         if let Some(stream) = self.connect(tmp, deadline)? {
             return Ok(Some(stream));
         }
@@ -395,12 +401,12 @@ impl AttachTarget {
     }
 
     /// Starts the JVM's attach listener: trigger file, SIGQUIT, wait for the socket.
-    fn start_listener(&self, tmp: &Dir, uid: u32) -> Result<(), AttachError> {
+    fn start_listener(&self, tmp: &Dir, uid: u32, deadline: Instant) -> Result<(), AttachError> {
         if !catches_sigquit(self.pid).map_err(self.io())? {
             return Err(AttachError::NoSigQuitHandler(self.pid));
         }
         let (dir, name) = self.create_trigger(tmp, uid)?;
-        let result = self.signal_and_wait(tmp, uid);
+        let result = self.signal_and_wait(tmp, uid, deadline);
         let _ = dir.as_ref().unwrap_or(tmp).remove(&name);
         result
     }
@@ -429,12 +435,15 @@ impl AttachTarget {
         Ok((None, name))
     }
 
-    fn signal_and_wait(&self, tmp: &Dir, uid: u32) -> Result<(), AttachError> {
+    fn signal_and_wait(&self, tmp: &Dir, uid: u32, until: Instant) -> Result<(), AttachError> {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
         let send = || nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
         send().map_err(|e| self.io()(e.into()))?;
         let start = Instant::now();
-        let deadline = self.timeout.min(Duration::from_secs(10));
+        let deadline = self
+            .timeout
+            .min(Duration::from_secs(10))
+            .min(until.saturating_duration_since(start));
         let mut step = Duration::from_millis(20);
         let mut resent = false;
         while start.elapsed() < deadline {

@@ -77,10 +77,11 @@ pub struct BrokerLimit {
 }
 
 /// The message bound to use: `configured`, lowered to fit under the broker's
-/// limit with [`broker_headroom`] to spare (never below 1 KiB).
+/// limit with [`broker_headroom`] to spare (never below 4 KiB, the smallest
+/// bound `--max-message-bytes` accepts: a part's header must fit).
 pub fn fit_message_bytes(configured: u64, broker: Option<&BrokerLimit>) -> u64 {
     match broker {
-        Some(b) => configured.min(b.bytes.saturating_sub(broker_headroom(b.bytes)).max(1024)),
+        Some(b) => configured.min(b.bytes.saturating_sub(broker_headroom(b.bytes)).max(4096)),
         None => configured,
     }
 }
@@ -90,7 +91,9 @@ pub fn fit_message_bytes(configured: u64, broker: Option<&BrokerLimit>) -> u64 {
 /// only when a message of the bound would not fit it.
 pub fn client_message_max_bytes(message_bytes: u64, broker: Option<&BrokerLimit>) -> Option<u64> {
     match broker {
-        Some(b) => Some(b.bytes.max(1000)),
+        // librdkafka refuses a `message.max.bytes` over 1,000,000,000 (and
+        // the agent would not start): a bigger topic limit is clamped.
+        Some(b) => Some(b.bytes.clamp(1000, 1_000_000_000)),
         None => {
             let needed = message_bytes + broker_headroom(message_bytes);
             (needed > LIBRDKAFKA_MESSAGE_MAX_BYTES).then_some(needed)

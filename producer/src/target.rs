@@ -16,7 +16,8 @@ use crate::kubernetes_api::PodLookup;
 use crate::metrics::AgentMetrics;
 use crate::recorder::async_profiler::owner_tag;
 use crate::recorder::{
-    AsyncProfilerRecorder, AsyncProfilerSettings, Collected, JfrRecorder, JfrSettings, Recorder,
+    AsyncProfilerRecorder, AsyncProfilerSettings, CollectSlots, Collected, JfrRecorder,
+    JfrSettings, Recorder,
 };
 use crate::session::{self, Marker, Ownership};
 use crate::spool::{Destination, Spool, Spooled};
@@ -271,17 +272,18 @@ pub async fn run(
     let recorder: Box<dyn Recorder> = match &config.async_profiler {
         Some(settings) => {
             let tag = |m: &Marker| owner_tag(&m.installation, m.agent_pid, m.agent_start_ms);
-            let mut ap = AsyncProfilerRecorder::new(attach, settings.clone()).owned_by(tag(&me));
+            let mut ap = AsyncProfilerRecorder::new(attach, settings.clone())
+                .owned_by(tag(&me))
+                .with_collect_slots(CollectSlots::new(config.collect_slots.clone()));
             if let Ownership::Orphaned(old) = &ownership {
                 ap = ap.recovering(tag(old));
             }
             Box::new(ap)
         }
-        None => Box::new(JfrRecorder::new(
-            attach,
-            config.recording_name.clone(),
-            config.jfr.clone(),
-        )),
+        None => Box::new(
+            JfrRecorder::new(attach, config.recording_name.clone(), config.jfr.clone())
+                .with_collect_slots(CollectSlots::new(config.collect_slots.clone())),
+        ),
     };
     let stale = match &ownership {
         Ownership::Orphaned(old) if old.recording != config.recording_name => {
@@ -368,14 +370,8 @@ pub async fn run(
             reporter.status(state, &message).await;
             return TargetEnd::Conflict(message);
         }
-        // One of the agent's collect slots, from the collect until the windows
-        // are built: at most that many dumps are in memory at once.
-        let permit = tokio::select! {
-            permit = config.collect_slots.clone().acquire_owned() => permit.ok(),
-            _ = shutdown.changed() => {
-                return stop_gracefully(recorder, &config, &mut reporter, &health, &mut clock, nspid).await;
-            }
-        };
+        // The collect reads the dump under one of the agent's collect slots,
+        // which travels in `Collected` until the windows are built.
         let Some((collected, back)) = blocking(recorder, |r| r.collect()).await else {
             return TargetEnd::AttachFailed("recorder task panicked".into());
         };
@@ -384,7 +380,6 @@ pub async fn run(
         let collected = match collected {
             Ok(c) => c,
             Err(e) => {
-                drop(permit);
                 tracing::warn!(pid, error = %e, "collecting the window failed");
                 reporter.failed_collect(e.reason());
                 health.last_error = e.to_string();
@@ -402,7 +397,6 @@ pub async fn run(
         let (window_start, window_end) = clock.close(now, wall_ms);
         let parse_error =
             publish_windows(collected, window_start, window_end, &config, &mut reporter).await;
-        drop(permit);
         health.state = TargetState::Profiling;
         let spool_message = health.spool_message(&reporter);
         health.last_error = parse_error
@@ -494,22 +488,22 @@ async fn stop_gracefully(
 ) -> TargetEnd {
     let pid = reporter.identity.pid;
     let deadline = tokio::time::Instant::now() + FINAL_WINDOW_TIMEOUT;
-    let slots = config.collect_slots.clone();
+    // `finish` ends the session before it waits for a collect slot, so the
+    // session ends even when the final window cannot be read in time.
     let finished = tokio::time::timeout_at(deadline, async {
-        let permit = slots.acquire_owned().await.ok();
         let (outcome, _) = blocking(recorder, |r| r.finish()).await?;
-        Some((outcome, permit))
+        Some(outcome)
     })
     .await;
     let mut stopped = false;
     let mut state = health.state;
     let last_error = match finished {
-        Ok(Some(((collected, ended), permit))) => {
+        Ok(Some((collected, ended))) => {
             stopped = ended.is_ok();
             if let Err(e) = &ended {
                 tracing::warn!(pid, error = %e, "stopping the session failed");
             }
-            let message = match collected {
+            match collected {
                 Ok(collected) => {
                     let (start, end) = clock.close(Instant::now(), now_ms());
                     let window = tokio::time::timeout_at(
@@ -533,9 +527,7 @@ async fn stop_gracefully(
                     reporter.failed_collect(e.reason());
                     e.to_string()
                 }
-            };
-            drop(permit);
-            message
+            }
         }
         Ok(None) => {
             reporter.failed_collect("panic");

@@ -134,8 +134,13 @@ async fn a_stalled_jvm_gets_one_window_spanning_the_stall_then_regular_windows()
         .expect("the target task stops within 60 s")
         .expect("the target task does not panic");
     assert_eq!(end, TargetEnd::Stopped);
+    // The dump requested while the JVM was stopped is written once it resumes;
+    // the recorder deletes it at its next collect.
     let leftover = remove_dumps(&recording);
-    eprintln!("dumps left in /tmp by requests the agent gave up on: {leftover}");
+    assert_eq!(
+        leftover, 0,
+        "dumps left in /tmp by requests the agent gave up on"
+    );
 
     // The collect in flight when the JVM stopped failed on its attach timeout.
     assert!(
@@ -172,6 +177,92 @@ async fn a_stalled_jvm_gets_one_window_spanning_the_stall_then_regular_windows()
     assert!(
         after.iter().all(|&ms| ms < 2 * WINDOW.as_millis() as i64),
         "regular windows after the stall: {report}"
+    );
+}
+
+/// Two JVMs share one collect slot; one is stopped for several windows, its
+/// dump request hanging in the attach (timeout longer than the stall). The
+/// slot is taken only once a dump is written, so the other JVM keeps its
+/// cadence: before, the stalled collect held the only slot for the whole stall.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_jvm_does_not_hold_the_collect_slot_of_the_others() {
+    const LONG_ATTACH: Duration = Duration::from_secs(30);
+    const STALL: Duration = Duration::from_secs(12);
+    let (stalled, healthy) = (DemoJvm::start(&[]), DemoJvm::start(&[]));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let recording = unique_name("javelin_slot");
+    let telemetry =
+        Telemetry::new("javelin-agent-test", OtlpEndpoints::default()).expect("telemetry");
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut spools = Vec::new();
+    for demo in [&stalled, &healthy] {
+        let jvm = ProcFs::new("/proc")
+            .expect("/proc")
+            .inspect(demo.pid)
+            .expect("the demo is a HotSpot JVM");
+        let config = TargetConfig {
+            cluster: "test".into(),
+            node: "test-node".into(),
+            window: WINDOW,
+            recording_name: recording.clone(),
+            attach_timeout: LONG_ATTACH,
+            jfr: JfrSettings {
+                max_age: Duration::from_secs(60),
+                ..JfrSettings::default()
+            },
+            bounds: Bounds::default(),
+            installation: recording.clone(),
+            pods: None,
+            async_profiler: None,
+            artifacts: None,
+            collect_slots: slots.clone(),
+        };
+        let spool = Spool::new(256 << 20);
+        let metrics = AgentMetrics::new(&telemetry, &spool);
+        tasks.push(tokio::spawn(target::run(
+            jvm,
+            config,
+            spool.clone(),
+            metrics,
+            shutdown.clone(),
+        )));
+        spools.push(spool);
+    }
+    let (mut stalled_spans, mut healthy_spans) = (Spans::default(), Spans::default());
+    wait_for("two windows of each JVM", Duration::from_secs(60), || {
+        stalled_spans.read(&spools[0]);
+        healthy_spans.read(&spools[1]);
+        let ready = stalled_spans.0.len() >= 2 && healthy_spans.0.len() >= 2;
+        async move { ready.then_some(()) }
+    })
+    .await;
+    let pid = Pid::from_raw(i32::try_from(stalled.pid).expect("pid fits i32"));
+    let stopped_ms = now_ms();
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP the JVM");
+    let resume = Resume(pid);
+    tokio::time::sleep(STALL).await;
+    let resumed_ms = now_ms();
+    drop(resume);
+    healthy_spans.read(&spools[1]);
+    let during: Vec<&(i64, i64)> = healthy_spans
+        .0
+        .iter()
+        .filter(|(start, end)| *start >= stopped_ms && *end <= resumed_ms)
+        .collect();
+    stop.send(true).expect("the target tasks listen");
+    for task in tasks {
+        let end = tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the target task stops within 60 s")
+            .expect("the target task does not panic");
+        assert_eq!(end, TargetEnd::Stopped);
+    }
+    remove_dumps(&recording);
+    // 2-s windows over a 12-s stall: at least 3 whole windows of the healthy JVM.
+    assert!(
+        during.len() >= 3,
+        "the healthy JVM's windows during the stall ({stopped_ms}..{resumed_ms}): {during:?}"
     );
 }
 

@@ -27,7 +27,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Collected, Recorder, RecorderError, take_file};
+use super::{CollectSlots, Collected, FINISH_SLOT_WAIT, Recorder, RecorderError, take_file};
 use crate::attach::AttachTarget;
 use crate::jfr_parse::scan_chunks;
 use crate::rootfs::{Dir, Kind, Root};
@@ -84,6 +84,7 @@ pub struct AsyncProfilerRecorder {
     /// Why the session meant to run since the last collect did not start: the
     /// next collect reports it (its window was not recorded) and starts again.
     restart_error: Option<RecorderError>,
+    slots: CollectSlots,
 }
 
 impl AsyncProfilerRecorder {
@@ -102,7 +103,14 @@ impl AsyncProfilerRecorder {
             session: 0,
             running: false,
             restart_error: None,
+            slots: CollectSlots::default(),
         }
+    }
+
+    /// Reads finished files only while holding one of the agent's collect slots.
+    pub fn with_collect_slots(mut self, slots: CollectSlots) -> AsyncProfilerRecorder {
+        self.slots = slots;
+        self
     }
 
     /// Names this recorder's files with `owner` (an [`owner_tag`]).
@@ -310,12 +318,20 @@ impl Recorder for AsyncProfilerRecorder {
             self.remove_file(&finished_name);
             return Err(e);
         }
+        let slot = match self.slots.acquire(None) {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.remove_file(&finished_name);
+                return Err(e);
+            }
+        };
         let bytes = take_file(&finished, self.settings.max_dump_bytes)?;
         let (new_chunks, error) = scan_chunks(&bytes);
         Ok(Collected {
             bytes,
             new_chunks,
             error,
+            slot,
         })
     }
 
@@ -340,18 +356,24 @@ impl Recorder for AsyncProfilerRecorder {
         let stopped = self.command("stop");
         self.running = false;
         let collected = match &stopped {
-            Ok(()) => take_file(
-                &self.target.in_target(&self.file()),
-                self.settings.max_dump_bytes,
-            )
-            .map(|bytes| {
-                let (new_chunks, error) = scan_chunks(&bytes);
-                Collected {
-                    bytes,
-                    new_chunks,
-                    error,
-                }
-            }),
+            // Stopped first, then a slot: the session ends whether or not a
+            // slot comes free before the agent must exit (the file is then removed below).
+            Ok(()) => self
+                .slots
+                .acquire(Some(std::time::Instant::now() + FINISH_SLOT_WAIT))
+                .and_then(|slot| {
+                    let bytes = take_file(
+                        &self.target.in_target(&self.file()),
+                        self.settings.max_dump_bytes,
+                    )?;
+                    let (new_chunks, error) = scan_chunks(&bytes);
+                    Ok(Collected {
+                        bytes,
+                        new_chunks,
+                        error,
+                        slot,
+                    })
+                }),
             Err(e) => Err(RecorderError::Read {
                 path: self.file(),
                 source: std::io::Error::other(format!("the session did not stop: {e}")),

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{Collected, Recorder, RecorderError, take_file};
+use super::{CollectSlots, Collected, FINISH_SLOT_WAIT, Recorder, RecorderError, take_file};
 use crate::attach::{AttachError, AttachTarget};
 use crate::jfr_parse::{ChunkInfo, scan_chunks};
 
@@ -84,6 +84,7 @@ pub struct JfrRecorder {
     /// Dump files whose `JFR.dump` did not answer in time: the JVM may still
     /// write them, so each collect and the stop try to delete them; bounded.
     unclaimed: VecDeque<String>,
+    slots: CollectSlots,
 }
 
 /// Dump files remembered for later deletion; older names are given up on.
@@ -103,6 +104,7 @@ impl JfrRecorder {
             seen: VecDeque::new(),
             dumps: 0,
             unclaimed: VecDeque::new(),
+            slots: CollectSlots::default(),
         }
     }
 
@@ -307,26 +309,75 @@ impl Recorder for JfrRecorder {
 
     /// Dumps the recording and returns the chunks not collected before.
     fn collect(&mut self) -> Result<Collected, RecorderError> {
+        let file = self.dump()?;
+        self.read_dump(&file, None)
+    }
+
+    /// Dumps the open window's data, ends the recording, then reads the dump:
+    /// the session ends even when no collect slot comes free in time.
+    fn finish(&mut self) -> (Result<Collected, RecorderError>, Result<(), RecorderError>) {
+        let dumped = self.dump();
+        let stopped = self.stop();
+        let collected = dumped.and_then(|file| {
+            self.read_dump(&file, Some(std::time::Instant::now() + FINISH_SLOT_WAIT))
+        });
+        (collected, stopped)
+    }
+
+    /// Stops the recording (the agent is shutting down or the target is leaving).
+    fn stop(&mut self) -> Result<(), RecorderError> {
+        self.remove_unclaimed();
+        self.target
+            .jcmd(&format!("JFR.stop name={}", self.name))?
+            .expect("Stopped recording")?;
+        Ok(())
+    }
+}
+
+impl JfrRecorder {
+    /// Reads dumps only while holding one of the agent's collect slots.
+    pub fn with_collect_slots(mut self, slots: CollectSlots) -> JfrRecorder {
+        self.slots = slots;
+        self
+    }
+
+    /// `JFR.dump`s the recording into the target's /tmp; returns the file
+    /// (as the JVM names it).
+    fn dump(&mut self) -> Result<String, RecorderError> {
         self.remove_unclaimed();
         self.dumps += 1;
         // The pid keeps JVMs that share a /tmp (processes of one host or pod)
         // from writing each other's dump files.
         let file = format!("/tmp/{}-{}-{}.jfr", self.name, self.target.pid, self.dumps);
-        let local = self.target.in_target(&file);
         let reply = self
             .target
-            .jcmd(&format!("JFR.dump name={} filename={file}", self.name));
-        let reply = reply
+            .jcmd(&format!("JFR.dump name={} filename={file}", self.name))
             .map_err(RecorderError::from)
             .and_then(|r| Ok(r.expect("Dumped recording")?));
-        if reply.is_err() {
+        if let Err(e) = reply {
             // A stalled JVM may finish this dump after we gave up on it.
-            if self.unclaimed.len() == UNCLAIMED_DUMPS {
-                self.unclaimed.pop_front();
-            }
-            self.unclaimed.push_back(file.clone());
+            self.unclaim(file);
+            return Err(e);
         }
-        let bytes = reply.and_then(|_| take_file(&local, self.settings.max_dump_bytes))?;
+        Ok(file)
+    }
+
+    /// Reads (and deletes) a dump under a collect slot waited for until
+    /// `deadline`, keeping the chunks not collected before.
+    fn read_dump(
+        &mut self,
+        file: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Collected, RecorderError> {
+        let slot = match self.slots.acquire(deadline) {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.unclaim(file.to_string());
+                self.remove_unclaimed();
+                return Err(e);
+            }
+        };
+        let bytes = take_file(&self.target.in_target(file), self.settings.max_dump_bytes)?;
         let (chunks, error) = scan_chunks(&bytes);
         let new_chunks: Vec<ChunkInfo> = chunks
             .into_iter()
@@ -342,20 +393,18 @@ impl Recorder for JfrRecorder {
             bytes,
             new_chunks,
             error,
+            slot,
         })
     }
 
-    /// Stops the recording (the agent is shutting down or the target is leaving).
-    fn stop(&mut self) -> Result<(), RecorderError> {
-        self.remove_unclaimed();
-        self.target
-            .jcmd(&format!("JFR.stop name={}", self.name))?
-            .expect("Stopped recording")?;
-        Ok(())
+    /// Remembers a dump file nobody read, to delete it later.
+    fn unclaim(&mut self, file: String) {
+        if self.unclaimed.len() == UNCLAIMED_DUMPS {
+            self.unclaimed.pop_front();
+        }
+        self.unclaimed.push_back(file);
     }
-}
 
-impl JfrRecorder {
     /// Deletes the dumps that arrived after their `JFR.dump` timed out
     /// (owned by the JVM's user, regular files, no link followed); forgets
     /// those that are gone.

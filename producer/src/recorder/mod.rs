@@ -63,6 +63,8 @@ pub enum RecorderError {
     },
     #[error("the dump has {size} bytes, over the {limit}-byte limit; window dropped")]
     TooLarge { size: u64, limit: u64 },
+    #[error("no collect slot came free in time (agent stopping); window dropped")]
+    NoSlot,
 }
 
 impl RecorderError {
@@ -73,6 +75,7 @@ impl RecorderError {
             RecorderError::Read { .. } => "read",
             RecorderError::Library { .. } => "library",
             RecorderError::TooLarge { .. } => "too_large",
+            RecorderError::NoSlot => "no_slot",
         }
     }
 }
@@ -85,6 +88,52 @@ pub struct Collected {
     pub new_chunks: Vec<ChunkInfo>,
     /// Problem with the rest of the file, if any (reported, never fatal).
     pub error: Option<JfrError>,
+    /// The collect slot the dump was read under; held until the data is
+    /// parsed and dropped with it (`None` when the recorder has no slots).
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The agent's collect slots: a dump is read into memory and parsed only
+/// while holding one, so at most that many dumps are in memory at once. The
+/// slot is taken after the JVM wrote the dump (the attach round trips of a
+/// slow or stopped JVM hold none) and before it is read.
+#[derive(Debug, Clone, Default)]
+pub struct CollectSlots(Option<std::sync::Arc<tokio::sync::Semaphore>>);
+
+/// How long a graceful stop waits for a slot before giving up the final window.
+pub const FINISH_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl CollectSlots {
+    pub fn new(slots: std::sync::Arc<tokio::sync::Semaphore>) -> CollectSlots {
+        CollectSlots(Some(slots))
+    }
+
+    /// Waits for a slot (on a blocking thread), at most until `deadline`;
+    /// `Ok(None)` when there are no slots to wait for.
+    pub fn acquire(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RecorderError> {
+        let Some(slots) = &self.0 else {
+            return Ok(None);
+        };
+        let Some(deadline) = deadline else {
+            return futures::executor::block_on(slots.clone().acquire_owned())
+                .map(Some)
+                .map_err(|_| RecorderError::NoSlot);
+        };
+        loop {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => return Ok(Some(permit)),
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(RecorderError::NoSlot),
+                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(RecorderError::NoSlot);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 /// Reads a file the JVM wrote (a path as seen from the agent) and deletes it;
