@@ -97,8 +97,8 @@ pub struct AttachTarget {
     pub pid: u32,
     /// pid inside the target's own pid namespace (names the socket).
     pub nspid: u32,
-    /// Deadline for connect, request and the whole reply together (and, on
-    /// its own, the bound for the listener to start, at most 10 s).
+    /// One deadline for a whole operation: connect (including starting the
+    /// listener, itself at most 10 s), request and the whole reply.
     pub timeout: Duration,
 }
 

@@ -285,8 +285,14 @@ pub async fn run(
                 .with_collect_slots(CollectSlots::new(config.collect_slots.clone())),
         ),
     };
+    // An orphaned JFR recording of ours is stopped by whichever recorder now
+    // runs (an operator may have switched from the built-in recorder to
+    // async-profiler): left alone, it would record until the JVM exits.
     let stale = match &ownership {
-        Ownership::Orphaned(old) if old.recording != config.recording_name => {
+        Ownership::Orphaned(old)
+            if old.recorder.starts_with("jfr")
+                && (old.recording != config.recording_name || recorder_kind != "jfr") =>
+        {
             Some(old.recording.clone())
         }
         _ => None,

@@ -560,6 +560,56 @@ async fn async_profiler_orphan_is_recovered_and_its_files_removed() {
     assert!(jvm.output().1.is_empty(), "stderr: {}", jvm.output().1);
 }
 
+/// The installation used the built-in recorder, its agent died, and it now
+/// runs async-profiler: the orphaned JFR recording is stopped, not left to
+/// record next to async-profiler until the JVM exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn async_profiler_stops_an_orphaned_jfr_recording_of_ours() {
+    let jvm = CapturedJvm::start("java").await;
+    let installation = unique_name("aplife_jfr_orphan");
+    let attach = AttachTarget {
+        pid: jvm.pid,
+        nspid: jvm.nspid(),
+        timeout: Duration::from_secs(30),
+    };
+    let recordings = || attach.jcmd("JFR.check").expect("JFR.check answers").text;
+    let started = attach
+        .jcmd(&format!("JFR.start name={installation}"))
+        .expect("JFR.start answers");
+    assert_eq!(started.status, 0, "{}", started.text);
+    assert!(recordings().contains(&installation), "{}", recordings());
+    // The marker of an agent process that is gone.
+    let mut gone = Command::new("true").spawn().expect("a short-lived process");
+    let gone_pid = gone.id();
+    gone.wait().expect("it exits");
+    Marker {
+        installation: installation.clone(),
+        recorder: "jfr".into(),
+        recording: installation.clone(),
+        agent_pid: gone_pid,
+        agent_start_ms: 1,
+    }
+    .write(jvm.pid, jvm.nspid())
+    .expect("the orphan's marker");
+
+    let mut task = Task::start(jvm.process(), config(&installation, 256 << 20));
+    let first = task
+        .until("the first status", |t| t.statuses.first().cloned())
+        .await;
+    assert_eq!(
+        first.state,
+        TargetState::OrphanedRecovered as i32,
+        "{first:?}"
+    );
+    assert_eq!(first.recorder, "async-profiler");
+    let left = recordings();
+    assert!(
+        !left.contains(&installation),
+        "the orphaned JFR recording still runs: {left}"
+    );
+    assert_eq!(task.stop().await, TargetEnd::Stopped);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn async_profiler_loaded_by_someone_else_at_start_is_an_external_conflict() {
     let jvm = CapturedJvm::start("java").await;

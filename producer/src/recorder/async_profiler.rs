@@ -277,7 +277,23 @@ impl Recorder for AsyncProfilerRecorder {
         "async-profiler"
     }
 
-    fn start(&mut self, _stale: Option<&str>) -> Result<(), RecorderError> {
+    fn start(&mut self, stale: Option<&str>) -> Result<(), RecorderError> {
+        // An orphaned JFR recording of ours (the agent used the built-in
+        // recorder before): stopped, or it would record for ever next to us.
+        if let Some(name) = stale {
+            match self.target.jcmd(&format!("JFR.stop name={name}")) {
+                Ok(reply) if reply.status == 0 => {
+                    tracing::info!(
+                        pid = self.target.pid,
+                        recording = name,
+                        "stopped an orphaned JFR recording"
+                    );
+                }
+                // None running by that name (status != 0) is fine too.
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.install_library()?;
         // A session of ours may still run (agent restarted, or the orphan's
         // `timeout=` has not passed): stop it first. A JVM without our library
