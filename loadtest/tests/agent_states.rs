@@ -365,12 +365,25 @@ async fn truncation_is_counted_in_messages_and_target_status() {
     )
     .await;
     assert_eq!(status.state, TargetState::Profiling as i32);
-    // The windows themselves carry the same evidence, and never more than 2 stacks.
-    let windows: Vec<ProfileWindow> = profiles_log
-        .payloads()
-        .iter()
-        .filter_map(|p| ProfileWindow::decode(p.as_slice()).ok())
-        .collect();
+    // The windows themselves carry the same evidence, and never more than 2
+    // stacks. The profiles topic is read by its own follower: wait until it has
+    // caught up with a truncated window (the status can arrive first).
+    let windows: Vec<ProfileWindow> = wait_for(
+        "a truncated window on the profiles topic",
+        Duration::from_secs(60),
+        || {
+            let windows: Vec<ProfileWindow> = profiles_log
+                .payloads()
+                .iter()
+                .filter_map(|p| ProfileWindow::decode(p.as_slice()).ok())
+                .collect();
+            let ready = windows
+                .iter()
+                .any(|w| w.accounting.is_some_and(|a| a.truncated));
+            async move { ready.then_some(windows) }
+        },
+    )
+    .await;
     assert!(!windows.is_empty());
     assert!(windows.iter().all(|w| w.stacks.len() <= 2));
     let truncated = windows
