@@ -43,8 +43,11 @@ pub struct Spooled {
 /// Counters a target's status reports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drops {
+    /// Every message dropped (the full spool's oldest and Kafka's refusals).
     pub messages: u64,
     pub bytes: u64,
+    /// Of `messages`, those Kafka refused (too large for the topic).
+    pub refused: u64,
 }
 
 /// A spooled message and its delivery span.
@@ -211,6 +214,7 @@ impl Spool {
             .fold(Drops::default(), |a, d| Drops {
                 messages: a.messages + d.messages,
                 bytes: a.bytes + d.bytes,
+                refused: a.refused + d.refused,
             })
     }
 
@@ -330,6 +334,7 @@ impl Spool {
                         let mut state = self.lock();
                         let d = state.drops.entry(entry.message.target_id).or_default();
                         d.messages += 1;
+                        d.refused += 1;
                         d.bytes += entry.message.payload.len() as u64;
                         drop(state);
                         entry.dropped("refused by Kafka");
@@ -389,7 +394,8 @@ mod tests {
             spool.drops(1),
             Drops {
                 messages: 1,
-                bytes: 40
+                bytes: 40,
+                refused: 0
             }
         );
         assert_eq!(spool.drops(2), Drops::default());
@@ -398,7 +404,8 @@ mod tests {
             spool.drops(4),
             Drops {
                 messages: 1,
-                bytes: 500
+                bytes: 500,
+                refused: 0
             },
             "too large for the spool"
         );

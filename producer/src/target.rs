@@ -416,12 +416,23 @@ pub async fn run(
 impl Health {
     /// Names spool drops that are new since the last message, if any.
     fn spool_message(&mut self, reporter: &Reporter) -> String {
-        let drops = reporter.spool.drops(reporter.identity.target_id).messages;
-        if drops > self.spool_drops_told {
-            self.spool_drops_told = drops;
-            format!("{drops} messages dropped from the full spool while Kafka was unavailable")
-        } else {
-            String::new()
+        let drops = reporter.spool.drops(reporter.identity.target_id);
+        if drops.messages <= self.spool_drops_told {
+            return String::new();
+        }
+        self.spool_drops_told = drops.messages;
+        let full = drops.messages - drops.refused;
+        match (full, drops.refused) {
+            (_, 0) => {
+                format!("{full} messages dropped from the full spool while Kafka was unavailable")
+            }
+            (0, refused) => format!(
+                "{refused} messages refused by Kafka as too large for the topic (max.message.bytes); dropped"
+            ),
+            (full, refused) => format!(
+                "{full} messages dropped from the full spool while Kafka was unavailable, \
+                 {refused} refused by Kafka as too large for the topic; dropped"
+            ),
         }
     }
 }

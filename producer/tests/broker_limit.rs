@@ -118,3 +118,53 @@ async fn an_unreachable_broker_is_an_error_within_the_timeout() {
         started.elapsed()
     );
 }
+
+/// A message Kafka refuses as too large is dropped and counted as refused,
+/// not retried for ever, and the messages behind it are delivered.
+#[tokio::test]
+async fn a_message_kafka_refuses_is_dropped_counted_and_does_not_block_the_rest() {
+    use javelin_agent::publish::Publisher;
+    use javelin_agent::spool::{Destination, Spool, Spooled};
+    use std::sync::Arc;
+
+    let topic = unique_name("javelin_refused");
+    create_topic(&topic, &[("max.message.bytes", "20000")]).await;
+    let limit = broker_message_limit(&kafka_brokers(), &[], &topic, TIMEOUT)
+        .await
+        .expect("the broker answers DescribeConfigs");
+    let mut args = args(&topic, &kafka_brokers());
+    args.fit_to_broker(limit.as_ref());
+    let publisher = Arc::new(Publisher::new(args.publisher()).expect("a publisher"));
+    let spool = Spool::new(8 << 20);
+    let message = |bytes: usize| Spooled {
+        destination: Destination::Profiles,
+        key: "svc".into(),
+        payload: vec![7; bytes],
+        target_id: 42,
+    };
+    spool.push(message(100_000));
+    spool.push(message(1_000));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let sender = {
+        let (spool, stop) = (spool.clone(), stop.clone());
+        tokio::spawn(async move { spool.run_sender(publisher, 4, stop).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spool.len().0 > 0 || spool.drops(42).messages == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the spool did not settle: {:?} waiting, drops {:?}",
+            spool.len(),
+            spool.drops(42)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.notify_one();
+    tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("the sender stops")
+        .expect("the sender does not panic");
+    let drops = spool.drops(42);
+    assert_eq!((drops.messages, drops.refused), (1, 1), "{drops:?}");
+    assert_eq!(drops.bytes, 100_000);
+}
