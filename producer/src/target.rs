@@ -209,7 +209,10 @@ pub async fn run(
         "jfr"
     };
     let mut reporter = Reporter {
-        recorder: recorder_kind,
+        // Nothing records until a session started (then `recorder.kind()`):
+        // a disabled or conflicting JVM's status names no recorder, and the
+        // UI no CPU basis for it.
+        recorder: "",
         spool,
         metrics,
         identity: identity(&jvm, &config),
