@@ -221,6 +221,7 @@ fn javelin_decode(
         cpu_period_nanos: 1_000_000,
         max_events: u64::MAX,
         cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
+        max_parse_time: None,
     };
     let mut budget = u64::MAX;
     let outcome = parse_chunks(bytes, chunks, rules, &mut budget, sink);

@@ -452,7 +452,12 @@ async fn publish_windows(
     let pid = reporter.identity.pid;
     let identity = reporter.identity.clone();
     let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);
-    let cpu_event = CpuEvent::of_recorder(reporter.recorder);
+    let rules = EventRules {
+        cpu_period_nanos: cpu_period.as_nanos() as i64,
+        max_events: cfg_bounds.max_events_per_window,
+        cpu_event: CpuEvent::of_recorder(reporter.recorder),
+        max_parse_time: Some(parse_time_budget(config.window)),
+    };
     let artifacts = config.artifacts.clone();
     let built = tokio::task::spawn_blocking(move || {
         let kept =
@@ -463,8 +468,7 @@ async fn publish_windows(
             window_start,
             window_end,
             cfg_bounds,
-            cpu_period,
-            cpu_event,
+            rules,
         );
         (windows, error.or(kept.and_then(Result::err)))
     })
@@ -655,6 +659,15 @@ pub fn next_deadline(deadline: Instant, now: Instant, window: Duration) -> Insta
     }
 }
 
+/// How long one window's parse may take: half the window, at least 5 s (the
+/// reader does ~300 MB/s, a dump is at most `--max-dump-bytes`), so a target
+/// whose dumps parse slowly (a huge or adversarial recording, a starved CPU)
+/// drops events, counted, instead of falling behind its cadence while holding
+/// a collect slot.
+fn parse_time_budget(window: Duration) -> Duration {
+    (window / 2).max(Duration::from_secs(5))
+}
+
 /// Parses the new chunks of a window and builds its wire messages.
 fn build_windows(
     collected: Collected,
@@ -662,16 +675,10 @@ fn build_windows(
     window_start: i64,
     window_end: i64,
     bounds: Bounds,
-    cpu_period: Duration,
-    cpu_event: CpuEvent,
+    rules: EventRules,
 ) -> (Vec<wire::ProfileWindow>, Option<String>) {
     let started = Instant::now();
     let mut aggregator = WindowAggregator::new(bounds);
-    let rules = EventRules {
-        cpu_period_nanos: cpu_period.as_nanos() as i64,
-        max_events: bounds.max_events_per_window,
-        cpu_event,
-    };
     let mut budget = rules.max_events;
     let jfr_bytes: u64 = collected.new_chunks.iter().map(|c| c.size as u64).sum();
     let outcome = parse_chunks(

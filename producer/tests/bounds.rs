@@ -19,6 +19,7 @@ fn windows(bounds: Bounds) -> Vec<ProfileWindow> {
         cpu_period_nanos: 10_000_000,
         max_events: bounds.max_events_per_window,
         cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
+        max_parse_time: None,
     };
     let mut budget = rules.max_events;
     let outcome = parse_chunks(JDK17, &chunks, rules, &mut budget, &mut |k, f, v, c| {

@@ -40,6 +40,7 @@ const RULES: EventRules = EventRules {
     cpu_period_nanos: 10_000_000,
     max_events: u64::MAX,
     cpu_event: CpuEvent::ExecutionSample,
+    max_parse_time: None,
 };
 
 /// Whether an event belongs to the CPU event the agent does not read with

@@ -17,6 +17,7 @@ const RULES: EventRules = EventRules {
     cpu_period_nanos: 10_000_000,
     max_events: 1_000_000,
     cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
+    max_parse_time: None,
 };
 
 /// Scans and parses like the agent does; returns the outcome, the summed values and the first error.

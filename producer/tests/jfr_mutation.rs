@@ -535,6 +535,7 @@ fn check_case(bytes: &[u8], max_events: u64) -> Result<String, String> {
         cpu_period_nanos: 10_000_000,
         max_events,
         cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
+        max_parse_time: None,
     };
     let mut budget = max_events;
     let mut delivered: BTreeMap<&'static str, (u64, i128)> = BTreeMap::new();

@@ -35,6 +35,7 @@ impl Collection {
             cpu_period_nanos: 10_000_000,
             max_events: u64::MAX,
             cpu_event: javelin_agent::jfr_parse::CpuEvent::ExecutionSample,
+            max_parse_time: None,
         };
         let mut budget = u64::MAX;
         let mut agg = WindowAggregator::new(Bounds::default());

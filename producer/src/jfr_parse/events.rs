@@ -357,6 +357,7 @@ pub(super) fn parse_chunk(
     metadata_cache: &mut MetadataCache,
     ticks_per_second: i64,
     rules: EventRules,
+    deadline: Option<std::time::Instant>,
     budget: &mut u64,
     counts: &mut HashMap<ProfileType, TypeCounts>,
     sink: &mut dyn FnMut(ProfileType, &Frames, i64, i64),
@@ -399,6 +400,7 @@ pub(super) fn parse_chunk(
         &mut pools,
         &plans,
         execution_sample_id,
+        TimeBudget::new(deadline),
         budget,
         &mut state,
     );
@@ -537,6 +539,43 @@ fn read_setting<'a>(
     Ok(values)
 }
 
+/// A window's parse deadline, looked at every [`TimeBudget::EVERY`] events
+/// (reading the clock per event would cost more than some events do).
+struct TimeBudget {
+    deadline: Option<std::time::Instant>,
+    countdown: u32,
+}
+
+impl TimeBudget {
+    const EVERY: u32 = 1024;
+
+    fn new(deadline: Option<std::time::Instant>) -> TimeBudget {
+        TimeBudget {
+            deadline,
+            countdown: 0,
+        }
+    }
+
+    /// Whether the deadline has passed (checked on the first call and then
+    /// every `EVERY` calls).
+    fn spent(&mut self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        if self.countdown > 0 {
+            self.countdown -= 1;
+            return false;
+        }
+        self.countdown = Self::EVERY - 1;
+        if std::time::Instant::now() >= deadline {
+            // Stays spent without reading the clock again.
+            self.countdown = u32::MAX;
+            return true;
+        }
+        false
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn walk(
     chunk: &[u8],
@@ -546,6 +585,7 @@ fn walk(
     pools: &mut Pools<'_>,
     plans: &Plans,
     execution_sample_id: Option<i64>,
+    mut time: TimeBudget,
     budget: &mut u64,
     state: &mut State,
 ) -> Result<(), DecodeError> {
@@ -572,6 +612,10 @@ fn walk(
         if let Some(kind) = profile {
             let c = state.type_counts[slot(kind)].get_or_insert_with(TypeCounts::default);
             c.raw_events += 1;
+            if time.spent() {
+                // The window's time is up: the rest is counted, not decoded.
+                *budget = 0;
+            }
             if *budget == 0 {
                 c.dropped_events += 1;
                 continue;
@@ -790,10 +834,19 @@ mod tests {
     }
 
     fn parse(bytes: &[u8], budget: u64) -> (Result<(), DecodeError>, Vec<(i64, i64)>, TypeCounts) {
+        parse_within(bytes, budget, None)
+    }
+
+    fn parse_within(
+        bytes: &[u8],
+        budget: u64,
+        deadline: Option<std::time::Instant>,
+    ) -> (Result<(), DecodeError>, Vec<(i64, i64)>, TypeCounts) {
         let rules = EventRules {
             cpu_period_nanos: 10,
             max_events: budget,
             cpu_event: crate::jfr_parse::CpuEvent::ExecutionSample,
+            max_parse_time: None,
         };
         let mut budget = budget;
         let mut counts = HashMap::new();
@@ -803,6 +856,7 @@ mod tests {
             &mut None,
             1_000_000_000,
             rules,
+            deadline,
             &mut budget,
             &mut counts,
             &mut |k, f, v, c| {
@@ -816,6 +870,28 @@ mod tests {
             sums,
             counts.get(&ProfileType::Alloc).copied().unwrap_or_default(),
         )
+    }
+
+    #[test]
+    fn a_spent_time_budget_counts_the_events_as_dropped_undecoded() {
+        let event = record(&ints(&[100, 5, 0, 1000]));
+        let bytes = chunk(&empty_checkpoint(), &[event.clone(), event.clone(), event]);
+        let past = std::time::Instant::now();
+        let (result, sums, counts) = parse_within(&bytes, 10, Some(past));
+        assert_eq!(result, Ok(()));
+        assert!(sums.is_empty(), "{sums:?}");
+        assert_eq!(
+            counts,
+            TypeCounts {
+                raw_events: 3,
+                parsed_events: 0,
+                dropped_events: 3
+            }
+        );
+        // A deadline not reached changes nothing.
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (_, sums, counts) = parse_within(&bytes, 10, Some(later));
+        assert_eq!((sums, counts.parsed_events), (vec![(3000, 3)], 3));
     }
 
     #[test]

@@ -264,6 +264,9 @@ pub struct EventRules {
     pub max_events: u64,
     /// The event the CPU profile is made of; the other CPU event is skipped.
     pub cpu_event: CpuEvent,
+    /// Time budget of one window's parse: once it is spent, the remaining
+    /// events are counted as dropped without being decoded (`None`: no limit).
+    pub max_parse_time: Option<std::time::Duration>,
 }
 
 /// Which JFR event is the CPU profile. A chunk holds the events of every
@@ -318,6 +321,9 @@ pub fn parse_chunks(
 ) -> ParseOutcome {
     let mut outcome = ParseOutcome::default();
     let mut metadata = None;
+    let deadline = rules
+        .max_parse_time
+        .and_then(|d| std::time::Instant::now().checked_add(d));
     for chunk in chunks {
         outcome.chunks += 1;
         let Some(slice) = chunk
@@ -342,6 +348,7 @@ pub fn parse_chunks(
                 &mut metadata,
                 chunk.ticks_per_second,
                 rules,
+                deadline,
                 budget,
                 &mut outcome.counts,
                 sink,
