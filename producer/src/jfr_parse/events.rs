@@ -544,6 +544,7 @@ fn read_setting<'a>(
 struct TimeBudget {
     deadline: Option<std::time::Instant>,
     countdown: u32,
+    spent: bool,
 }
 
 impl TimeBudget {
@@ -553,6 +554,7 @@ impl TimeBudget {
         TimeBudget {
             deadline,
             countdown: 0,
+            spent: false,
         }
     }
 
@@ -562,17 +564,17 @@ impl TimeBudget {
         let Some(deadline) = self.deadline else {
             return false;
         };
+        if self.spent {
+            return true;
+        }
         if self.countdown > 0 {
             self.countdown -= 1;
             return false;
         }
         self.countdown = Self::EVERY - 1;
-        if std::time::Instant::now() >= deadline {
-            // Stays spent without reading the clock again.
-            self.countdown = u32::MAX;
-            return true;
-        }
-        false
+        // Once spent it stays spent, without reading the clock again.
+        self.spent = std::time::Instant::now() >= deadline;
+        self.spent
     }
 }
 
@@ -870,6 +872,14 @@ mod tests {
             sums,
             counts.get(&ProfileType::Alloc).copied().unwrap_or_default(),
         )
+    }
+
+    #[test]
+    fn a_time_budget_once_spent_stays_spent_and_none_never_is() {
+        let mut spent = TimeBudget::new(Some(std::time::Instant::now()));
+        assert!((0..3 * TimeBudget::EVERY).all(|_| spent.spent()));
+        let mut unlimited = TimeBudget::new(None);
+        assert!((0..3 * TimeBudget::EVERY).all(|_| !unlimited.spent()));
     }
 
     #[test]
