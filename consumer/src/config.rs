@@ -1,7 +1,10 @@
 //! Consumer configuration: subcommands and flags, each with an environment variable and a documented default.
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use javelin_schema::migrations::{MigrationError, ServerFeatures};
 use javelin_schema::telemetry::OtlpArgs;
+use javelin_schema::topology::Topology;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +53,10 @@ pub struct ClickHouseArgs {
         hide_env_values = true
     )]
     pub clickhouse_password: String,
+    /// ClickHouse cluster (`remote_servers` name) holding the tables: local
+    /// Replicated tables plus Distributed ones; empty = one server.
+    #[arg(long, env = "JAVELIN_CLICKHOUSE_CLUSTER", default_value = "")]
+    pub clickhouse_cluster: String,
 }
 
 impl ClickHouseArgs {
@@ -61,6 +68,26 @@ impl ClickHouseArgs {
             .with_password(&self.clickhouse_password)
             // Plain RowBinary: Debian's ClickHouse 18.16 lacks RowBinaryWithNamesAndTypes validation.
             .with_validation(false)
+    }
+
+    /// One server or the named cluster.
+    pub fn topology(&self) -> Result<Topology, MigrationError> {
+        Topology::from_flag(Some(&self.clickhouse_cluster))
+    }
+
+    /// The client batches are written with: the database selected, and the
+    /// settings the server and the topology call for
+    /// ([`Topology::write_settings`]), which needs the server's version.
+    pub async fn writer_client(&self) -> anyhow::Result<clickhouse::Client> {
+        let topology = self.topology()?;
+        let client = self.server_client().with_database(&self.database);
+        let features = ServerFeatures::detect(&client).await.with_context(|| {
+            format!(
+                "asking ClickHouse at {} for its version",
+                self.clickhouse_url
+            )
+        })?;
+        Ok(topology.writer(client, features))
     }
 }
 

@@ -100,10 +100,14 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         "database {} lacks schema migrations {pending:?}: run `javelin-consumer migrate` first",
         args.clickhouse.database
     );
-    let sink = Sink::new(args.clickhouse_client(), args.stack_cache_entries);
+    let sink = Sink::new(
+        args.clickhouse.writer_client().await?,
+        args.stack_cache_entries,
+    );
     tokio::spawn(crate::retention::run(
         args.clickhouse_client(),
         args.clickhouse.database.clone(),
+        args.clickhouse.topology()?,
         args.retention_days,
         Duration::from_secs(3600),
     ));

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
                 &args.clickhouse.database,
                 MigrateOptions {
                     retention_days: args.retention_days,
+                    topology: args.clickhouse.topology()?,
                 },
             )
             .await
@@ -24,8 +25,13 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?;
             println!(
-                "database {}: server {}.{}, applied {:?}, already applied {:?}",
+                "database {}{}: server {}.{}, applied {:?}, already applied {:?}",
                 args.clickhouse.database,
+                args.clickhouse
+                    .topology()?
+                    .cluster()
+                    .map(|c| format!(" on cluster {c}"))
+                    .unwrap_or_default(),
                 report.features.version.0,
                 report.features.version.1,
                 report.applied,
@@ -35,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay(args) => {
             validate_database_name(&args.clickhouse.database)?;
+            args.clickhouse.topology()?;
             let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} messages ({eta} left)",
@@ -52,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             validate_database_name(&args.clickhouse.database)?;
+            args.clickhouse.topology()?;
             javelin_consumer::ingest::run(*args, shutdown_signal()).await
         }
     }

@@ -199,12 +199,7 @@ pub async fn replay_on(
         .assign(&assignment)
         .context("assigning partitions")?;
 
-    let mut sink = Sink::new(
-        args.clickhouse
-            .server_client()
-            .with_database(&args.clickhouse.database),
-        100_000,
-    );
+    let mut sink = Sink::new(args.clickhouse.writer_client().await?, 100_000);
     let mut pending: Vec<Pending> = Vec::new();
     let mut open: BTreeSet<i32> = reads.keys().copied().collect();
     let mut heard = Instant::now();

@@ -1,13 +1,16 @@
 //! Retention on servers without table TTL (Debian's ClickHouse 18.16): every
 //! table is partitioned by day, and partitions older than the retention are
 //! dropped. Newer servers enforce the same retention with the TTL the
-//! migrations declare, and this janitor leaves them alone.
+//! migrations declare, and this janitor leaves them alone. On a cluster the
+//! partitions live in each node's local tables: they are listed on every
+//! shard (`cluster(…)`) and dropped `ON CLUSTER`.
 
 use std::time::Duration;
 
 use clickhouse::Client;
 use javelin_schema::migrations::{MigrationError, ServerFeatures};
 use javelin_schema::rows::table;
+use javelin_schema::topology::Topology;
 use serde::Deserialize;
 
 /// Tables the janitor prunes (all partitioned by `toDate(...)`).
@@ -30,6 +33,7 @@ struct Partition {
 pub async fn prune(
     db: &Client,
     database: &str,
+    topology: &Topology,
     retention_days: u32,
 ) -> Result<Vec<(String, String)>, MigrationError> {
     if ServerFeatures::detect(db).await?.ttl {
@@ -41,11 +45,22 @@ pub async fn prune(
         .fetch_one()
         .await?;
     let mut dropped = Vec::new();
+    // Names are validated identifiers (database, cluster) or constants.
+    let (parts, on_cluster) = match topology.cluster() {
+        None => ("system.parts".to_string(), String::new()),
+        Some(cluster) => (
+            format!("cluster('{cluster}', system, parts)"),
+            format!(" ON CLUSTER {cluster}"),
+        ),
+    };
     for table in TABLES {
+        let local = topology.local_table(table);
         let partitions = db
-            .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
+            .query(&format!(
+                "SELECT DISTINCT partition FROM {parts} WHERE database = ? AND table = ? AND active"
+            ))
             .bind(database)
-            .bind(table)
+            .bind(&local)
             .fetch_all::<Partition>()
             .await?;
         for Partition { partition } in partitions {
@@ -54,10 +69,12 @@ pub async fn prune(
                 && partition.as_bytes()[4] == b'-'
                 && partition.as_bytes()[7] == b'-';
             if is_day && partition < cutoff {
-                db.query(&format!("ALTER TABLE {table} DROP PARTITION ?"))
-                    .bind(&partition)
-                    .execute()
-                    .await?;
+                db.query(&format!(
+                    "ALTER TABLE {database}.{local}{on_cluster} DROP PARTITION ?"
+                ))
+                .bind(&partition)
+                .execute()
+                .await?;
                 tracing::info!(table, day = %partition, "retention: dropped partition");
                 dropped.push((table.to_string(), partition));
             }
@@ -67,9 +84,15 @@ pub async fn prune(
 }
 
 /// Runs [`prune`] now and then every `every`, logging failures.
-pub async fn run(db: Client, database: String, retention_days: u32, every: Duration) {
+pub async fn run(
+    db: Client,
+    database: String,
+    topology: Topology,
+    retention_days: u32,
+    every: Duration,
+) {
     loop {
-        if let Err(e) = prune(&db, &database, retention_days).await {
+        if let Err(e) = prune(&db, &database, &topology, retention_days).await {
             tracing::warn!(error = %e, "retention pass failed; retrying at the next interval");
         }
         tokio::time::sleep(every).await;

@@ -4,6 +4,7 @@
 use javelin_consumer::retention::prune;
 use javelin_schema::migrations::{MigrateOptions, ServerFeatures, migrate};
 use javelin_schema::testkit::{clickhouse_client, unique_name};
+use javelin_schema::topology::Topology;
 
 #[tokio::test]
 async fn old_day_partitions_are_dropped_and_recent_ones_kept() {
@@ -29,7 +30,9 @@ async fn old_day_partitions_are_dropped_and_recent_ones_kept() {
         .await
         .expect("insert");
     }
-    let dropped = prune(&db, &database, 7).await.expect("prune");
+    let dropped = prune(&db, &database, &Topology::SingleNode, 7)
+        .await
+        .expect("prune");
     assert_eq!(dropped.len(), 2, "{dropped:?}");
     assert!(dropped.iter().all(|(table, _)| table == "samples"));
     let left: Vec<u64> = db
@@ -39,7 +42,7 @@ async fn old_day_partitions_are_dropped_and_recent_ones_kept() {
         .expect("select");
     assert_eq!(left, [3, 4]);
     assert!(
-        prune(&db, &database, 7)
+        prune(&db, &database, &Topology::SingleNode, 7)
             .await
             .expect("second pass")
             .is_empty(),

@@ -9,6 +9,7 @@ use javelin_query::params::Limits;
 use javelin_query::store::Store;
 use javelin_schema::process::{args_with_config_file, init_logging, shutdown_signal};
 use javelin_schema::telemetry::{OtlpArgs, Telemetry};
+use javelin_schema::topology::Topology;
 
 #[derive(Debug, Parser)]
 #[command(name = "javelin-query", version, about = "Javelin query API and UI")]
@@ -39,6 +40,10 @@ struct Args {
         hide_env_values = true
     )]
     clickhouse_password: String,
+    /// ClickHouse cluster (`remote_servers` name) holding the tables, read through
+    /// their Distributed tables; empty = one server.
+    #[arg(long, env = "JAVELIN_CLICKHOUSE_CLUSTER", default_value = "")]
+    clickhouse_cluster: String,
     /// Flamegraph nodes returned when a request does not say.
     #[arg(long, env = "JAVELIN_DEFAULT_MAX_NODES", default_value_t = 8192)]
     default_max_nodes: usize,
@@ -80,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         (2..=args.max_nodes_limit).contains(&args.default_max_nodes),
         "--default-max-nodes must be between 2 and --max-nodes-limit"
     );
+    let topology = Topology::from_flag(Some(&args.clickhouse_cluster))?;
     let client = clickhouse::Client::default()
         .with_url(&args.clickhouse_url)
         .with_user(&args.clickhouse_user)
@@ -88,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         .with_validation(false)
         .with_setting("max_rows_to_read", args.max_rows_scanned.to_string())
         .with_setting("max_execution_time", args.query_timeout_seconds.to_string());
+    let client = topology.reader(client);
     anyhow::ensure!(
         args.auth_token.as_deref().is_none_or(|t| t.len() >= 16),
         "--auth-token must be at least 16 characters"

@@ -9,6 +9,8 @@
 //! - [`clickhouse_error`]: what a ClickHouse error means (data, limit, outage), for every stage.
 //! - [`migrations`]: the versioned ClickHouse DDL and the code that applies it,
 //!   choosing server features by `SELECT version()`.
+//! - [`topology`]: one ClickHouse server or a cluster: table pairs, sharding
+//!   keys, and the settings writers and readers send.
 //! - [`topics`]: default Kafka topic names.
 
 pub mod clickhouse_error;
@@ -16,6 +18,7 @@ pub mod migrations;
 pub mod rows;
 pub mod stack_id;
 pub mod topics;
+pub mod topology;
 pub mod wire;
 
 pub use stack_id::{FrameKey, stack_id, stack_id_of_names};

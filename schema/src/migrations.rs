@@ -13,6 +13,7 @@ use clickhouse::Client;
 use serde::Deserialize;
 
 use crate::rows::table;
+use crate::topology::{LOCAL_SUFFIX, Topology, is_identifier, shard_key};
 
 /// What the connected server supports, decided from `SELECT version()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct ServerFeatures {
     pub low_cardinality: bool,
     /// Table TTL expressions (19.6+; we require 20.1+). Without them retention drops partitions.
     pub ttl: bool,
+    /// The `async_insert` setting exists (21.11+), so writers can switch it off.
+    pub async_insert: bool,
 }
 
 impl ServerFeatures {
@@ -37,6 +40,7 @@ impl ServerFeatures {
             version: (major, minor),
             low_cardinality: modern,
             ttl: modern,
+            async_insert: (major, minor) >= (21, 11),
         })
     }
 
@@ -48,16 +52,21 @@ impl ServerFeatures {
 }
 
 /// Options that shape the rendered DDL.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MigrateOptions {
     /// Data older than this is deleted: by TTL where the server has it, by the
     /// consumer's partition janitor otherwise. At most 7 days by product policy.
     pub retention_days: u32,
+    /// One server, or a cluster: local Replicated tables and Distributed ones.
+    pub topology: Topology,
 }
 
 impl Default for MigrateOptions {
     fn default() -> Self {
-        MigrateOptions { retention_days: 7 }
+        MigrateOptions {
+            retention_days: 7,
+            topology: Topology::SingleNode,
+        }
     }
 }
 
@@ -75,6 +84,20 @@ pub enum MigrationError {
         "table {0} to rebuild does not exist: was the database created by `javelin-consumer migrate`?"
     )]
     Missing(String),
+    #[error("invalid cluster name {0:?}: use letters, digits and underscores")]
+    ClusterName(String),
+    #[error("cannot render for a cluster: {0}")]
+    ClusterDdl(String),
+    #[error(
+        "the bookkeeping of migration {version} reached {seen} of {shards} shards of cluster {cluster} within {waited:?}"
+    )]
+    NotReplicated {
+        version: u32,
+        cluster: String,
+        seen: u64,
+        shards: u64,
+        waited: std::time::Duration,
+    },
 }
 
 /// One migration: a version, a name, DDL templates, and optionally a table
@@ -262,12 +285,29 @@ pub const MIGRATIONS: &[Migration] = &[
 impl Migration {
     /// The statements as they will run on a server with `features` (a
     /// rebuild's `CREATE` last; its copy and rename are decided at run time).
-    pub fn render(&self, features: ServerFeatures, options: MigrateOptions) -> Vec<String> {
-        self.statements
+    /// On a cluster one template may become several statements (the local
+    /// table and the Distributed table over it).
+    pub fn render(
+        &self,
+        features: ServerFeatures,
+        options: &MigrateOptions,
+        database: &str,
+    ) -> Result<Vec<String>, MigrationError> {
+        let ddl = Ddl {
+            features,
+            options,
+            database,
+            version: self.version,
+        };
+        let mut out = Vec::new();
+        for template in self
+            .statements
             .iter()
             .chain(self.rebuild.as_ref().map(|r| &r.create))
-            .map(|template| render(template, features, options))
-            .collect()
+        {
+            out.extend(ddl.statements(template)?);
+        }
+        Ok(out)
     }
 
     /// The table this migration rebuilds, if any.
@@ -281,30 +321,174 @@ impl Migration {
     }
 }
 
-impl AddColumn {
-    /// Adds the column unless it exists (appended last: the row types list it last).
-    async fn run(&self, db: &Client) -> Result<(), MigrationError> {
-        if column_exists(db, self.table, self.column).await? {
-            return Ok(());
+/// How one migration's templates render: the server's features, the
+/// retention, and on a cluster the database and the migration's version
+/// (they name each Replicated table's ZooKeeper path).
+struct Ddl<'a> {
+    features: ServerFeatures,
+    options: &'a MigrateOptions,
+    database: &'a str,
+    version: u32,
+}
+
+impl Ddl<'_> {
+    /// The statements one template becomes.
+    fn statements(&self, template: &str) -> Result<Vec<String>, MigrationError> {
+        let sql = render(template, self.features, self.options);
+        let Some(cluster) = self.options.topology.cluster() else {
+            return Ok(vec![sql]);
+        };
+        let db = self.database;
+        let trimmed = sql.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("DROP TABLE IF EXISTS ") {
+            let name = rest.trim();
+            check_name(name)?;
+            return Ok(vec![
+                format!("DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"),
+                format!("DROP TABLE IF EXISTS {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {cluster}"),
+            ]);
         }
-        db.query(&format!(
-            "ALTER TABLE {} ADD COLUMN {} {}",
-            self.table, self.column, self.definition
-        ))
-        .execute()
-        .await?;
+        if trimmed.starts_with("INSERT ") || trimmed.starts_with("SELECT ") {
+            // Rows go through the Distributed tables (synchronously, see
+            // `Topology::write_settings`).
+            return Ok(vec![sql]);
+        }
+        let (if_not_exists, rest) =
+            if let Some(rest) = trimmed.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+                (true, rest)
+            } else if let Some(rest) = trimmed.strip_prefix("CREATE TABLE ") {
+                (false, rest)
+            } else {
+                return Err(MigrationError::ClusterDdl(format!(
+                    "no cluster form for {:?}",
+                    trimmed.lines().next().unwrap_or_default()
+                )));
+            };
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '(')
+            .unwrap_or(rest.len());
+        let (name, body) = rest.split_at(end);
+        check_name(name)?;
+        let key = shard_key(name).ok_or_else(|| {
+            MigrationError::ClusterDdl(format!("table {name} has no sharding key"))
+        })?;
+        let local = format!("{name}{LOCAL_SUFFIX}");
+        let path = format!(
+            "/clickhouse/tables/{{shard}}/{db}/{local}/v{}",
+            self.version
+        );
+        let body = replicated_engine(body, &path)?;
+        let ine = if if_not_exists { "IF NOT EXISTS " } else { "" };
+        Ok(vec![
+            format!(
+                "CREATE TABLE {ine}{db}.{local} ON CLUSTER {cluster} {}",
+                body.trim_start()
+            ),
+            distributed_table(db, name, cluster, key),
+        ])
+    }
+}
+
+/// `CREATE TABLE {db}.{name} ON CLUSTER …` as a Distributed table over the
+/// node-local `{name}_local`, with its columns.
+fn distributed_table(db: &str, name: &str, cluster: &str, key: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{name}{LOCAL_SUFFIX}
+         ENGINE = Distributed({cluster}, {db}, {name}{LOCAL_SUFFIX}, {key})"
+    )
+}
+
+/// `ENGINE = XMergeTree[(args)]` → `ENGINE = ReplicatedXMergeTree('path', '{replica}'[, args])`.
+fn replicated_engine(body: &str, path: &str) -> Result<String, MigrationError> {
+    const ENGINE: &str = "ENGINE = ";
+    let at = body
+        .find(ENGINE)
+        .ok_or_else(|| MigrationError::ClusterDdl("CREATE TABLE without ENGINE".into()))?
+        + ENGINE.len();
+    let after = &body[at..];
+    let name_end = after
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(after.len());
+    let engine = &after[..name_end];
+    if !engine.ends_with("MergeTree") {
+        return Err(MigrationError::ClusterDdl(format!(
+            "engine {engine} has no replicated form"
+        )));
+    }
+    let rest = &after[name_end..];
+    let (args, tail) = match rest.strip_prefix('(') {
+        Some(inner) => {
+            let close = inner
+                .find(')')
+                .ok_or_else(|| MigrationError::ClusterDdl("unclosed engine arguments".into()))?;
+            let args = inner[..close].trim();
+            (
+                (!args.is_empty()).then(|| format!(", {args}")),
+                &inner[close + 1..],
+            )
+        }
+        None => (None, rest),
+    };
+    Ok(format!(
+        "{}Replicated{engine}('{path}', '{{replica}}'{}){tail}",
+        &body[..at],
+        args.unwrap_or_default()
+    ))
+}
+
+fn check_name(name: &str) -> Result<(), MigrationError> {
+    if is_identifier(name) {
+        Ok(())
+    } else {
+        Err(MigrationError::ClusterDdl(format!("table name {name:?}")))
+    }
+}
+
+impl AddColumn {
+    /// Adds the column unless it exists (appended last: the row types list it
+    /// last). On a cluster: to the local tables, then to the Distributed one.
+    async fn run(
+        &self,
+        db: &Client,
+        topology: &Topology,
+        database: &str,
+    ) -> Result<(), MigrationError> {
+        let tables = match topology.cluster() {
+            None => vec![(self.table.to_string(), String::new())],
+            Some(cluster) => vec![
+                (
+                    topology.local_table(self.table),
+                    format!(" ON CLUSTER {cluster}"),
+                ),
+                (self.table.to_string(), format!(" ON CLUSTER {cluster}")),
+            ],
+        };
+        for (table, on_cluster) in tables {
+            if column_exists(db, &table, self.column).await? {
+                continue;
+            }
+            let qualified = if on_cluster.is_empty() {
+                table.clone()
+            } else {
+                format!("{database}.{table}")
+            };
+            db.query(&format!(
+                "ALTER TABLE {qualified}{on_cluster} ADD COLUMN {} {}",
+                self.column, self.definition
+            ))
+            .execute()
+            .await?;
+        }
         Ok(())
     }
 }
 
 impl Rebuild {
     /// Runs the rebuild on `db`, picking up wherever an earlier run stopped.
-    async fn run(
-        &self,
-        db: &Client,
-        features: ServerFeatures,
-        options: MigrateOptions,
-    ) -> Result<(), MigrationError> {
+    async fn run(&self, db: &Client, ddl: &Ddl<'_>) -> Result<(), MigrationError> {
+        if let Some(cluster) = ddl.options.topology.cluster() {
+            return self.run_on_cluster(db, ddl, cluster).await;
+        }
         let next = format!("{}_next", self.table);
         let has_marker = column_exists(db, self.table, self.marker_column).await?;
         if has_marker {
@@ -325,9 +509,22 @@ impl Rebuild {
         db.query(&format!("DROP TABLE IF EXISTS {next}"))
             .execute()
             .await?;
-        db.query(&render(self.create, features, options))
-            .execute()
-            .await?;
+        for statement in ddl.statements(self.create)? {
+            db.query(&statement).execute().await?;
+        }
+        self.copy(db, &next).await?;
+        db.query(&format!(
+            "RENAME TABLE {table} TO {retired}, {next} TO {table}",
+            table = self.table,
+            retired = self.retired
+        ))
+        .execute()
+        .await?;
+        Ok(())
+    }
+
+    /// Copies the deduplicated rows into `next` and records them.
+    async fn copy(&self, db: &Client, next: &str) -> Result<(), MigrationError> {
         let started = std::time::Instant::now();
         db.query(&format!(
             "INSERT INTO {next} SELECT {} FROM {} FINAL",
@@ -339,10 +536,72 @@ impl Rebuild {
             db.query(record).execute().await?;
         }
         tracing::info!(table = self.table, took = ?started.elapsed(), "copied into the new layout");
+        Ok(())
+    }
+
+    /// The rebuild on a cluster: the local tables are rebuilt and renamed on
+    /// every node (ON CLUSTER), the copy runs through the Distributed tables,
+    /// and the Distributed table is re-created over the new local table (it
+    /// holds no rows: inserts are synchronous). Decided from what exists, so an
+    /// interrupted run converges like on one server.
+    async fn run_on_cluster(
+        &self,
+        db: &Client,
+        ddl: &Ddl<'_>,
+        cluster: &str,
+    ) -> Result<(), MigrationError> {
+        let database = ddl.database;
+        let table = self.table;
+        let local = format!("{table}{LOCAL_SUFFIX}");
+        let next = format!("{table}_next");
+        let next_local = format!("{next}{LOCAL_SUFFIX}");
+        let key = shard_key(table).ok_or_else(|| {
+            MigrationError::ClusterDdl(format!("table {table} has no sharding key"))
+        })?;
+        if !column_exists(db, &local, self.marker_column).await? {
+            if table_exists(db, &local).await? {
+                for name in [&next, &next_local] {
+                    db.query(&format!(
+                        "DROP TABLE IF EXISTS {database}.{name} ON CLUSTER {cluster}"
+                    ))
+                    .execute()
+                    .await?;
+                }
+                for statement in ddl.statements(self.create)? {
+                    db.query(&statement).execute().await?;
+                }
+                self.copy(db, &next).await?;
+                db.query(&format!(
+                    "RENAME TABLE {database}.{local} TO {database}.{retired}{LOCAL_SUFFIX}, \
+                     {database}.{next_local} TO {database}.{local} ON CLUSTER {cluster}",
+                    retired = self.retired
+                ))
+                .execute()
+                .await?;
+            } else if table_exists(db, &next_local).await? {
+                // Stopped between the two halves of the RENAME: finish it.
+                db.query(&format!(
+                    "RENAME TABLE {database}.{next_local} TO {database}.{local} ON CLUSTER {cluster}"
+                ))
+                .execute()
+                .await?;
+            } else {
+                return Err(MigrationError::Missing(local));
+            }
+        }
+        // The local table has the new layout; the Distributed one follows.
+        if !column_exists(db, table, self.marker_column).await? {
+            db.query(&format!(
+                "DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}"
+            ))
+            .execute()
+            .await?;
+            db.query(&distributed_table(database, table, cluster, key))
+                .execute()
+                .await?;
+        }
         db.query(&format!(
-            "RENAME TABLE {table} TO {retired}, {next} TO {table}",
-            table = self.table,
-            retired = self.retired
+            "DROP TABLE IF EXISTS {database}.{next} ON CLUSTER {cluster}"
         ))
         .execute()
         .await?;
@@ -371,7 +630,7 @@ async fn column_exists(db: &Client, table: &str, column: &str) -> Result<bool, M
     Ok(n > 0)
 }
 
-fn render(template: &str, features: ServerFeatures, options: MigrateOptions) -> String {
+fn render(template: &str, features: ServerFeatures, options: &MigrateOptions) -> String {
     let lc = if features.low_cardinality {
         "LowCardinality(String)"
     } else {
@@ -426,15 +685,31 @@ pub async fn migrate_up_to(
         return Err(MigrationError::Retention(options.retention_days));
     }
     let features = ServerFeatures::detect(server).await?;
-    // Identifiers cannot be bound as values; the name was validated above.
+    let topology = &options.topology;
+    let on_cluster = topology
+        .cluster()
+        .map(|c| format!(" ON CLUSTER {c}"))
+        .unwrap_or_default();
+    // Identifiers cannot be bound as values; the names were validated.
     server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS {database}{on_cluster}"
+        ))
         .execute()
         .await?;
-    let db = server.clone().with_database(database);
+    let db = topology.writer(server.clone().with_database(database), features);
+    // On a cluster the bookkeeping is replicated to every node (one path for
+    // all shards), so any node can answer `pending`.
+    let bookkeeping_engine = match topology.cluster() {
+        None => "MergeTree".to_string(),
+        Some(_) => format!(
+            "ReplicatedMergeTree('/clickhouse/tables/all/{database}/{}', '{{replica}}')",
+            table::SCHEMA_MIGRATIONS
+        ),
+    };
     db.query(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (version UInt32, name String, applied_at DateTime)
-         ENGINE = MergeTree ORDER BY version",
+        "CREATE TABLE IF NOT EXISTS {database}.{}{on_cluster} (version UInt32, name String, applied_at DateTime)
+         ENGINE = {bookkeeping_engine} ORDER BY version",
         table::SCHEMA_MIGRATIONS
     ))
     .execute()
@@ -451,16 +726,22 @@ pub async fn migrate_up_to(
             report.already_applied.push(migration.version);
             continue;
         }
+        let ddl = Ddl {
+            features,
+            options: &options,
+            database,
+            version: migration.version,
+        };
         for template in migration.statements {
-            db.query(&render(template, features, options))
-                .execute()
-                .await?;
+            for statement in ddl.statements(template)? {
+                db.query(&statement).execute().await?;
+            }
         }
         for column in migration.add_columns {
-            column.run(&db).await?;
+            column.run(&db, topology, database).await?;
         }
         if let Some(rebuild) = &migration.rebuild {
-            rebuild.run(&db, features, options).await?;
+            rebuild.run(&db, &ddl).await?;
         }
         db.query(&format!(
             "INSERT INTO {} (version, name, applied_at) VALUES (?, ?, now())",
@@ -477,7 +758,51 @@ pub async fn migrate_up_to(
         );
         report.applied.push(migration.version);
     }
+    if let (Some(cluster), Some(&last)) = (topology.cluster(), report.applied.last()) {
+        await_bookkeeping(&db, cluster, database, last).await?;
+    }
     Ok(report)
+}
+
+/// Waits until every shard of `cluster` has the bookkeeping row of `version`
+/// (replication is asynchronous), so a consumer or query API started next on
+/// any node finds the schema current.
+async fn await_bookkeeping(
+    db: &Client,
+    cluster: &str,
+    database: &str,
+    version: u32,
+) -> Result<(), MigrationError> {
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    let shards: u64 = db
+        .query("SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = ?")
+        .bind(cluster)
+        .fetch_one()
+        .await?;
+    loop {
+        let seen: u64 = db
+            .query(&format!(
+                "SELECT count() FROM cluster('{cluster}', {database}, {}) WHERE version = ?",
+                table::SCHEMA_MIGRATIONS
+            ))
+            .bind(version)
+            .fetch_one()
+            .await?;
+        if seen >= shards {
+            return Ok(());
+        }
+        if started.elapsed() > DEADLINE {
+            return Err(MigrationError::NotReplicated {
+                version,
+                cluster: cluster.to_string(),
+                seen,
+                shards,
+                waited: DEADLINE,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Versions recorded in `schema_migrations` (the table must exist).
@@ -516,11 +841,7 @@ pub async fn pending(db: &Client) -> Result<Vec<u32>, MigrationError> {
 
 /// Database names are spliced into DDL, so only plain identifiers are allowed.
 pub fn validate_database_name(name: &str) -> Result<(), MigrationError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with(|c: char| c.is_ascii_digit());
-    if ok {
+    if is_identifier(name) {
         Ok(())
     } else {
         Err(MigrationError::DatabaseName(name.to_string()))
@@ -545,10 +866,12 @@ mod tests {
         let old = ServerFeatures::from_version("18.16.1").expect("parses");
         let new = ServerFeatures::from_version("24.3.1").expect("parses");
         for migration in MIGRATIONS {
+            let options = MigrateOptions::default();
             for (a, b) in migration
-                .render(old, MigrateOptions::default())
+                .render(old, &options, "db")
+                .expect("renders")
                 .iter()
-                .zip(migration.render(new, MigrateOptions::default()))
+                .zip(migration.render(new, &options, "db").expect("renders"))
             {
                 assert!(
                     !a.contains('{') && !b.contains('{'),
@@ -563,6 +886,65 @@ mod tests {
                 assert!(b.contains("INTERVAL 7 DAY"));
             }
         }
+    }
+
+    #[test]
+    fn cluster_rendering_pairs_every_table_with_a_distributed_one() {
+        let options = MigrateOptions {
+            topology: Topology::Cluster("javelin".into()),
+            ..MigrateOptions::default()
+        };
+        for version in ["18.16.1", "26.9.2.1"] {
+            let features = ServerFeatures::from_version(version).expect("parses");
+            for migration in MIGRATIONS {
+                let statements = migration
+                    .render(features, &options, "db")
+                    .expect("every template has a cluster form");
+                let creates: Vec<&String> = statements
+                    .iter()
+                    .filter(|s| s.starts_with("CREATE"))
+                    .collect();
+                assert_eq!(creates.len() % 2, 0, "local + Distributed: {creates:#?}");
+                for pair in creates.chunks(2) {
+                    assert!(pair[0].contains("_local ON CLUSTER javelin"), "{}", pair[0]);
+                    assert!(
+                        pair[0].contains(&format!("MergeTree('/clickhouse/tables/{{shard}}/db/"))
+                            && pair[0]
+                                .contains(&format!("/v{}', '{{replica}}'", migration.version)),
+                        "replicated, path per migration: {}",
+                        pair[0]
+                    );
+                    assert!(
+                        pair[1].contains("ENGINE = Distributed(javelin, db, "),
+                        "{}",
+                        pair[1]
+                    );
+                    assert!(pair[1].contains("cityHash64(service, "), "{}", pair[1]);
+                }
+                for drop in statements.iter().filter(|s| s.starts_with("DROP")) {
+                    assert!(drop.ends_with("ON CLUSTER javelin"), "{drop}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replicated_engines_keep_their_arguments() {
+        let path = "/p";
+        assert_eq!(
+            replicated_engine(
+                " (a UInt8) ENGINE = ReplacingMergeTree(v)\n ORDER BY a",
+                path
+            )
+            .expect("ok"),
+            " (a UInt8) ENGINE = ReplicatedReplacingMergeTree('/p', '{replica}', v)\n ORDER BY a"
+        );
+        assert_eq!(
+            replicated_engine(" (a UInt8) ENGINE = MergeTree\n ORDER BY a", path).expect("ok"),
+            " (a UInt8) ENGINE = ReplicatedMergeTree('/p', '{replica}')\n ORDER BY a"
+        );
+        assert!(replicated_engine(" (a UInt8) ENGINE = Memory", path).is_err());
+        assert!(replicated_engine(" (a UInt8)", path).is_err());
     }
 
     #[test]
