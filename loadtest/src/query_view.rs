@@ -28,10 +28,17 @@ pub struct ViewTotals {
 
 impl QueryView {
     /// Starts `binary` (javelin-query) on a free port against `database`.
-    pub fn start(binary: &Path, clickhouse_url: &str, database: &str) -> anyhow::Result<QueryView> {
+    /// `extra`: more flags, e.g. `--clickhouse-cluster NAME`.
+    pub fn start(
+        binary: &Path,
+        clickhouse_url: &str,
+        database: &str,
+        extra: &[String],
+    ) -> anyhow::Result<QueryView> {
         let mut child = Command::new(binary)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--clickhouse-url", clickhouse_url, "--database", database])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

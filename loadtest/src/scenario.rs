@@ -18,9 +18,11 @@ use javelin_agent::spool::{Destination, Spool, Spooled};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::cluster::{CLUSTER, NODES, PrivateCluster};
 use crate::load::{Expected, Shape, windows_for_tick};
 use crate::query_view::{QueryView, ViewTotals};
 use crate::servers::{ConsumerProcess, PrivateClickHouse, PrivateTansu, sibling};
+use javelin_schema::topology::Topology;
 
 /// The fault a scenario injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -39,6 +41,98 @@ pub enum Scenario {
     BrokerRestart,
     /// A fraction of garbage and schema-invalid messages.
     Poison,
+    /// A ClickHouse cluster of two shards (ZooKeeper, two servers): node 2
+    /// SIGKILLed under load and started again after `--outage-secs`.
+    ClusterNodeKill,
+}
+
+/// The ClickHouse a scenario writes to: one server, or a two-shard cluster.
+#[derive(Debug)]
+enum Backend {
+    Single(PrivateClickHouse),
+    Cluster(PrivateCluster),
+}
+
+/// The node a cluster scenario kills (node 1 keeps answering the pipeline's
+/// and the reconciliation's queries while it is down).
+const KILLED_NODE: usize = 2;
+
+impl Backend {
+    fn start(scenario: Scenario, name: &str) -> anyhow::Result<Backend> {
+        Ok(if scenario == Scenario::ClusterNodeKill {
+            Backend::Cluster(PrivateCluster::start(name)?)
+        } else {
+            Backend::Single(PrivateClickHouse::start(name)?)
+        })
+    }
+
+    /// Where clients connect (node 1 of a cluster).
+    fn url(&self) -> String {
+        match self {
+            Backend::Single(ch) => ch.url(),
+            Backend::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The flags that name the topology to `javelin-consumer` and `javelin-query`.
+    fn topology_args(&self) -> Vec<String> {
+        match self {
+            Backend::Single(_) => Vec::new(),
+            Backend::Cluster(_) => vec!["--clickhouse-cluster".into(), CLUSTER.into()],
+        }
+    }
+
+    fn topology(&self) -> Topology {
+        match self {
+            Backend::Single(_) => Topology::SingleNode,
+            Backend::Cluster(_) => Topology::Cluster(CLUSTER.into()),
+        }
+    }
+
+    /// The largest resident memory of a server process.
+    fn rss_bytes(&self) -> Option<u64> {
+        match self {
+            Backend::Single(ch) => ch.rss_bytes(),
+            Backend::Cluster(cluster) => (1..=NODES).filter_map(|n| cluster.rss_bytes(n)).max(),
+        }
+    }
+
+    /// Sample rows in each node's local table (cluster only; a node that
+    /// does not answer counts 0).
+    async fn rows_per_shard(&self, database: &str) -> Vec<u64> {
+        let Backend::Cluster(cluster) = self else {
+            return Vec::new();
+        };
+        let mut rows = Vec::new();
+        for url in cluster.urls() {
+            let node = clickhouse::Client::default()
+                .with_url(url)
+                .with_validation(false);
+            rows.push(
+                node.query(&format!("SELECT count() FROM {database}.samples_local"))
+                    .fetch_one::<u64>()
+                    .await
+                    .unwrap_or(0),
+            );
+        }
+        rows
+    }
+
+    /// Starts the planned outage.
+    fn stop(&self) -> anyhow::Result<()> {
+        match self {
+            Backend::Single(ch) => ch.stack("stop-clickhouse"),
+            Backend::Cluster(cluster) => cluster.kill_node(KILLED_NODE),
+        }
+    }
+
+    /// Ends it.
+    fn start_again(&self) -> anyhow::Result<()> {
+        match self {
+            Backend::Single(ch) => ch.stack("start-clickhouse"),
+            Backend::Cluster(cluster) => cluster.start_node(KILLED_NODE),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +198,9 @@ pub struct Report {
     pub rows_per_second: f64,
     pub messages_per_second: f64,
     pub types_with_data: Vec<String>,
+    /// Sample rows each node of a cluster holds in its local table, node 1
+    /// first (empty on one server): both shards take a share.
+    pub rows_per_shard: Vec<u64>,
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -200,7 +297,7 @@ impl GroupLag {
 }
 
 impl Watch {
-    async fn sample(&mut self, db: &clickhouse::Client, ch: &PrivateClickHouse) {
+    async fn sample(&mut self, db: &clickhouse::Client, ch: &Backend) {
         if let Some(rss) = ch.rss_bytes() {
             self.peak_memory = self.peak_memory.max(rss as i64);
         }
@@ -230,7 +327,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         std::process::id()
     );
     std::fs::create_dir_all(&args.report_dir)?;
-    let ch = PrivateClickHouse::start(&name)?;
+    let ch = Backend::start(args.scenario, &name)?;
     let mut tansu = if args.scenario == Scenario::BrokerRestart {
         Some(PrivateTansu::start(&name)?)
     } else {
@@ -256,14 +353,17 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
             "--database",
             &name,
         ])
+        .args(ch.topology_args())
         .output()?;
     anyhow::ensure!(
         migrate.status.success(),
         "migrate: {}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    let db = server.clone().with_database(&name);
+    // The reconciliation reads the table path with the settings readers send.
+    let db = ch.topology().reader(server.clone().with_database(&name));
     let mut consumer_args = crate::servers::consumer_args(&ch.url(), &brokers, &name);
+    consumer_args.extend(ch.topology_args());
     consumer_args.extend(
         [
             "--batch-linger-ms",
@@ -334,9 +434,12 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     for tick in 0..args.windows {
         let tick_started = Instant::now();
         if tick == outage_at {
-            if args.scenario == Scenario::ClickhouseOutage {
+            if matches!(
+                args.scenario,
+                Scenario::ClickhouseOutage | Scenario::ClusterNodeKill
+            ) {
                 progress.set_message("ClickHouse stopped");
-                ch.stack("stop-clickhouse")?;
+                ch.stop()?;
                 outage_started = Some(Instant::now());
             }
             if let Some(t) = tansu.as_mut() {
@@ -434,6 +537,7 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
         latency_max: 0,
     });
     let broker_disk_bytes = tansu.as_ref().map(|t| dir_bytes(&t.dir));
+    let rows_per_shard = ch.rows_per_shard(&name).await;
     let shown = shown_totals(&ch, &name, &expected).await;
     let observed = Observed {
         shown,
@@ -449,6 +553,16 @@ pub async fn run(args: ScenarioArgs) -> anyhow::Result<Report> {
     };
     let mut report = reconcile(&args, &name, &expected, &observed);
     report.broker_disk_bytes = broker_disk_bytes;
+    report.rows_per_shard = rows_per_shard;
+    if let Backend::Cluster(_) = ch
+        && report.rows_per_shard.iter().filter(|&&n| n > 0).count() < NODES
+    {
+        report.passed = false;
+        report.failures.push(format!(
+            "not every shard holds rows: {:?}",
+            report.rows_per_shard
+        ));
+    }
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(args.report_dir.join(format!("{name}.json")), &json)?;
     std::fs::write(
@@ -480,7 +594,7 @@ const SPOOL_BYTES: usize = 512 << 20;
 
 /// Brings back what the scenario stopped: ClickHouse (a planned restart) or the broker.
 fn end_outage(
-    ch: &PrivateClickHouse,
+    ch: &Backend,
     tansu: Option<&mut PrivateTansu>,
     watch: &mut Watch,
     planned_restarts: &mut u32,
@@ -488,7 +602,7 @@ fn end_outage(
     match tansu {
         Some(t) => t.resume(),
         None => {
-            ch.stack("start-clickhouse")?;
+            ch.start_again()?;
             *planned_restarts += 1;
             watch.last_uptime = None;
             Ok(())
@@ -547,7 +661,7 @@ type Shown = anyhow::Result<Vec<((String, &'static str), i64, ViewTotals)>>;
 
 /// The produced totals per (service, type) next to the query API's flamegraph
 /// and top totals for the same range: what a user of the UI would see.
-async fn shown_totals(ch: &PrivateClickHouse, database: &str, expected: &Expected) -> Shown {
+async fn shown_totals(ch: &Backend, database: &str, expected: &Expected) -> Shown {
     let mut produced: std::collections::BTreeMap<(String, &'static str), i64> =
         std::collections::BTreeMap::new();
     for ((service, kind, _), (value, _)) in &expected.cells {
@@ -561,6 +675,7 @@ async fn shown_totals(ch: &PrivateClickHouse, database: &str, expected: &Expecte
         &crate::servers::sibling("javelin-query")?,
         &ch.url(),
         database,
+        &ch.topology_args(),
     )?;
     let mut shown = Vec::new();
     for ((service, kind), value) in produced {
@@ -728,6 +843,7 @@ fn reconcile(args: &ScenarioArgs, run: &str, expected: &Expected, o: &Observed) 
         rows_per_second: expected.rows as f64 / elapsed.max(1e-9),
         messages_per_second: (expected.messages + poison_sent) as f64 / elapsed.max(1e-9),
         types_with_data: types,
+        rows_per_shard: Vec::new(),
     }
 }
 
@@ -807,6 +923,14 @@ pub fn markdown(r: &Report) -> String {
                 .map_or("n/a (shared in-memory broker)".to_string(), |b| {
                     format!("{:.1} MiB", b as f64 / 1048576.0)
                 }),
+        ),
+        (
+            "sample rows per shard (cluster)",
+            if r.rows_per_shard.is_empty() {
+                "n/a (one server)".to_string()
+            } else {
+                format!("{:?}", r.rows_per_shard)
+            },
         ),
         (
             "consumer lag max / at the end (messages)",

@@ -379,8 +379,8 @@ async fn outage_drill(name: &str, fault: Fault) {
     let drill = Drill::new(name).await;
     let dlq = TopicLog::follow(&drill.topics.dlq);
     let mut consumer = drill.consumer();
-    let view =
-        QueryView::start(&bin("javelin-query"), &drill.ch.url(), &drill.run).expect("query API");
+    let view = QueryView::start(&bin("javelin-query"), &drill.ch.url(), &drill.run, &[])
+        .expect("query API");
     let stream = Stream::start(&drill, None, 0);
     wait_for(
         "the stream flowing into ClickHouse",
@@ -486,8 +486,8 @@ async fn a_message_the_server_refuses_alone_is_dead_lettered_alone() {
     let refused_at = 17;
     let backlog = publish_backlog(&drill, 0..40, refused_at).await;
     let _consumer = drill.consumer();
-    let view =
-        QueryView::start(&bin("javelin-query"), &drill.ch.url(), &drill.run).expect("query API");
+    let view = QueryView::start(&bin("javelin-query"), &drill.ch.url(), &drill.run, &[])
+        .expect("query API");
     let stream = Stream::start(&drill, None, 40);
     wait_for(
         "some windows past the refused one",

@@ -68,8 +68,8 @@ impl Pipeline {
         })
         .expect("producer");
         let db = clickhouse_client().with_database(&run);
-        let view =
-            QueryView::start(&bin("javelin-query"), &clickhouse_url(), &run).expect("query API");
+        let view = QueryView::start(&bin("javelin-query"), &clickhouse_url(), &run, &[])
+            .expect("query API");
         Pipeline {
             run,
             profiles,

@@ -116,7 +116,7 @@ async fn totals(ch: &OwnClickHouse, run: &str) -> Option<(u64, i64)> {
 /// run, once they reach `want` (or after 10 s).
 async fn shown_total(ch: &OwnClickHouse, run: &str, want: i64) -> (i64, i64) {
     let view =
-        javelin_loadtest::query_view::QueryView::start(&bin("javelin-query"), &ch.url(), run)
+        javelin_loadtest::query_view::QueryView::start(&bin("javelin-query"), &ch.url(), run, &[])
             .expect("query API");
     let now = javelin_loadtest::now_ms();
     let shown = view

@@ -5,8 +5,10 @@
 //! accepts (from its own `--help`); the manifests keep the promises the docs
 //! make (the agent's exact privileges, memory limits that match ClickHouse's
 //! settings, topic retention ≥ the replay horizon, scaling ≤ partitions,
-//! selectors that select something); the Dockerfile pins async-profiler for
-//! both architectures; the Grafana dashboard only charts metrics the binaries
+//! selectors that select something); the clustered overlay's ClickHouse is one
+//! cluster (Keeper quorum, macros, remote_servers, network paths) under the
+//! name the binaries are given; the Dockerfile pins async-profiler for both
+//! architectures; the Grafana dashboard only charts metrics the binaries
 //! export.
 
 mod support;
@@ -21,7 +23,9 @@ use support::Options;
 
 /// The Kubernetes version the manifests are validated against.
 const KUBERNETES_VERSION: &str = "1.32.0";
-const OVERLAYS: [&str; 2] = ["dev", "production"];
+const OVERLAYS: [&str; 3] = ["dev", "production", "production-cluster"];
+/// The overlays whose ClickHouse is a cluster (components/clickhouse-cluster).
+const CLUSTERED: [&str; 1] = ["production-cluster"];
 /// Kinds kubernetes-validate has no schema for (CRDs): checked here instead.
 const CUSTOM_KINDS: [&str; 4] = ["Kafka", "KafkaNodePool", "KafkaTopic", "ScaledObject"];
 /// What attach needs (docs/security.md); the agent gets exactly these.
@@ -205,6 +209,239 @@ fn labels_match(selector: &Value, labels: &Value) -> bool {
     labels_ok && expressions_ok
 }
 
+/// The ClickHouse server StatefulSets (one, or one per shard).
+fn clickhouse_servers(resources: &[Value]) -> Vec<&Value> {
+    of_kind(resources, "StatefulSet")
+        .filter(|r| image_of(r).starts_with("clickhouse/clickhouse-server:"))
+        .collect()
+}
+
+fn image_of(workload: &Value) -> &str {
+    s(&workload["spec"]["template"]["spec"]["containers"][0]["image"])
+}
+
+/// The ConfigMap text a container mounts (with `subPath`) at `path`.
+fn mounted_file(
+    resources: &[Value],
+    template: &Value,
+    container: &Value,
+    path: &str,
+) -> Option<String> {
+    let mount = container["volumeMounts"]
+        .as_sequence()?
+        .iter()
+        .find(|m| s(&m["mountPath"]) == path)?;
+    let volume = template["spec"]["volumes"]
+        .as_sequence()?
+        .iter()
+        .find(|v| s(&v["name"]) == s(&mount["name"]))?;
+    let map = find(resources, "ConfigMap", s(&volume["configMap"]["name"]));
+    map["data"][s(&mount["subPath"])].as_str().map(String::from)
+}
+
+/// An environment variable of one pod of a StatefulSet, as the kubelet sets
+/// it: literals with `$(VAR)` references expanded, the pod's name from the
+/// downward API; None for anything else (secrets, other fields).
+fn pod_env(container: &Value, var: &str, pod: &str) -> Option<String> {
+    let entries = container["env"].as_sequence()?;
+    let entry = entries.iter().find(|e| s(&e["name"]) == var)?;
+    if s(&entry["valueFrom"]["fieldRef"]["fieldPath"]) == "metadata.name" {
+        return Some(pod.to_string());
+    }
+    let mut value = entry["value"].as_str()?.to_string();
+    while let Some(at) = value.find("$(") {
+        let end = value[at..].find(')')? + at;
+        let resolved = pod_env(container, &value[at + 2..end], pod)?;
+        value.replace_range(at..=end, &resolved);
+    }
+    Some(value)
+}
+
+/// The top-level elements of an XML fragment, as (tag, attributes, content);
+/// comments skipped. Enough for ClickHouse's config files (an element never
+/// nests one of its own name).
+fn xml_elements(xml: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find('<') {
+        rest = &rest[at..];
+        if let Some(comment) = rest.strip_prefix("<!--") {
+            rest = &comment[comment.find("-->").expect("comment closes") + 3..];
+            continue;
+        }
+        let close = rest.find('>').expect("tag closes");
+        let head = &rest[1..close];
+        rest = &rest[close + 1..];
+        let self_closing = head.ends_with('/');
+        let head = head.trim_end_matches('/').trim();
+        let (tag, attributes) = head.split_once(char::is_whitespace).unwrap_or((head, ""));
+        if self_closing {
+            out.push((tag.to_string(), attributes.to_string(), String::new()));
+            continue;
+        }
+        let end_tag = format!("</{tag}>");
+        let end = rest
+            .find(&end_tag)
+            .unwrap_or_else(|| panic!("no {end_tag}"));
+        out.push((
+            tag.to_string(),
+            attributes.to_string(),
+            rest[..end].to_string(),
+        ));
+        rest = &rest[end + end_tag.len()..];
+    }
+    out
+}
+
+/// The elements named `tag` among the top-level ones: (attributes, content).
+fn xml_all(xml: &str, tag: &str) -> Vec<(String, String)> {
+    xml_elements(xml)
+        .into_iter()
+        .filter(|(t, _, _)| t == tag)
+        .map(|(_, a, c)| (a, c))
+        .collect()
+}
+
+/// The content of the element at `path` (each step the first of its name).
+fn xml_at(xml: &str, path: &[&str]) -> Option<String> {
+    let mut content = xml.to_string();
+    for tag in path {
+        content = xml_all(&content, tag).into_iter().next()?.1;
+    }
+    Some(content.trim().to_string())
+}
+
+/// The attributes of the element at `path`.
+fn xml_attributes_at(xml: &str, path: &[&str]) -> Option<String> {
+    let (last, parents) = path.split_last()?;
+    let parent = xml_at(xml, parents)?;
+    xml_all(&parent, last).into_iter().next().map(|(a, _)| a)
+}
+
+/// `name="value"` among an element's attributes.
+fn xml_attribute(attributes: &str, attribute: &str) -> Option<String> {
+    let key = format!("{attribute}=\"");
+    let start = attributes.find(&key)? + key.len();
+    let end = attributes[start..].find('"')? + start;
+    Some(attributes[start..end].to_string())
+}
+
+/// Whether the NetworkPolicies let a pod with labels `from` reach `port` on
+/// a pod with labels `to`, both in the namespace (default deny otherwise).
+fn admits(resources: &[Value], from: &Value, to: &Value, port: u64) -> bool {
+    of_kind(resources, "NetworkPolicy")
+        .filter(|p| labels_match(&p["spec"]["podSelector"], to))
+        .flat_map(|p| p["spec"]["ingress"].as_sequence().into_iter().flatten())
+        .any(|rule| {
+            let peers = rule["from"].as_sequence().map(Vec::as_slice).unwrap_or(&[]);
+            let peer_ok = peers.is_empty()
+                || peers.iter().any(|peer| {
+                    peer["namespaceSelector"].is_null()
+                        && peer["ipBlock"].is_null()
+                        && labels_match(&peer["podSelector"], from)
+                });
+            let ports = rule["ports"]
+                .as_sequence()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let port_ok =
+                ports.is_empty() || ports.iter().any(|p| p["port"].as_u64() == Some(port));
+            peer_ok && port_ok
+        })
+}
+
+/// In order, duplicates kept (a host listed twice is an error, not a match).
+fn sorted<T: Ord>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut items: Vec<T> = items.into_iter().collect();
+    items.sort();
+    items
+}
+
+/// A container's port number by name.
+fn port_named(container: &Value, port: &str) -> u64 {
+    container["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|p| s(&p["name"]) == port)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("{}: no port {port}", s(&container["name"])))
+}
+
+/// The pods a StatefulSet creates, by their names under its headless Service
+/// (`<name>-<ordinal>.<serviceName>`).
+fn stateful_pods(set: &Value) -> Vec<(String, String)> {
+    let replicas = set["spec"]["replicas"].as_u64().expect("replicas");
+    let service = s(&set["spec"]["serviceName"]);
+    (0..replicas)
+        .map(|i| {
+            let pod = format!("{}-{i}", name(set));
+            let host = format!("{pod}.{service}");
+            (pod, host)
+        })
+        .collect()
+}
+
+/// A StatefulSet's governing Service: headless, publishing pods before they
+/// are ready (peers must find each other to become ready), selecting its pods.
+fn assert_headless_service(resources: &[Value], set: &Value, at: &dyn Fn(&str) -> String) {
+    let service = find(resources, "Service", s(&set["spec"]["serviceName"]));
+    assert_eq!(
+        s(&service["spec"]["clusterIP"]),
+        "None",
+        "{}",
+        at(&format!("{} is headless", name(service)))
+    );
+    assert_eq!(
+        service["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true),
+        "{}",
+        at(&format!("{} publishes not-ready pods", name(service)))
+    );
+    let labels = &set["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        service["spec"]["selector"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| labels.get(s(k)).map(s) == Some(s(v))),
+        "{}",
+        at(&format!("{} selects {}", name(service), name(set)))
+    );
+}
+
+/// Required anti-affinity on the node, over a selection that includes the
+/// StatefulSet's own pods: no two of them share a node.
+fn assert_spread_over_nodes(set: &Value, at: &dyn Fn(&str) -> String) {
+    let labels = &set["spec"]["template"]["metadata"]["labels"];
+    let terms = &set["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    assert!(
+        terms.as_sequence().into_iter().flatten().any(|t| {
+            s(&t["topologyKey"]) == "kubernetes.io/hostname"
+                && labels_match(&t["labelSelector"], labels)
+        }),
+        "{}",
+        at(&format!("{}'s pods never share a node", name(set)))
+    );
+}
+
+/// The PodDisruptionBudget over a StatefulSet's pods: its maxUnavailable.
+fn max_unavailable(resources: &[Value], set: &Value, at: &dyn Fn(&str) -> String) -> u64 {
+    let labels = &set["spec"]["template"]["metadata"]["labels"];
+    let budgets: Vec<&Value> = of_kind(resources, "PodDisruptionBudget")
+        .filter(|b| labels_match(&b["spec"]["selector"], labels))
+        .collect();
+    assert_eq!(
+        budgets.len(),
+        1,
+        "{}",
+        at(&format!("one PodDisruptionBudget over {}", name(set)))
+    );
+    budgets[0]["spec"]["maxUnavailable"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}", at(&format!("{}: maxUnavailable", name(budgets[0])))))
+}
+
 #[test]
 fn every_overlay_renders_and_passes_strict_schema_validation() {
     let validate = javelin_schema::testkit::dev_tool("kubernetes-validate");
@@ -273,7 +510,7 @@ fn manifests_only_give_the_binaries_settings_they_accept() {
     }
     assert_eq!(
         checked,
-        2 * 4,
+        OVERLAYS.len() * 4,
         "agent, consumer, query and migrate per overlay"
     );
     assert!(bad.is_empty(), "{bad:#?}");
@@ -331,25 +568,40 @@ fn manifests_keep_the_promises_the_docs_make() {
                 assert!(!s(&c["resources"]["requests"]["memory"]).is_empty());
             }
         }
-        let clickhouse = find(&r, "StatefulSet", "javelin-clickhouse");
-        let limit = quantity(s(
-            &clickhouse["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
-        ));
-        let config = &find(&r, "ConfigMap", "javelin-clickhouse-config")["data"];
-        let server = xml_setting(s(&config["memory.xml"]), "max_server_memory_usage");
-        let per_query = xml_setting(s(&config["profiles.xml"]), "max_memory_usage");
-        assert!(
-            server < limit && server >= limit / 2,
-            "{}",
-            at(&format!(
-                "max_server_memory_usage {server} vs limit {limit}"
-            ))
-        );
-        assert!(
-            per_query < server,
-            "{}",
-            at("one query fits in the server's memory")
-        );
+        // Every ClickHouse node, with the files its own pod mounts.
+        let servers = clickhouse_servers(&r);
+        assert!(!servers.is_empty(), "{}", at("a ClickHouse"));
+        for clickhouse in servers {
+            let template = &clickhouse["spec"]["template"];
+            let c = &template["spec"]["containers"][0];
+            let limit = quantity(s(&c["resources"]["limits"]["memory"]));
+            let mounted = |path: &str| {
+                mounted_file(&r, template, c, path).unwrap_or_else(|| {
+                    panic!("{}", at(&format!("{} mounts {path}", name(clickhouse))))
+                })
+            };
+            let server = xml_setting(
+                &mounted("/etc/clickhouse-server/config.d/memory.xml"),
+                "max_server_memory_usage",
+            );
+            let per_query = xml_setting(
+                &mounted("/etc/clickhouse-server/users.d/profiles.xml"),
+                "max_memory_usage",
+            );
+            assert!(
+                server < limit && server >= limit / 2,
+                "{}",
+                at(&format!(
+                    "{}: max_server_memory_usage {server} vs limit {limit}",
+                    name(clickhouse)
+                ))
+            );
+            assert!(
+                per_query < server,
+                "{}",
+                at("one query fits in the server's memory")
+            );
+        }
 
         // Topics: the ones the binaries use, kept at least as long as the replay horizon.
         let kafka = of_kind(&r, "Kafka").next().expect("a Kafka");
@@ -494,7 +746,7 @@ fn manifests_keep_the_promises_the_docs_make() {
             }
         }
 
-        // Secrets: generated in dev; named in production's instructions.
+        // Secrets: generated in dev; named in the other overlays' instructions.
         let referenced: BTreeSet<(String, String)> = pods
             .iter()
             .flat_map(|(_, t)| t["spec"]["containers"].as_sequence().into_iter().flatten())
@@ -512,12 +764,397 @@ fn manifests_keep_the_promises_the_docs_make() {
                 let found = find(&r, "Secret", secret);
                 assert!(found["data"].get(key.as_str()).is_some(), "{secret}.{key}");
             } else {
-                let instructions = read("deploy/kubernetes/overlays/production/kustomization.yaml");
+                let instructions = read(&format!(
+                    "deploy/kubernetes/overlays/{overlay}/kustomization.yaml"
+                ));
                 assert!(
                     instructions.contains(&format!(
                         "create secret generic {secret} --from-literal={key}="
                     )),
-                    "production must say how to create {secret}"
+                    "{overlay} must say how to create {secret}"
+                );
+            }
+        }
+    }
+}
+
+/// The Javelin workloads that talk to ClickHouse (migrate, consumer, query):
+/// (workload, pod template, container).
+fn clickhouse_clients(resources: &[Value]) -> Vec<(&str, &Value, &Value)> {
+    let mut clients = Vec::new();
+    for (workload, template) in pod_templates(resources) {
+        for c in template["spec"]["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let args = strings(&c["args"]);
+            if matches!(
+                command_of(s(&c["image"]), &args),
+                Some(("javelin-consumer" | "javelin-query", _))
+            ) {
+                clients.push((workload, template, c));
+            }
+        }
+    }
+    clients
+}
+
+#[test]
+fn clickhouse_is_the_single_node_or_the_cluster_the_binaries_are_told() {
+    for overlay in OVERLAYS {
+        let (_, r) = render(overlay);
+        let at = |what: &str| format!("{overlay}: {what}");
+        let servers = clickhouse_servers(&r);
+
+        // Every Javelin workload names the same cluster (or none) and reaches
+        // ClickHouse through a Service over every node, on its HTTP port.
+        let clients = clickhouse_clients(&r);
+        assert_eq!(clients.len(), 3, "{}", at("migrate, consumer and query"));
+        let mut clusters = BTreeSet::new();
+        for (workload, template, c) in &clients {
+            let env = container_env(&r, c);
+            let literal = |k: &str| env.get(k).cloned().flatten();
+            clusters.insert(literal("JAVELIN_CLICKHOUSE_CLUSTER").unwrap_or_default());
+            let url = literal("JAVELIN_CLICKHOUSE_URL").unwrap_or_else(|| {
+                panic!("{}", at(&format!("{workload}: JAVELIN_CLICKHOUSE_URL")))
+            });
+            let authority = url
+                .strip_prefix("http://")
+                .unwrap_or_else(|| panic!("{}", at(&format!("{workload}: {url}"))))
+                .trim_end_matches('/');
+            let (host, port) = authority.split_once(':').expect("host:port");
+            let port: u64 = port.parse().expect("port");
+            let service = find(&r, "Service", host);
+            let service_port = service["spec"]["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|p| p["port"].as_u64() == Some(port))
+                .unwrap_or_else(|| panic!("{}", at(&format!("{host} has no port {port}"))));
+            for server in &servers {
+                let template_labels = &server["spec"]["template"]["metadata"]["labels"];
+                assert!(
+                    service["spec"]["selector"]
+                        .as_mapping()
+                        .into_iter()
+                        .flatten()
+                        .all(|(k, v)| template_labels.get(s(k)).map(s) == Some(s(v))),
+                    "{}",
+                    at(&format!("{host} selects {}'s pods", name(server)))
+                );
+                let container = &server["spec"]["template"]["spec"]["containers"][0];
+                let http = port_named(container, s(&service_port["targetPort"]));
+                assert_eq!(
+                    http,
+                    port_named(container, "http"),
+                    "{}",
+                    at("to the HTTP port")
+                );
+                assert!(
+                    admits(&r, &template["metadata"]["labels"], template_labels, http),
+                    "{}",
+                    at(&format!("{workload} may reach {} on {http}", name(server)))
+                );
+            }
+        }
+        assert_eq!(
+            clusters.len(),
+            1,
+            "{}",
+            at(&format!("one cluster name: {clusters:?}"))
+        );
+        let cluster = clusters.pop_first().unwrap_or_default();
+        let keepers: Vec<&Value> = of_kind(&r, "StatefulSet")
+            .filter(|k| image_of(k).starts_with("clickhouse/clickhouse-keeper:"))
+            .collect();
+        if !CLUSTERED.contains(&overlay) {
+            assert_eq!(cluster, "", "{}", at("single node: no cluster"));
+            assert_eq!(servers.len(), 1, "{}", at("one ClickHouse"));
+            assert_eq!(servers[0]["spec"]["replicas"].as_u64(), Some(1));
+            assert!(keepers.is_empty(), "{}", at("no Keeper without a cluster"));
+            continue;
+        }
+        assert!(
+            !cluster.is_empty(),
+            "{}",
+            at("JAVELIN_CLICKHOUSE_CLUSTER is set")
+        );
+
+        // Keeper: an odd quorum of at least three, one voter per node, Raft
+        // peers = its pods, server ids = ordinal + 1, memory under its limit.
+        assert_eq!(keepers.len(), 1, "{}", at("one Keeper ensemble"));
+        let keeper = keepers[0];
+        let voters = keeper["spec"]["replicas"].as_u64().expect("replicas");
+        assert!(
+            voters >= 3 && voters % 2 == 1,
+            "{}",
+            at(&format!("{voters} Keepers"))
+        );
+        assert_eq!(
+            s(&keeper["spec"]["podManagementPolicy"]),
+            "Parallel",
+            "{}",
+            at("Keepers start together (readiness needs a quorum)")
+        );
+        let tag = |image: &str| image.rsplit_once(':').map(|(_, t)| t.to_string());
+        assert_eq!(
+            tag(image_of(keeper)),
+            tag(image_of(servers[0])),
+            "{}",
+            at("Keeper on the servers' release line")
+        );
+        assert_headless_service(&r, keeper, &at);
+        assert_spread_over_nodes(keeper, &at);
+        assert!(
+            max_unavailable(&r, keeper, &at) <= (voters - 1) / 2,
+            "{}",
+            at("a drain never costs the quorum")
+        );
+        let keeper_template = &keeper["spec"]["template"];
+        let keeper_container = &keeper_template["spec"]["containers"][0];
+        let keeper_config = mounted_file(
+            &r,
+            keeper_template,
+            keeper_container,
+            "/etc/clickhouse-keeper/keeper_config.xml",
+        )
+        .expect("the Keeper config is mounted");
+        let keeper_server =
+            xml_at(&keeper_config, &["clickhouse", "keeper_server"]).expect("keeper_server");
+        let client_port: u64 = xml_at(&keeper_server, &["tcp_port"])
+            .and_then(|p| p.parse().ok())
+            .expect("tcp_port");
+        assert_eq!(client_port, port_named(keeper_container, "client"));
+        let raft_port = port_named(keeper_container, "raft");
+        let peers: Vec<(u64, String, u64)> = sorted(
+            xml_all(
+                &xml_at(&keeper_server, &["raft_configuration"]).expect("raft_configuration"),
+                "server",
+            )
+            .into_iter()
+            .map(|(_, server)| {
+                let field = |f: &str| xml_at(&server, &[f]).unwrap_or_else(|| panic!("server {f}"));
+                (
+                    field("id").parse().expect("id"),
+                    field("hostname"),
+                    field("port").parse().expect("port"),
+                )
+            }),
+        );
+        let keeper_pods = stateful_pods(keeper);
+        let expected: Vec<(u64, String, u64)> = keeper_pods
+            .iter()
+            .zip(1..)
+            .map(|((_, host), id)| (id, host.clone(), raft_port))
+            .collect();
+        assert_eq!(peers, expected, "{}", at("Raft peers are the Keeper pods"));
+        let id_from = xml_attributes_at(&keeper_server, &["server_id"])
+            .and_then(|a| xml_attribute(&a, "from_env"))
+            .expect("server_id from_env");
+        assert!(
+            strings(&keeper_container["args"])
+                .concat()
+                .contains(&format!("export {id_from}=$(( ${{HOSTNAME##*-}} + 1 ))")),
+            "{}",
+            at("each Keeper's id is its ordinal + 1")
+        );
+        let keeper_limit = quantity(s(&keeper_container["resources"]["limits"]["memory"]));
+        let soft = xml_setting(&keeper_server, "max_memory_usage_soft_limit");
+        assert!(
+            soft < keeper_limit && soft >= keeper_limit / 2,
+            "{}",
+            at(&format!("Keeper soft limit {soft} vs limit {keeper_limit}"))
+        );
+        let keeper_labels = &keeper_template["metadata"]["labels"];
+        assert!(
+            admits(&r, keeper_labels, keeper_labels, raft_port),
+            "{}",
+            at("Keepers reach each other's Raft port")
+        );
+
+        // The servers: every shard replicated, one cluster.xml, remote_servers
+        // naming exactly the pods the StatefulSets create, one shard per
+        // StatefulSet, macros that tell each pod its shard and a unique replica.
+        let config_of = |server: &Value| {
+            let template = &server["spec"]["template"];
+            mounted_file(
+                &r,
+                template,
+                &template["spec"]["containers"][0],
+                "/etc/clickhouse-server/config.d/cluster.xml",
+            )
+            .unwrap_or_else(|| panic!("{}", at(&format!("{} mounts cluster.xml", name(server)))))
+        };
+        let config = config_of(servers[0]);
+        let root = xml_at(&config, &["clickhouse"]).expect("<clickhouse>");
+        let remote_servers = xml_at(&root, &["remote_servers"]).expect("remote_servers");
+        let defined: Vec<String> = xml_elements(&remote_servers)
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .collect();
+        assert_eq!(
+            defined,
+            std::slice::from_ref(&cluster),
+            "{}",
+            at("remote_servers defines the binaries' cluster")
+        );
+        let shards: Vec<Vec<(String, u64)>> = xml_all(
+            &xml_at(&remote_servers, &[&cluster]).unwrap_or_default(),
+            "shard",
+        )
+        .into_iter()
+        .map(|(_, shard)| {
+            assert_eq!(
+                xml_at(&shard, &["internal_replication"]).as_deref(),
+                Some("true"),
+                "{}",
+                at("internal_replication")
+            );
+            sorted(xml_all(&shard, "replica").into_iter().map(|(_, replica)| {
+                (
+                    xml_at(&replica, &["host"]).expect("host"),
+                    xml_at(&replica, &["port"])
+                        .and_then(|p| p.parse().ok())
+                        .expect("port"),
+                )
+            }))
+        })
+        .collect();
+        assert_eq!(
+            shards.len(),
+            servers.len(),
+            "{}",
+            at("one shard per StatefulSet")
+        );
+        let macro_env = |m: &str| {
+            xml_attributes_at(&root, &["macros", m])
+                .and_then(|a| xml_attribute(&a, "from_env"))
+                .unwrap_or_else(|| panic!("{}", at(&format!("the {m} macro comes from the pod"))))
+        };
+        let (shard_env, replica_env) = (macro_env("shard"), macro_env("replica"));
+        if let Some(named) = xml_at(&root, &["macros", "cluster"]) {
+            assert_eq!(named, cluster, "{}", at("the cluster macro"));
+        }
+        let interserver_env = xml_attributes_at(&root, &["interserver_http_host"])
+            .and_then(|a| xml_attribute(&a, "from_env"))
+            .expect("interserver_http_host from_env");
+        let mut replicas = BTreeSet::new();
+        let mut covered = BTreeSet::new();
+        for server in &servers {
+            assert_eq!(
+                config_of(server),
+                config,
+                "{}",
+                at("one cluster.xml for every node")
+            );
+            let pods = stateful_pods(server);
+            assert!(
+                pods.len() >= 2,
+                "{}",
+                at(&format!("{} is replicated", name(server)))
+            );
+            assert_headless_service(&r, server, &at);
+            assert_spread_over_nodes(server, &at);
+            assert!(
+                max_unavailable(&r, server, &at) < pods.len() as u64,
+                "{}",
+                at(&format!("a drain leaves a replica of {}", name(server)))
+            );
+            let container = &server["spec"]["template"]["spec"]["containers"][0];
+            let native = port_named(container, "native");
+            let hosts = sorted(pods.iter().map(|(_, h)| (h.clone(), native)));
+            let index = shards
+                .iter()
+                .position(|shard| *shard == hosts)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}",
+                        at(&format!(
+                            "remote_servers has {}'s pods {hosts:?} as one shard: {shards:?}",
+                            name(server)
+                        ))
+                    )
+                });
+            assert!(covered.insert(index), "{}", at("one StatefulSet per shard"));
+            for (pod, host) in &pods {
+                assert_eq!(
+                    pod_env(container, &shard_env, pod),
+                    Some((index + 1).to_string()),
+                    "{}",
+                    at(&format!("{pod}: shard macro = its place in remote_servers"))
+                );
+                let replica = pod_env(container, &replica_env, pod)
+                    .unwrap_or_else(|| panic!("{}", at(&format!("{pod}: replica macro"))));
+                assert!(
+                    replicas.insert(replica.clone()),
+                    "{}",
+                    at(&format!("replica {replica} is unique"))
+                );
+                assert_eq!(
+                    pod_env(container, &interserver_env, pod).as_deref(),
+                    Some(host.as_str()),
+                    "{}",
+                    at(&format!(
+                        "{pod}: interserver_http_host is its remote_servers name"
+                    ))
+                );
+            }
+            // Nodes reach each other (native, interserver) and the Keepers.
+            let labels = &server["spec"]["template"]["metadata"]["labels"];
+            assert!(
+                admits(&r, labels, keeper_labels, client_port),
+                "{}",
+                at("ClickHouse reaches Keeper")
+            );
+            for other in &servers {
+                let other_labels = &other["spec"]["template"]["metadata"]["labels"];
+                for port in [native, port_named(container, "interserver")] {
+                    assert!(
+                        admits(&r, labels, other_labels, port),
+                        "{}",
+                        at(&format!(
+                            "{} reaches {} on {port}",
+                            name(server),
+                            name(other)
+                        ))
+                    );
+                }
+            }
+        }
+        let ensemble = sorted(
+            xml_all(&xml_at(&root, &["zookeeper"]).expect("zookeeper"), "node")
+                .into_iter()
+                .map(|(_, node)| {
+                    (
+                        xml_at(&node, &["host"]).expect("host"),
+                        xml_at(&node, &["port"])
+                            .and_then(|p| p.parse().ok())
+                            .expect("port"),
+                    )
+                }),
+        );
+        let expected = sorted(keeper_pods.iter().map(|(_, h)| (h.clone(), client_port)));
+        assert_eq!(
+            ensemble,
+            expected,
+            "{}",
+            at("the servers' Keeper client config names every Keeper")
+        );
+        assert!(
+            xml_at(&root, &["distributed_ddl", "path"]).is_some_and(|p| !p.is_empty()),
+            "{}",
+            at("distributed_ddl for ON CLUSTER")
+        );
+
+        // Everything lands in the namespace (kubectl apply -k without -n).
+        for resource in &r {
+            if !["Namespace", "ClusterRole", "ClusterRoleBinding"].contains(&kind(resource)) {
+                assert_eq!(
+                    s(&resource["metadata"]["namespace"]),
+                    "javelin",
+                    "{}",
+                    at(&format!("{} {} namespace", kind(resource), name(resource)))
                 );
             }
         }

@@ -1,8 +1,9 @@
 //! The short modes of the load scenarios, as the test suite runs them (every
 //! scenario but `high-volume`, which is a documented command): each
 //! drives the real pipeline (publisher → tansu → javelin-consumer → a ClickHouse
-//! of its own) and must end with a passing reconciliation — 0 lost, 0
-//! double-counted, every drop accounted for in the ledger.
+//! of its own, or a two-shard ClickHouse cluster with ZooKeeper) and must end
+//! with a passing reconciliation — 0 lost, 0 double-counted, every drop
+//! accounted for in the ledger.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -86,6 +87,26 @@ fn broker_restart_short() {
     assert_eq!(
         r["publish_failures"], 0,
         "nothing dropped at the agent: {r}"
+    );
+}
+
+#[test]
+fn cluster_node_kill_short() {
+    let r = scenario("cluster-node-kill", &[]);
+    assert_eq!(r["clickhouse_restarts_planned"], 1, "{r}");
+    assert!(
+        r["max_consumer_lag"].as_i64() > Some(0),
+        "messages piled up while a shard was down: {r}"
+    );
+    let shards = r["rows_per_shard"].as_array().expect("rows per shard");
+    assert_eq!(shards.len(), 2, "{r}");
+    assert!(
+        shards.iter().all(|n| n.as_u64() > Some(0)),
+        "both shards hold rows: {r}"
+    );
+    assert_eq!(
+        r["query_api_mismatches"], 0,
+        "the UI's totals equal what was produced: {r}"
     );
 }
 

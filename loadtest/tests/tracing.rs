@@ -239,6 +239,7 @@ async fn a_windows_trace_runs_from_the_agent_to_clickhouse() {
         &support::bin("javelin-query"),
         &clickhouse_url(),
         &run,
+        &[],
     )
     .expect("query API");
     let now = javelin_loadtest::now_ms();

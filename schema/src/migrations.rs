@@ -305,7 +305,7 @@ impl Migration {
             .iter()
             .chain(self.rebuild.as_ref().map(|r| &r.create))
         {
-            out.extend(ddl.statements(template)?);
+            out.extend(ddl.statements(template)?.iter().map(Step::to_string));
         }
         Ok(out)
     }
@@ -331,12 +331,49 @@ struct Ddl<'a> {
     version: u32,
 }
 
+/// One step of a rendered migration.
+#[derive(Debug)]
+enum Step {
+    Sql(String),
+    /// The Distributed table `table` over `{table}_local`, with the local
+    /// table's columns as the server reports them.
+    Distributed {
+        table: String,
+        cluster: String,
+    },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Sql(sql) => f.write_str(sql),
+            Step::Distributed { table, cluster } => write!(
+                f,
+                "CREATE TABLE IF NOT EXISTS {table} ON CLUSTER {cluster} (<the columns of {table}{LOCAL_SUFFIX}>) ENGINE = Distributed({cluster}, …, {table}{LOCAL_SUFFIX}, {})",
+                shard_key(table).unwrap_or("?")
+            ),
+        }
+    }
+}
+
+impl Step {
+    async fn run(&self, db: &Client, database: &str) -> Result<(), MigrationError> {
+        match self {
+            Step::Sql(sql) => db.query(sql).execute().await?,
+            Step::Distributed { table, cluster } => {
+                create_distributed(db, database, table, cluster).await?
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Ddl<'_> {
-    /// The statements one template becomes.
-    fn statements(&self, template: &str) -> Result<Vec<String>, MigrationError> {
+    /// The steps one template becomes.
+    fn statements(&self, template: &str) -> Result<Vec<Step>, MigrationError> {
         let sql = render(template, self.features, self.options);
         let Some(cluster) = self.options.topology.cluster() else {
-            return Ok(vec![sql]);
+            return Ok(vec![Step::Sql(sql)]);
         };
         let db = self.database;
         let trimmed = sql.trim_start();
@@ -344,14 +381,18 @@ impl Ddl<'_> {
             let name = rest.trim();
             check_name(name)?;
             return Ok(vec![
-                format!("DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"),
-                format!("DROP TABLE IF EXISTS {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {cluster}"),
+                Step::Sql(format!(
+                    "DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"
+                )),
+                Step::Sql(format!(
+                    "DROP TABLE IF EXISTS {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {cluster}"
+                )),
             ]);
         }
         if trimmed.starts_with("INSERT ") || trimmed.starts_with("SELECT ") {
             // Rows go through the Distributed tables (synchronously, see
             // `Topology::write_settings`).
-            return Ok(vec![sql]);
+            return Ok(vec![Step::Sql(sql)]);
         }
         let (if_not_exists, rest) =
             if let Some(rest) = trimmed.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
@@ -369,9 +410,11 @@ impl Ddl<'_> {
             .unwrap_or(rest.len());
         let (name, body) = rest.split_at(end);
         check_name(name)?;
-        let key = shard_key(name).ok_or_else(|| {
-            MigrationError::ClusterDdl(format!("table {name} has no sharding key"))
-        })?;
+        if shard_key(name).is_none() {
+            return Err(MigrationError::ClusterDdl(format!(
+                "table {name} has no sharding key"
+            )));
+        }
         let local = format!("{name}{LOCAL_SUFFIX}");
         let path = format!(
             "/clickhouse/tables/{{shard}}/{db}/{local}/v{}",
@@ -380,22 +423,69 @@ impl Ddl<'_> {
         let body = replicated_engine(body, &path)?;
         let ine = if if_not_exists { "IF NOT EXISTS " } else { "" };
         Ok(vec![
-            format!(
+            Step::Sql(format!(
                 "CREATE TABLE {ine}{db}.{local} ON CLUSTER {cluster} {}",
                 body.trim_start()
-            ),
-            distributed_table(db, name, cluster, key),
+            )),
+            Step::Distributed {
+                table: name.to_string(),
+                cluster: cluster.to_string(),
+            },
         ])
     }
 }
 
-/// `CREATE TABLE {db}.{name} ON CLUSTER …` as a Distributed table over the
-/// node-local `{name}_local`, with its columns.
-fn distributed_table(db: &str, name: &str, cluster: &str, key: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{name}{LOCAL_SUFFIX}
-         ENGINE = Distributed({cluster}, {db}, {name}{LOCAL_SUFFIX}, {key})"
-    )
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct ColumnDef {
+    name: String,
+    r#type: String,
+    default_kind: String,
+    default_expression: String,
+}
+
+/// Creates the Distributed table `table` over `{table}_local` on every node.
+/// Its columns are the local table's, read from the server (in table order:
+/// `SELECT *` readers decode by position), without MATERIALIZED and ALIAS
+/// columns: a Distributed table would send those to the shards as ordinary
+/// columns, which the local tables refuse ("Cannot insert column …,
+/// because it is MATERIALIZED column"); the shards compute them.
+async fn create_distributed(
+    db: &Client,
+    database: &str,
+    table: &str,
+    cluster: &str,
+) -> Result<(), MigrationError> {
+    let key = shard_key(table)
+        .ok_or_else(|| MigrationError::ClusterDdl(format!("table {table} has no sharding key")))?;
+    let local = format!("{table}{LOCAL_SUFFIX}");
+    let columns = db
+        .query(
+            "SELECT name, type, default_kind, default_expression FROM system.columns
+             WHERE database = ? AND table = ?",
+        )
+        .bind(database)
+        .bind(&local)
+        .fetch_all::<ColumnDef>()
+        .await?;
+    if columns.is_empty() {
+        return Err(MigrationError::Missing(local));
+    }
+    let columns: Vec<String> = columns
+        .iter()
+        .filter(|c| !matches!(c.default_kind.as_str(), "MATERIALIZED" | "ALIAS"))
+        .map(|c| match c.default_kind.as_str() {
+            "DEFAULT" => format!("{} {} DEFAULT {}", c.name, c.r#type, c.default_expression),
+            _ => format!("{} {}", c.name, c.r#type),
+        })
+        .collect();
+    db.query(&format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{table} ON CLUSTER {cluster} ({})
+         ENGINE = Distributed({cluster}, {database}, {local}, {key})",
+        columns.join(", ")
+    ))
+    .execute()
+    .await?;
+    Ok(())
 }
 
 /// `ENGINE = XMergeTree[(args)]` → `ENGINE = ReplicatedXMergeTree('path', '{replica}'[, args])`.
@@ -446,41 +536,58 @@ fn check_name(name: &str) -> Result<(), MigrationError> {
 
 impl AddColumn {
     /// Adds the column unless it exists (appended last: the row types list it
-    /// last). On a cluster: to the local tables, then to the Distributed one.
+    /// last). On a cluster: to the local tables (a replicated ALTER, ON
+    /// CLUSTER), then the Distributed table is created again over them: it
+    /// holds no rows (inserts are synchronous), and ClickHouse runs an ALTER ON
+    /// CLUSTER only on replicated tables. An insert that meets the moment
+    /// without the table fails as an outage and is retried.
     async fn run(
         &self,
         db: &Client,
         topology: &Topology,
         database: &str,
     ) -> Result<(), MigrationError> {
-        let tables = match topology.cluster() {
-            None => vec![(self.table.to_string(), String::new())],
-            Some(cluster) => vec![
-                (
-                    topology.local_table(self.table),
-                    format!(" ON CLUSTER {cluster}"),
-                ),
-                (self.table.to_string(), format!(" ON CLUSTER {cluster}")),
-            ],
-        };
-        for (table, on_cluster) in tables {
-            if column_exists(db, &table, self.column).await? {
-                continue;
+        let Some(cluster) = topology.cluster() else {
+            if !column_exists(db, self.table, self.column).await? {
+                db.query(&format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    self.table, self.column, self.definition
+                ))
+                .execute()
+                .await?;
             }
-            let qualified = if on_cluster.is_empty() {
-                table.clone()
-            } else {
-                format!("{database}.{table}")
-            };
+            return Ok(());
+        };
+        let local = topology.local_table(self.table);
+        if !column_exists(db, &local, self.column).await? {
             db.query(&format!(
-                "ALTER TABLE {qualified}{on_cluster} ADD COLUMN {} {}",
+                "ALTER TABLE {database}.{local} ON CLUSTER {cluster} ADD COLUMN {} {}",
                 self.column, self.definition
             ))
             .execute()
             .await?;
         }
+        if !column_exists(db, self.table, self.column).await? {
+            recreate_distributed(db, database, self.table, cluster).await?;
+        }
         Ok(())
     }
+}
+
+/// Drops and creates the Distributed table `table` over its local tables,
+/// taking their columns.
+async fn recreate_distributed(
+    db: &Client,
+    database: &str,
+    table: &str,
+    cluster: &str,
+) -> Result<(), MigrationError> {
+    db.query(&format!(
+        "DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}"
+    ))
+    .execute()
+    .await?;
+    create_distributed(db, database, table, cluster).await
 }
 
 impl Rebuild {
@@ -509,8 +616,8 @@ impl Rebuild {
         db.query(&format!("DROP TABLE IF EXISTS {next}"))
             .execute()
             .await?;
-        for statement in ddl.statements(self.create)? {
-            db.query(&statement).execute().await?;
+        for step in ddl.statements(self.create)? {
+            step.run(db, ddl.database).await?;
         }
         self.copy(db, &next).await?;
         db.query(&format!(
@@ -555,9 +662,6 @@ impl Rebuild {
         let local = format!("{table}{LOCAL_SUFFIX}");
         let next = format!("{table}_next");
         let next_local = format!("{next}{LOCAL_SUFFIX}");
-        let key = shard_key(table).ok_or_else(|| {
-            MigrationError::ClusterDdl(format!("table {table} has no sharding key"))
-        })?;
         if !column_exists(db, &local, self.marker_column).await? {
             if table_exists(db, &local).await? {
                 for name in [&next, &next_local] {
@@ -567,8 +671,8 @@ impl Rebuild {
                     .execute()
                     .await?;
                 }
-                for statement in ddl.statements(self.create)? {
-                    db.query(&statement).execute().await?;
+                for step in ddl.statements(self.create)? {
+                    step.run(db, database).await?;
                 }
                 self.copy(db, &next).await?;
                 db.query(&format!(
@@ -591,14 +695,7 @@ impl Rebuild {
         }
         // The local table has the new layout; the Distributed one follows.
         if !column_exists(db, table, self.marker_column).await? {
-            db.query(&format!(
-                "DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}"
-            ))
-            .execute()
-            .await?;
-            db.query(&distributed_table(database, table, cluster, key))
-                .execute()
-                .await?;
+            recreate_distributed(db, database, table, cluster).await?;
         }
         db.query(&format!(
             "DROP TABLE IF EXISTS {database}.{next} ON CLUSTER {cluster}"
@@ -733,8 +830,8 @@ pub async fn migrate_up_to(
             version: migration.version,
         };
         for template in migration.statements {
-            for statement in ddl.statements(template)? {
-                db.query(&statement).execute().await?;
+            for step in ddl.statements(template)? {
+                step.run(&db, database).await?;
             }
         }
         for column in migration.add_columns {
@@ -908,14 +1005,14 @@ mod tests {
                 for pair in creates.chunks(2) {
                     assert!(pair[0].contains("_local ON CLUSTER javelin"), "{}", pair[0]);
                     assert!(
-                        pair[0].contains(&format!("MergeTree('/clickhouse/tables/{{shard}}/db/"))
+                        pair[0].contains("MergeTree('/clickhouse/tables/{shard}/db/")
                             && pair[0]
                                 .contains(&format!("/v{}', '{{replica}}'", migration.version)),
                         "replicated, path per migration: {}",
                         pair[0]
                     );
                     assert!(
-                        pair[1].contains("ENGINE = Distributed(javelin, db, "),
+                        pair[1].contains("ENGINE = Distributed(javelin, "),
                         "{}",
                         pair[1]
                     );
