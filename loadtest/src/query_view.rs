@@ -65,6 +65,11 @@ impl QueryView {
         })
     }
 
+    /// Where it listens (`http://127.0.0.1:PORT`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// Flamegraph and top totals of `service`/`profile_type` for windows
     /// starting in [from_ms, to_ms).
     pub async fn totals(

@@ -269,6 +269,12 @@ impl Store {
             .bind(sel.to_s)
             .fetch_all::<StackSum>()
             .await?;
+        // GROUP BY returns groups in no fixed order (it differs between
+        // servers and runs); ordering by id makes every answer built from the
+        // stacks (names table, ties in the tree, exports) the same bytes for
+        // the same stored data.
+        let mut sums = sums;
+        sums.sort_unstable_by_key(|s| s.stack_id);
         let mut frames: std::collections::HashMap<u64, Vec<String>> =
             std::collections::HashMap::new();
         for ids in sums.chunks(10_000) {

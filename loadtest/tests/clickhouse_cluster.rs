@@ -1,0 +1,147 @@
+//! Cluster mode's schema on a real cluster of this machine (Debian's ZooKeeper
+//! and two ClickHouse 18.16 nodes, 2 shards × 1 replica, `dev/stack
+//! cluster-up`): the migrations build a Replicated local table and a
+//! Distributed table per table on every node, any node is current the moment
+//! `migrate` returns, a second run changes nothing, and the shards still refuse
+//! rows no reader would count. The stream through it, with a node killed, is
+//! the `cluster-node-kill` scenario (`scenarios.rs`).
+
+use clickhouse::Row;
+use javelin_loadtest::cluster::{CLUSTER, PrivateCluster};
+use javelin_schema::clickhouse_error::{ErrorClass, classify};
+use javelin_schema::migrations::{MIGRATIONS, MigrateOptions, migrate, pending};
+use javelin_schema::rows::{SampleRow, table};
+use javelin_schema::testkit::unique_name;
+use javelin_schema::topology::Topology;
+use serde::Deserialize;
+
+fn node(url: String) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false)
+}
+
+#[derive(Debug, Row, Deserialize, PartialEq, Eq)]
+struct TableEngine {
+    name: String,
+    engine: String,
+}
+
+/// What a migrated cluster database holds on every node.
+fn expected_tables() -> Vec<TableEngine> {
+    let t = |name: &str, engine: &str| TableEngine {
+        name: name.to_string(),
+        engine: engine.to_string(),
+    };
+    let mut tables = vec![
+        t(table::INGEST_LEDGER, "Distributed"),
+        t("ingest_ledger_local", "ReplicatedReplacingMergeTree"),
+        t(table::SAMPLES, "Distributed"),
+        t("samples_local", "ReplicatedMergeTree"),
+        // The pre-migration-3 layout, renamed on every node.
+        t("samples_v1_local", "ReplicatedReplacingMergeTree"),
+        t(table::SCHEMA_MIGRATIONS, "ReplicatedMergeTree"),
+        t(table::STACKS, "Distributed"),
+        t("stacks_local", "ReplicatedReplacingMergeTree"),
+        t(table::STORED_PARTS, "Distributed"),
+        t("stored_parts_local", "ReplicatedMergeTree"),
+        t(table::TARGET_STATUS, "Distributed"),
+        t("target_status_local", "ReplicatedReplacingMergeTree"),
+    ];
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    tables
+}
+
+#[tokio::test]
+async fn cluster_migrations_build_table_pairs_on_every_node_and_are_idempotent() {
+    let name = unique_name("cluster_schema");
+    let cluster = PrivateCluster::start(&name).expect("a private cluster");
+    let database = unique_name("javelin_cluster");
+    let options = MigrateOptions {
+        topology: Topology::Cluster(CLUSTER.into()),
+        ..MigrateOptions::default()
+    };
+    let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+
+    let first = migrate(&node(cluster.url()), &database, options.clone())
+        .await
+        .expect("migrate through node 1");
+    assert_eq!(first.applied, all);
+
+    for url in cluster.urls() {
+        let db = node(url.clone()).with_database(&database);
+        // No wait: `migrate` returns once every shard has the bookkeeping.
+        assert_eq!(
+            pending(&db).await.expect("pending"),
+            Vec::<u32>::new(),
+            "node {url} is current when migrate returns"
+        );
+        let tables: Vec<TableEngine> = db
+            .query("SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+            .fetch_all()
+            .await
+            .expect("tables");
+        assert_eq!(tables, expected_tables(), "node {url}");
+        // The writer check lives on the shards; a Distributed table would pass
+        // it on as an ordinary column, which the shards refuse.
+        let check = |table: &'static str| {
+            let db = db.clone();
+            async move {
+                db.query("SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = 'writer_check'")
+                    .bind(table)
+                    .fetch_one::<u64>()
+                    .await
+                    .expect("columns")
+            }
+        };
+        assert_eq!(check("samples_local").await, 1, "node {url}");
+        assert_eq!(check(table::SAMPLES).await, 0, "node {url}");
+        // Migration 4's columns reached both halves of the pair.
+        let added: u64 = db
+            .query("SELECT count() FROM system.columns WHERE database = currentDatabase() AND name IN ('failed_collects', 'oversized_messages')")
+            .fetch_one()
+            .await
+            .expect("columns");
+        assert_eq!(added, 4, "target_status and target_status_local, node {url}");
+    }
+
+    let second = migrate(&node(cluster.urls()[1].clone()), &database, options)
+        .await
+        .expect("migrate again through node 2");
+    assert!(second.applied.is_empty(), "{second:?}");
+    assert_eq!(second.already_applied, all);
+
+    // A row no reader would count (no window id, no insert id) is refused by
+    // the shard it is routed to, through the Distributed table, as data.
+    let features = javelin_schema::migrations::ServerFeatures::detect(&node(cluster.url()))
+        .await
+        .expect("version");
+    let writer = Topology::Cluster(CLUSTER.into())
+        .writer(node(cluster.url()).with_database(&database), features);
+    let mut insert = writer
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    insert
+        .write(&SampleRow {
+            service: "svc".into(),
+            profile_type: "cpu".into(),
+            window_start: 1_000_000_000,
+            cluster: String::new(),
+            namespace: String::new(),
+            pod: "p".into(),
+            container: String::new(),
+            node: String::new(),
+            target_id: 7,
+            window_id: 0,
+            stack_id: 1,
+            value: 5,
+            count: 1,
+            insert_id: 0,
+        })
+        .await
+        .expect("write");
+    let refused = insert.end().await.expect_err("the shard refuses the row");
+    assert_eq!(classify(&refused), ErrorClass::Data, "{refused}");
+    assert!(refused.to_string().contains("Code: 395"), "{refused}");
+}
