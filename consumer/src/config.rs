@@ -77,7 +77,8 @@ impl ClickHouseArgs {
 
     /// The client batches are written with: the database selected, and the
     /// settings the server and the topology call for
-    /// ([`Topology::write_settings`]), which needs the server's version.
+    /// ([`Topology::write_settings`]), which needs the server's version. Fails
+    /// when the database was made for the other topology ([`Topology::verify`]).
     pub async fn writer_client(&self) -> anyhow::Result<clickhouse::Client> {
         let topology = self.topology()?;
         let client = self.server_client().with_database(&self.database);
@@ -87,6 +88,7 @@ impl ClickHouseArgs {
                 self.clickhouse_url
             )
         })?;
+        topology.verify(&client, &self.database).await?;
         Ok(topology.writer(client, features))
     }
 }

@@ -9,7 +9,7 @@
 use clickhouse::Row;
 use javelin_loadtest::cluster::{CLUSTER, PrivateCluster};
 use javelin_schema::clickhouse_error::{ErrorClass, classify};
-use javelin_schema::migrations::{MIGRATIONS, MigrateOptions, migrate, pending};
+use javelin_schema::migrations::{MIGRATIONS, MigrateOptions, MigrationError, migrate, pending};
 use javelin_schema::rows::{SampleRow, table};
 use javelin_schema::testkit::unique_name;
 use javelin_schema::topology::Topology;
@@ -102,14 +102,41 @@ async fn cluster_migrations_build_table_pairs_on_every_node_and_are_idempotent()
             .fetch_one()
             .await
             .expect("columns");
-        assert_eq!(added, 4, "target_status and target_status_local, node {url}");
+        assert_eq!(
+            added, 4,
+            "target_status and target_status_local, node {url}"
+        );
     }
 
-    let second = migrate(&node(cluster.urls()[1].clone()), &database, options)
+    let second = migrate(&node(cluster.urls()[1].clone()), &database, options.clone())
         .await
         .expect("migrate again through node 2");
     assert!(second.applied.is_empty(), "{second:?}");
     assert_eq!(second.already_applied, all);
+
+    // The other layout is refused both ways before anything runs: without the
+    // flag a writer would insert asynchronously into the Distributed tables.
+    let refused = migrate(&node(cluster.url()), &database, MigrateOptions::default())
+        .await
+        .expect_err("a cluster database without --clickhouse-cluster");
+    assert!(
+        matches!(refused, MigrationError::LayoutMismatch { .. })
+            && refused
+                .to_string()
+                .contains("set --clickhouse-cluster javelin"),
+        "{refused}"
+    );
+    let single = unique_name("javelin_single");
+    migrate(&node(cluster.url()), &single, MigrateOptions::default())
+        .await
+        .expect("a single-server database on node 1");
+    let refused = migrate(&node(cluster.url()), &single, options)
+        .await
+        .expect_err("a single-server database with --clickhouse-cluster");
+    assert!(
+        matches!(refused, MigrationError::LayoutMismatch { .. }),
+        "{refused}"
+    );
 
     // A row no reader would count (no window id, no insert id) is refused by
     // the shard it is routed to, through the Distributed table, as data.

@@ -7,6 +7,7 @@ use javelin_query::api::{AppState, router};
 use javelin_query::metrics::{QueryMetrics, observe};
 use javelin_query::params::Limits;
 use javelin_query::store::Store;
+use javelin_schema::migrations::MigrationError;
 use javelin_schema::process::{args_with_config_file, init_logging, shutdown_signal};
 use javelin_schema::telemetry::{OtlpArgs, Telemetry};
 use javelin_schema::topology::Topology;
@@ -99,6 +100,19 @@ async fn main() -> anyhow::Result<()> {
         args.auth_token.as_deref().is_none_or(|t| t.len() >= 16),
         "--auth-token must be at least 16 characters"
     );
+    // A database of the other topology fails every query: refuse it now. An
+    // unreachable ClickHouse is not fatal (the API answers 503 until it is back).
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        topology.verify(&client, &args.database),
+    )
+    .await
+    {
+        Ok(Err(e @ MigrationError::LayoutMismatch { .. })) => return Err(e.into()),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not check the database's layout"),
+        Err(_) => tracing::warn!("could not check the database's layout within 10 s"),
+        Ok(Ok(())) => {}
+    }
     let telemetry = Telemetry::new("javelin-query", args.otlp.endpoints())?;
     let metrics = QueryMetrics::new(&telemetry);
     let reachable = Arc::new(AtomicBool::new(false));

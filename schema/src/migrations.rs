@@ -25,6 +25,9 @@ pub struct ServerFeatures {
     pub ttl: bool,
     /// The `async_insert` setting exists (21.11+), so writers can switch it off.
     pub async_insert: bool,
+    /// `DROP TABLE … SYNC` (20.10+, where Atomic databases are the default and
+    /// a plain DROP frees a Replicated table's ZooKeeper path only minutes later).
+    pub drop_sync: bool,
 }
 
 impl ServerFeatures {
@@ -41,6 +44,7 @@ impl ServerFeatures {
             low_cardinality: modern,
             ttl: modern,
             async_insert: (major, minor) >= (21, 11),
+            drop_sync: (major, minor) >= (20, 10),
         })
     }
 
@@ -86,10 +90,17 @@ pub enum MigrationError {
     Missing(String),
     #[error("invalid cluster name {0:?}: use letters, digits and underscores")]
     ClusterName(String),
+    #[error("database {database} {found}, but {flag}: {hint}")]
+    LayoutMismatch {
+        database: String,
+        found: String,
+        flag: String,
+        hint: String,
+    },
     #[error("cannot render for a cluster: {0}")]
     ClusterDdl(String),
     #[error(
-        "the bookkeeping of migration {version} reached {seen} of {shards} shards of cluster {cluster} within {waited:?}"
+        "the bookkeeping of migration {version} reached {seen} of the {shards} nodes of cluster {cluster} within {waited:?}: is a node down?"
     )]
     NotReplicated {
         version: u32,
@@ -381,11 +392,12 @@ impl Ddl<'_> {
             let name = rest.trim();
             check_name(name)?;
             return Ok(vec![
-                Step::Sql(format!(
-                    "DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"
-                )),
-                Step::Sql(format!(
-                    "DROP TABLE IF EXISTS {db}.{name}{LOCAL_SUFFIX} ON CLUSTER {cluster}"
+                Step::Sql(drop_on_cluster(self.features, db, name, cluster)),
+                Step::Sql(drop_on_cluster(
+                    self.features,
+                    db,
+                    &format!("{name}{LOCAL_SUFFIX}"),
+                    cluster,
                 )),
             ]);
         }
@@ -544,6 +556,7 @@ impl AddColumn {
     async fn run(
         &self,
         db: &Client,
+        features: ServerFeatures,
         topology: &Topology,
         database: &str,
     ) -> Result<(), MigrationError> {
@@ -568,25 +581,32 @@ impl AddColumn {
             .await?;
         }
         if !column_exists(db, self.table, self.column).await? {
-            recreate_distributed(db, database, self.table, cluster).await?;
+            recreate_distributed(db, features, database, self.table, cluster).await?;
         }
         Ok(())
     }
+}
+
+/// `DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}`, waiting
+/// for the drop to finish where the server can (so a table created again at
+/// once under the same ZooKeeper path does not meet the old replica).
+fn drop_on_cluster(features: ServerFeatures, database: &str, table: &str, cluster: &str) -> String {
+    let sync = if features.drop_sync { " SYNC" } else { "" };
+    format!("DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}{sync}")
 }
 
 /// Drops and creates the Distributed table `table` over its local tables,
 /// taking their columns.
 async fn recreate_distributed(
     db: &Client,
+    features: ServerFeatures,
     database: &str,
     table: &str,
     cluster: &str,
 ) -> Result<(), MigrationError> {
-    db.query(&format!(
-        "DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}"
-    ))
-    .execute()
-    .await?;
+    db.query(&drop_on_cluster(features, database, table, cluster))
+        .execute()
+        .await?;
     create_distributed(db, database, table, cluster).await
 }
 
@@ -665,11 +685,9 @@ impl Rebuild {
         if !column_exists(db, &local, self.marker_column).await? {
             if table_exists(db, &local).await? {
                 for name in [&next, &next_local] {
-                    db.query(&format!(
-                        "DROP TABLE IF EXISTS {database}.{name} ON CLUSTER {cluster}"
-                    ))
-                    .execute()
-                    .await?;
+                    db.query(&drop_on_cluster(ddl.features, database, name, cluster))
+                        .execute()
+                        .await?;
                 }
                 for step in ddl.statements(self.create)? {
                     step.run(db, database).await?;
@@ -695,13 +713,11 @@ impl Rebuild {
         }
         // The local table has the new layout; the Distributed one follows.
         if !column_exists(db, table, self.marker_column).await? {
-            recreate_distributed(db, database, table, cluster).await?;
+            recreate_distributed(db, ddl.features, database, table, cluster).await?;
         }
-        db.query(&format!(
-            "DROP TABLE IF EXISTS {database}.{next} ON CLUSTER {cluster}"
-        ))
-        .execute()
-        .await?;
+        db.query(&drop_on_cluster(ddl.features, database, &next, cluster))
+            .execute()
+            .await?;
         Ok(())
     }
 }
@@ -795,6 +811,14 @@ pub async fn migrate_up_to(
         .execute()
         .await?;
     let db = topology.writer(server.clone().with_database(database), features);
+    // A database made for the other layout is refused before anything runs.
+    topology.verify(&db, database).await?;
+    // A replicated ALTER returns once every replica applied it, so the
+    // Distributed table created next reads the new columns on any node.
+    let db = match topology.cluster() {
+        Some(_) => db.with_setting("replication_alter_partitions_sync", "2"),
+        None => db,
+    };
     // On a cluster the bookkeeping is replicated to every node (one path for
     // all shards), so any node can answer `pending`.
     let bookkeeping_engine = match topology.cluster() {
@@ -835,7 +859,7 @@ pub async fn migrate_up_to(
             }
         }
         for column in migration.add_columns {
-            column.run(&db, topology, database).await?;
+            column.run(&db, features, topology, database).await?;
         }
         if let Some(rebuild) = &migration.rebuild {
             rebuild.run(&db, &ddl).await?;
@@ -855,38 +879,59 @@ pub async fn migrate_up_to(
         );
         report.applied.push(migration.version);
     }
-    if let (Some(cluster), Some(&last)) = (topology.cluster(), report.applied.last()) {
+    // Also after a run that applied nothing: an earlier run may have stopped
+    // waiting.
+    let last = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|&v| v <= version)
+        .max();
+    if let (Some(cluster), Some(last)) = (topology.cluster(), last) {
         await_bookkeeping(&db, cluster, database, last).await?;
     }
     Ok(report)
 }
 
-/// Waits until every shard of `cluster` has the bookkeeping row of `version`
+/// Waits until every node of `cluster` (every replica of every shard, as
+/// `system.clusters` lists them) has the bookkeeping row of `version`
 /// (replication is asynchronous), so a consumer or query API started next on
-/// any node finds the schema current.
+/// any node finds the schema current. Each node is asked on its own
+/// (`remote(host:port, …)`): a count over `cluster(…)` reads one replica per
+/// shard and cannot tell a shard that lacks the row from a duplicate row.
 async fn await_bookkeeping(
     db: &Client,
     cluster: &str,
     database: &str,
     version: u32,
 ) -> Result<(), MigrationError> {
+    #[derive(Debug, Deserialize, clickhouse::Row)]
+    struct Node {
+        host_name: String,
+        port: u16,
+    }
     const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
     let started = std::time::Instant::now();
-    let shards: u64 = db
-        .query("SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = ?")
+    let nodes = db
+        .query("SELECT host_name, port FROM system.clusters WHERE cluster = ?")
         .bind(cluster)
-        .fetch_one()
+        .fetch_all::<Node>()
         .await?;
     loop {
-        let seen: u64 = db
-            .query(&format!(
-                "SELECT count() FROM cluster('{cluster}', {database}, {}) WHERE version = ?",
-                table::SCHEMA_MIGRATIONS
-            ))
-            .bind(version)
-            .fetch_one()
-            .await?;
-        if seen >= shards {
+        let mut seen = 0u64;
+        for node in &nodes {
+            let has: u8 = db
+                .query(&format!(
+                    "SELECT count() > 0 FROM remote(?, {database}, {}) WHERE version = ?",
+                    table::SCHEMA_MIGRATIONS
+                ))
+                .bind(format!("{}:{}", node.host_name, node.port))
+                .bind(version)
+                .fetch_one()
+                .await
+                .unwrap_or(0);
+            seen += u64::from(has);
+        }
+        if seen == nodes.len() as u64 {
             return Ok(());
         }
         if started.elapsed() > DEADLINE {
@@ -894,7 +939,7 @@ async fn await_bookkeeping(
                 version,
                 cluster: cluster.to_string(),
                 seen,
-                shards,
+                shards: nodes.len() as u64,
                 waited: DEADLINE,
             });
         }
@@ -1019,7 +1064,12 @@ mod tests {
                     assert!(pair[1].contains("cityHash64(service, "), "{}", pair[1]);
                 }
                 for drop in statements.iter().filter(|s| s.starts_with("DROP")) {
-                    assert!(drop.ends_with("ON CLUSTER javelin"), "{drop}");
+                    let on_cluster = if features.drop_sync {
+                        "ON CLUSTER javelin SYNC"
+                    } else {
+                        "ON CLUSTER javelin"
+                    };
+                    assert!(drop.ends_with(on_cluster), "{drop}");
                 }
             }
         }

@@ -95,6 +95,72 @@ impl Topology {
             .fold(client, |c, (name, value)| c.with_setting(name, value))
     }
 
+    /// Refuses a database laid out for the other topology (or another
+    /// cluster), judged by `samples`: a Distributed table over a cluster, or a
+    /// table of its own. A writer without `--clickhouse-cluster` on a cluster
+    /// database would insert asynchronously (rows queued on the receiving
+    /// node, offsets committed before they reach their shard) and its
+    /// retention would find no parts; a reader would fail every query. A
+    /// database without `samples` (not migrated yet) passes. `db` must have
+    /// the database selected.
+    pub async fn verify(
+        &self,
+        db: &clickhouse::Client,
+        database: &str,
+    ) -> Result<(), MigrationError> {
+        #[derive(Debug, serde::Deserialize, clickhouse::Row)]
+        struct Engine {
+            engine: String,
+            engine_full: String,
+        }
+        let found = db
+            .query("SELECT engine, engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?")
+            .bind(crate::rows::table::SAMPLES)
+            .fetch_all::<Engine>()
+            .await?;
+        let Some(found) = found.first() else {
+            return Ok(());
+        };
+        let cluster_of_db = (found.engine == "Distributed").then(|| {
+            found
+                .engine_full
+                .trim_start_matches("Distributed(")
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '`' || c == '"')
+                .to_string()
+        });
+        let mismatch = |found: String, flag: String, hint: String| {
+            Err(MigrationError::LayoutMismatch {
+                database: database.to_string(),
+                found,
+                flag,
+                hint,
+            })
+        };
+        match (cluster_of_db, self.cluster()) {
+            (None, None) => Ok(()),
+            (Some(a), Some(b)) if a == b => Ok(()),
+            (Some(a), None) => mismatch(
+                format!("holds the tables of cluster {a} (Distributed)"),
+                "--clickhouse-cluster is empty".into(),
+                format!("set --clickhouse-cluster {a} (JAVELIN_CLICKHOUSE_CLUSTER={a})"),
+            ),
+            (Some(a), Some(b)) => mismatch(
+                format!("holds the tables of cluster {a} (Distributed)"),
+                format!("--clickhouse-cluster is {b}"),
+                format!("set --clickhouse-cluster {a}"),
+            ),
+            (None, Some(b)) => mismatch(
+                "holds single-server tables".into(),
+                format!("--clickhouse-cluster is {b}"),
+                "leave --clickhouse-cluster empty, or migrate a new database on the cluster (docs/clickhouse-schema.md, moving from one server to a cluster)".into(),
+            ),
+        }
+    }
+
     /// The table holding a node's rows of `table`: itself on one server.
     pub fn local_table(&self, table: &str) -> String {
         match self {
