@@ -3,7 +3,6 @@
 //! ([`scenario`]), the servers a scenario owns ([`servers`]), and the query API
 //! that reconciliations read through ([`query_view`]).
 
-pub mod chdb_server;
 pub mod cluster;
 pub mod load;
 pub mod query_view;

@@ -1,15 +1,99 @@
-//! Migrations against the real ClickHouse of the local stack (`dev/stack up`).
+//! Migrations on the two ClickHouse servers Javelin supports at either end:
+//! Debian's 18.16 of the local stack (`dev/stack up`), without LowCardinality
+//! and TTL, and a current 26.9 (chdb, [`ChdbServer`]) of each test's own,
+//! with both. Every test runs on each (`…::on_18_16`, `…::on_26_9`).
 
-use javelin_schema::migrations::{MigrateOptions, migrate, migrate_up_to};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clickhouse::Client;
+use javelin_schema::migrations::{MigrateOptions, ServerFeatures, migrate, migrate_up_to};
 use javelin_schema::rows::{
     LedgerRow, SampleRow, SampleRowRef, StackRow, StackRowRef, StoredPartRow, TargetStatusRow,
     table,
 };
+use javelin_schema::testkit::chdb::ChdbServer;
 use javelin_schema::testkit::{clickhouse_client, unique_name};
 
-#[tokio::test]
-async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
-    let server = clickhouse_client();
+/// A server a test runs on, and what the migrations must render there.
+struct Server {
+    /// No database selected.
+    client: Client,
+    /// `(major, minor)`.
+    version: (u32, u32),
+    /// The type of a `{lc}` column (`service`, `profile_type`, …).
+    lc_type: &'static str,
+    /// Whether tables carry the retention as a TTL.
+    ttl: bool,
+    /// Kept alive for the test (26.9 only).
+    _chdb: Option<ChdbServer>,
+}
+
+impl Server {
+    /// The local stack's ClickHouse, which must be 18.16.
+    fn stack_18_16() -> Server {
+        Server {
+            client: clickhouse_client(),
+            version: (18, 16),
+            lc_type: "String",
+            ttl: false,
+            _chdb: None,
+        }
+    }
+
+    /// A ClickHouse 26.9 (chdb) of the test's own.
+    fn chdb_26_9(test: &str) -> Server {
+        let chdb = ChdbServer::start(&unique_name(test))
+            .unwrap_or_else(|e| panic!("starting chdb-server for {test}: {e}"));
+        Server {
+            client: chdb.client(),
+            version: (26, 9),
+            lc_type: "LowCardinality(String)",
+            ttl: true,
+            _chdb: Some(chdb),
+        }
+    }
+
+    /// Fails unless the server is the version the test is named for.
+    async fn check_version(&self) {
+        let detected = ServerFeatures::detect(&self.client)
+            .await
+            .expect("server version");
+        assert_eq!(
+            detected.version, self.version,
+            "the test runs on the wrong server"
+        );
+    }
+}
+
+/// Seconds since the epoch, an hour ago: inside the 7-day TTL of 26.9, so
+/// rows written at that time stay.
+fn an_hour_ago() -> u32 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs();
+    u32::try_from(now - 3600).expect("a DateTime in range")
+}
+
+mod migrate_twice_is_a_no_op_and_rows_round_trip {
+    #[tokio::test]
+    async fn on_18_16() {
+        super::migrate_twice_is_a_no_op_and_rows_round_trip(super::Server::stack_18_16()).await
+    }
+
+    #[tokio::test]
+    async fn on_26_9() {
+        super::migrate_twice_is_a_no_op_and_rows_round_trip(super::Server::chdb_26_9(
+            "migrate_twice",
+        ))
+        .await
+    }
+}
+
+async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
+    on.check_version().await;
+    let server = on.client.clone();
+    let t = an_hour_ago();
     let database = unique_name("javelin_migrate");
 
     server
@@ -37,6 +121,48 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
     assert_eq!(first.applied, vec![1, 2, 3, 4]);
     assert!(first.already_applied.is_empty());
 
+    // What differs by server: the storage the features render, never the
+    // logical schema (`pod` stays a String everywhere).
+    assert_eq!(first.features.version, on.version);
+    let types: Vec<(String, String)> = db
+        .query(
+            "SELECT name, type FROM system.columns
+             WHERE database = ? AND table = 'samples' AND name IN ('service', 'pod')
+             ORDER BY name",
+        )
+        .bind(&database)
+        .fetch_all()
+        .await
+        .expect("column types");
+    assert_eq!(
+        types,
+        [
+            ("pod".to_string(), "String".to_string()),
+            ("service".to_string(), on.lc_type.to_string())
+        ]
+    );
+    for (table, column) in [
+        (table::SAMPLES, "window_start"),
+        (table::STACKS, "last_seen"),
+        (table::INGEST_LEDGER, "window_start"),
+        (table::TARGET_STATUS, "observed_at"),
+        (table::STORED_PARTS, "window_start"),
+    ] {
+        let engine: String = db
+            .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
+            .bind(&database)
+            .bind(table)
+            .fetch_one()
+            .await
+            .expect("engine");
+        // `… ORDER BY (…) TTL window_start + toIntervalDay(7) SETTINGS …`
+        let ttl = engine
+            .find("TTL ")
+            .map(|at| engine[at..].split(" SETTINGS ").next().unwrap_or_default());
+        let expected = on.ttl.then(|| format!("TTL {column} + toIntervalDay(7)"));
+        assert_eq!(ttl, expected.as_deref(), "{table}: {engine}");
+    }
+
     let second = migrate(&server, &database, MigrateOptions::default())
         .await
         .expect("second run");
@@ -59,7 +185,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
     let sample = SampleRow {
         service: "svc".into(),
         profile_type: "cpu".into(),
-        window_start: 1_764_000_000,
+        window_start: t,
         cluster: "c".into(),
         namespace: "ns".into(),
         pod: "pod-1".into(),
@@ -78,15 +204,15 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         frames: vec!["a.B.c".into(), "d.E.f".into()],
         lines: vec![0, 12],
         frame_types: vec![1, 3],
-        last_seen: 1_764_000_000,
+        last_seen: t,
     };
     let ledger = LedgerRow {
         window_id: 99,
         service: "svc".into(),
         profile_type: "cpu".into(),
-        window_start: 1_764_000_000,
-        window_start_ms: 1_764_000_000_123,
-        window_end_ms: 1_764_000_010_123,
+        window_start: t,
+        window_start_ms: i64::from(t) * 1000 + 123,
+        window_end_ms: i64::from(t) * 1000 + 10_123,
         target_id: 7,
         pod: "pod-1".into(),
         part_index: 0,
@@ -104,7 +230,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         offset: 42,
         status: "truncated".into(),
         reason: String::new(),
-        ingested_at: 1_764_000_011,
+        ingested_at: t + 11,
         ingest_latency_ms: 877,
     };
     let status = TargetStatusRow {
@@ -119,7 +245,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
         state: "profiling".into(),
         recorder: "jfr".into(),
         last_error: String::new(),
-        observed_at: 1_764_000_011,
+        observed_at: t + 11,
         agent_version: "0.1.0".into(),
         windows_published: 12,
         spool_dropped_messages: 1,
@@ -137,11 +263,11 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip() {
     let stored = StoredPartRow {
         service: "svc".into(),
         profile_type: "cpu".into(),
-        window_start: 1_764_000_000,
+        window_start: t,
         target_id: 7,
         window_id: u64::MAX - 3,
         insert_id: u64::MAX - 5,
-        stored_at: 1_764_000_011,
+        stored_at: t + 11,
     };
     write_one::<StoredPartRow>(&db, table::STORED_PARTS, &stored).await;
 
@@ -217,12 +343,31 @@ struct OldSample {
     count: i64,
 }
 
+mod migration_3_rebuilds_samples_and_converges_after_an_interruption {
+    #[tokio::test]
+    async fn on_18_16() {
+        super::migration_3_rebuilds_samples_and_converges_after_an_interruption(
+            super::Server::stack_18_16(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn on_26_9() {
+        super::migration_3_rebuilds_samples_and_converges_after_an_interruption(
+            super::Server::chdb_26_9("migration_3"),
+        )
+        .await
+    }
+}
+
 /// Upgrading a database created before migration 3: the samples move to the
 /// new layout deduplicated (an unmerged copy counts once), the old table is
 /// kept as `samples_v1`, and a run interrupted at any step converges.
-#[tokio::test]
-async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
-    let server = clickhouse_client();
+async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Server) {
+    on.check_version().await;
+    let server = on.client.clone();
+    let t = an_hour_ago();
     for interruption in ["none", "copy_left_behind", "between_renames"] {
         let database = unique_name("javelin_upgrade");
         migrate_up_to(&server, &database, MigrateOptions::default(), 2)
@@ -232,7 +377,7 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption() {
         let old = |stack_id, value| OldSample {
             service: "svc",
             profile_type: "cpu",
-            window_start: 1_764_000_000,
+            window_start: t,
             cluster: "c",
             namespace: "ns",
             pod: "p",
@@ -373,12 +518,31 @@ struct OldStatus {
     truncated_windows: u64,
 }
 
+mod migration_4_adds_the_status_counters_and_converges_after_an_interruption {
+    #[tokio::test]
+    async fn on_18_16() {
+        super::migration_4_adds_the_status_counters_and_converges_after_an_interruption(
+            super::Server::stack_18_16(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn on_26_9() {
+        super::migration_4_adds_the_status_counters_and_converges_after_an_interruption(
+            super::Server::chdb_26_9("migration_4"),
+        )
+        .await
+    }
+}
+
 /// Upgrading a database from migration 3: the status counters of migration 4
 /// are added with 0 for existing rows and for writers that do not know them,
 /// and a run interrupted after the first column converges.
-#[tokio::test]
-async fn migration_4_adds_the_status_counters_and_converges_after_an_interruption() {
-    let server = clickhouse_client();
+async fn migration_4_adds_the_status_counters_and_converges_after_an_interruption(on: Server) {
+    on.check_version().await;
+    let server = on.client.clone();
+    let t = an_hour_ago();
     for interrupted in [false, true] {
         let database = unique_name("javelin_m4");
         migrate_up_to(&server, &database, MigrateOptions::default(), 3)
@@ -416,7 +580,7 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
                 insert.end().await
             }
         };
-        write_old(old(1, 1_764_000_000)).await.expect("an old row");
+        write_old(old(1, t)).await.expect("an old row");
         if interrupted {
             // Stopped after the first ALTER, before the second and the bookkeeping row.
             db.query("ALTER TABLE target_status ADD COLUMN failed_collects UInt64 DEFAULT 0")
@@ -429,7 +593,7 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
             .unwrap_or_else(|e| panic!("interrupted={interrupted}: {e}"));
         assert_eq!(report.applied, vec![4], "interrupted={interrupted}");
         // A consumer older than migration 4 still writes (the new columns default to 0) …
-        write_old(old(2, 1_764_000_001))
+        write_old(old(2, t + 1))
             .await
             .expect("an old writer keeps working");
         // … and the new row type round-trips with the counters.
@@ -445,7 +609,7 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
             state: "over_target_limit".into(),
             recorder: String::new(),
             last_error: String::new(),
-            observed_at: 1_764_000_002,
+            observed_at: t + 2,
             agent_version: "new".into(),
             windows_published: 0,
             spool_dropped_messages: 0,

@@ -1,5 +1,9 @@
 //! Helpers for tests that talk to the real local stack (`dev/stack up`).
 //! Enabled by the `testkit` feature; never used by the binaries.
+//! [`chdb::ChdbServer`] is a current ClickHouse (26.9) of a test's own, beside
+//! the stack's 18.16.
+
+pub mod chdb;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

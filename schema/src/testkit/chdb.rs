@@ -3,18 +3,19 @@
 //! HTTP interface over it, so the same client code runs against it as against
 //! a server. See that script for what the shim does not support.
 
-use std::io::{Read, Write};
+use std::io::{Error, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-
-use crate::servers::{free_port, repo_root};
+use super::{dev_tool, repo_root, try_free_port};
 
 /// How long the shim may take to open its engine and answer `/ping`.
 const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Ports tried before giving up (see [`ChdbServer::start`]).
+const START_ATTEMPTS: usize = 3;
 
 /// A chdb-backed ClickHouse of its own, in `<temp>/<name>`; killed and
 /// removed on drop (kept with `JAVELIN_KEEP_SCENARIO_DIRS`).
@@ -27,12 +28,15 @@ pub struct ChdbServer {
 }
 
 impl ChdbServer {
-    pub fn start(name: &str) -> anyhow::Result<ChdbServer> {
-        let python = javelin_schema::testkit::dev_tool("chdb");
-        let script = repo_root()?.join("dev/chdb-server");
+    /// Starts the shim (installing chdb-core once per machine with
+    /// `dev/tools chdb`) and returns once it answers `/ping`.
+    pub fn start(name: &str) -> Result<ChdbServer, Error> {
+        let python = dev_tool("chdb");
+        let script = repo_root().join("dev/chdb-server");
         let dir = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
         let mut server = ChdbServer {
             url: String::new(),
             dir,
@@ -41,21 +45,29 @@ impl ChdbServer {
         // Another process may bind the port between our check and the shim's
         // bind; the shim then exits at once, and another port is tried.
         let mut last = None;
-        for _ in 0..3 {
-            let port = free_port()?;
+        for _ in 0..START_ATTEMPTS {
+            let port = try_free_port()?;
             match server.spawn(&python, &script, port) {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("chdb-server never started")))
+        Err(last.unwrap_or_else(|| Error::other("chdb-server never started")))
     }
 
-    fn spawn(&mut self, python: &str, script: &std::path::Path, port: u16) -> anyhow::Result<()> {
+    /// A client of this server, no database selected.
+    pub fn client(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_validation(false)
+    }
+
+    fn spawn(&mut self, python: &str, script: &Path, port: u16) -> Result<(), Error> {
         // A file, not a pipe: nobody reads a pipe while the tests run, and a
         // full one would stall the shim.
         let log_path = self.dir.join("chdb-server.log");
-        let log = std::fs::File::create(&log_path)?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| Error::new(e.kind(), format!("creating {}: {e}", log_path.display())))?;
         let mut child = Command::new(python)
             .arg(script)
             .arg("--path")
@@ -65,12 +77,20 @@ impl ChdbServer {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {python} {}", script.display()))?;
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("starting {python} {}: {e}", script.display()),
+                )
+            })?;
+        let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("chdb-server exited ({status}): {}", log.trim());
+                return Err(Error::other(format!(
+                    "chdb-server on port {port} exited ({status}): {}",
+                    read_log().trim()
+                )));
             }
             if ping(port) {
                 break;
@@ -78,10 +98,14 @@ impl ChdbServer {
             if started.elapsed() > START_DEADLINE {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!(
-                    "chdb-server did not answer /ping within {START_DEADLINE:?}; see {}",
-                    log_path.display()
-                );
+                return Err(Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "chdb-server on port {port} did not answer /ping within {START_DEADLINE:?}; its log ({}): {}",
+                        log_path.display(),
+                        read_log().trim()
+                    ),
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
