@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::servers::{free_port, repo_root};
+use crate::servers::{free_port, on_fresh_ports, repo_root, rss_of_pidfile};
 
 /// The cluster's name in the nodes' `remote_servers` (for `ON CLUSTER` and
 /// `--clickhouse-cluster`).
@@ -33,11 +33,8 @@ impl PrivateCluster {
     /// Starts the cluster in `<temp dir>/<name>` and returns once both nodes
     /// answer, see the cluster and reach ZooKeeper.
     pub fn start(name: &str) -> anyhow::Result<PrivateCluster> {
-        // Another process may bind a port between our check and a server's
-        // bind; `dev/stack` fails fast then, the attempt is torn down (drop),
-        // and fresh ports are tried.
-        let mut last = None;
-        for _ in 0..3 {
+        // A failed attempt is torn down (drop) before fresh ports are tried.
+        on_fresh_ports(|| {
             let cluster = PrivateCluster {
                 dir: std::env::temp_dir().join(name),
                 zookeeper: free_port()?,
@@ -46,12 +43,9 @@ impl PrivateCluster {
                 interserver: [free_port()?, free_port()?],
                 repo: repo_root()?,
             };
-            match cluster.stack(&["cluster-up"]) {
-                Ok(()) => return Ok(cluster),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("the cluster never started")))
+            cluster.stack(&["cluster-up"])?;
+            Ok(cluster)
+        })
     }
 
     /// Runs `dev/stack <args>` for this cluster; on failure the error carries
@@ -116,18 +110,7 @@ impl PrivateCluster {
 
     /// Node `node`'s (1 or 2) resident memory in bytes (from /proc), if it runs.
     pub fn rss_bytes(&self, node: usize) -> Option<u64> {
-        let pidfile = self.dir.join(format!("cluster/node{node}.pid"));
-        let pid = std::fs::read_to_string(pidfile).ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        rss_of_pidfile(&self.dir.join(format!("cluster/node{node}.pid")))
     }
 }
 

@@ -37,6 +37,36 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(javelin_schema::testkit::try_free_port()?)
 }
 
+/// The resident memory in bytes (from /proc) of the process a pid file names,
+/// if it runs.
+pub fn rss_of_pidfile(pidfile: &Path) -> Option<u64> {
+    let pid = std::fs::read_to_string(pidfile).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs `start` up to three times: another process may bind a port between
+/// our check and the server's bind; `dev/stack` fails fast then, and a fresh
+/// set of ports (chosen inside `start`) is tried.
+pub fn on_fresh_ports<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut last = None;
+    for _ in 0..3 {
+        match start() {
+            Ok(server) => return Ok(server),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("the server never started")))
+}
+
 /// A ClickHouse server of the scenario's own; stopped and removed on drop.
 #[derive(Debug)]
 pub struct PrivateClickHouse {
@@ -48,22 +78,16 @@ pub struct PrivateClickHouse {
 
 impl PrivateClickHouse {
     pub fn start(name: &str) -> anyhow::Result<PrivateClickHouse> {
-        // Another process may bind a port between our check and the server's
-        // bind; `dev/stack` fails fast then, and a fresh pair of ports is tried.
-        let mut last = None;
-        for _ in 0..3 {
+        on_fresh_ports(|| {
             let ch = PrivateClickHouse {
                 dir: std::env::temp_dir().join(name),
                 http: free_port()?,
                 tcp: free_port()?,
                 repo: repo_root()?,
             };
-            match ch.stack("start-clickhouse") {
-                Ok(()) => return Ok(ch),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("clickhouse never started")))
+            ch.stack("start-clickhouse")?;
+            Ok(ch)
+        })
     }
 
     /// Runs `dev/stack <verb>` for this server.
@@ -88,17 +112,7 @@ impl PrivateClickHouse {
 
     /// The server's resident memory in bytes (from /proc), if it runs.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let pid = std::fs::read_to_string(self.dir.join("clickhouse.pid")).ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        rss_of_pidfile(&self.dir.join("clickhouse.pid"))
     }
 }
 

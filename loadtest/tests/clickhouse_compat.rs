@@ -84,25 +84,7 @@ impl Side {
         }
     }
 
-    /// A JSON answer of the query API (status 200 required).
-    async fn get(&self, path: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{}: GET {path}: {e}", self.version));
-        let status = response.status();
-        let body = response.text().await.expect("body");
-        assert!(
-            status.is_success(),
-            "{}: GET {path}: {status} {body}",
-            self.version
-        );
-        serde_json::from_str(&body).unwrap_or(Value::String(body))
-    }
-
-    /// A binary answer (status 200 required).
+    /// The body of a query API answer (status 200 required).
     async fn bytes(&self, path: &str) -> Vec<u8> {
         let response = self
             .http
@@ -110,13 +92,22 @@ impl Side {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{}: GET {path}: {e}", self.version));
+        let status = response.status();
+        let body = response.bytes().await.expect("body").to_vec();
         assert!(
-            response.status().is_success(),
-            "{}: GET {path}: {}",
+            status.is_success(),
+            "{}: GET {path}: {status} {}",
             self.version,
-            response.status()
+            String::from_utf8_lossy(&body)
         );
-        response.bytes().await.expect("body").to_vec()
+        body
+    }
+
+    /// A JSON answer (a text one, e.g. collapsed stacks, as a JSON string).
+    async fn get(&self, path: &str) -> Value {
+        let body = self.bytes(path).await;
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
     }
 
     fn server(&self) -> clickhouse::Client {
