@@ -145,10 +145,39 @@ async fn cluster_migrations_build_table_pairs_on_every_node_and_are_idempotent()
         .expect("version");
     let writer = Topology::Cluster(CLUSTER.into())
         .writer(node(cluster.url()).with_database(&database), features);
-    let mut insert = writer
-        .insert::<SampleRow>(table::SAMPLES)
+    let refused = insert_sample(&writer, 0, 0)
         .await
-        .expect("insert");
+        .expect_err("the shard refuses the row");
+    assert_eq!(classify(&refused), ErrorClass::Data, "{refused}");
+    assert!(refused.to_string().contains("Code: 395"), "{refused}");
+
+    // Stored means stored on the shard: with a shard down the writer's INSERT
+    // fails as an outage (the consumer keeps the batch and commits nothing)
+    // instead of being queued on node 1 and acknowledged.
+    cluster.kill_node(2).expect("kill node 2");
+    let refused = insert_sample(&writer, 11, 22)
+        .await
+        .expect_err("no INSERT is acknowledged while a shard is down");
+    assert_eq!(classify(&refused), ErrorClass::Unavailable, "{refused}");
+    cluster.start_node(2).expect("start node 2");
+    insert_sample(&writer, 11, 22)
+        .await
+        .expect("stored once the shard is back");
+    let stored: u64 = writer
+        .query("SELECT count() FROM samples WHERE window_id = 11")
+        .fetch_one()
+        .await
+        .expect("count");
+    assert_eq!(stored, 1, "nothing was queued during the outage");
+}
+
+/// One sample row through the Distributed `samples` table.
+async fn insert_sample(
+    writer: &clickhouse::Client,
+    window_id: u64,
+    insert_id: u64,
+) -> Result<(), clickhouse::error::Error> {
+    let mut insert = writer.insert::<SampleRow>(table::SAMPLES).await?;
     insert
         .write(&SampleRow {
             service: "svc".into(),
@@ -160,15 +189,12 @@ async fn cluster_migrations_build_table_pairs_on_every_node_and_are_idempotent()
             container: String::new(),
             node: String::new(),
             target_id: 7,
-            window_id: 0,
+            window_id,
             stack_id: 1,
             value: 5,
             count: 1,
-            insert_id: 0,
+            insert_id,
         })
-        .await
-        .expect("write");
-    let refused = insert.end().await.expect_err("the shard refuses the row");
-    assert_eq!(classify(&refused), ErrorClass::Data, "{refused}");
-    assert!(refused.to_string().contains("Code: 395"), "{refused}");
+        .await?;
+    insert.end().await
 }
