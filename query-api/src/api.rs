@@ -15,7 +15,7 @@ use crate::consumers::{self, ConsumerState};
 use crate::error::ApiError;
 use crate::export::{self, ValueMeaning};
 use crate::flamegraph::{CallTree, DiffFlamegraph, Flamegraph};
-use crate::params::{self, Limits, Params};
+use crate::params::{self, Limits, Params, Range};
 use crate::store::{HealthBucket, Label, LedgerSummary, Selection, StackValue, Store};
 use crate::top::{SortBy, TopRow, top};
 
@@ -49,20 +49,20 @@ pub fn router(state: AppState) -> Router {
             token,
             crate::auth::require_token,
         ));
+    // The request id layer wraps everything (auth, the fallback): every
+    // answer carries the id, every error answer is the JSON error.
     Router::new()
         .route("/", get(ui))
         .merge(api)
         .with_state(Arc::new(state))
+        .layer(axum::middleware::from_fn(crate::error::request_id))
 }
 
 type Shared = State<Arc<AppState>>;
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 async fn not_found() -> ApiError {
-    ApiError {
-        status: axum::http::StatusCode::NOT_FOUND,
-        message: "no such endpoint; see /api/v1/openapi.json".into(),
-    }
+    ApiError::not_found()
 }
 
 async fn openapi() -> Json<serde_json::Value> {
@@ -72,12 +72,18 @@ async fn openapi() -> Json<serde_json::Value> {
 #[derive(Debug, Serialize)]
 struct ServicesResponse {
     services: Vec<String>,
+    /// The range read (ms): as asked, or the last hour by default.
+    #[serde(flatten)]
+    range: Range,
 }
 
+/// Services with samples in `from`..`to`; both optional (default: the last
+/// hour, see [`params::range`]); the answer says which range it read.
 async fn services(State(s): Shared, Query(p): Query<Params>) -> ApiResult<ServicesResponse> {
-    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let range = params::range(&s.limits, &p)?;
     Ok(Json(ServicesResponse {
-        services: s.store.services(from_s, to_s).await?,
+        services: s.store.services(range.from_s, range.to_s).await?,
+        range,
     }))
 }
 
@@ -91,12 +97,18 @@ struct TypeInfo {
 #[derive(Debug, Serialize)]
 struct TypesResponse {
     types: Vec<TypeInfo>,
+    #[serde(flatten)]
+    range: Range,
 }
 
+/// A service's profile types in `from`..`to` (optional: the last hour).
 async fn profile_types(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TypesResponse> {
     let service = params::service(&p)?;
-    let (from_s, to_s) = params::range(&s.limits, &p)?;
-    let names = s.store.profile_types(&service, from_s, to_s).await?;
+    let range = params::range(&s.limits, &p)?;
+    let names = s
+        .store
+        .profile_types(&service, range.from_s, range.to_s)
+        .await?;
     let types = names
         .iter()
         .filter_map(|n| ProfileType::from_name(n))
@@ -106,7 +118,7 @@ async fn profile_types(State(s): Shared, Query(p): Query<Params>) -> ApiResult<T
             count_unit: t.count_unit(),
         })
         .collect();
-    Ok(Json(TypesResponse { types }))
+    Ok(Json(TypesResponse { types, range }))
 }
 
 #[derive(Debug, Serialize)]
@@ -115,14 +127,17 @@ struct LabelsResponse {
     values: Vec<String>,
     /// More values exist than the list holds (at most `MAX_LABEL_VALUES`).
     truncated: bool,
+    #[serde(flatten)]
+    range: Range,
 }
 
 /// Label values listed at most.
 const MAX_LABEL_VALUES: u32 = 1000;
 
+/// A label's values in `from`..`to` (optional: the last hour).
 async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsResponse> {
     let service = params::service(&p)?;
-    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let range = params::range(&s.limits, &p)?;
     let name = params::text(&p, "label").unwrap_or_default();
     let label = Label::parse(name).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -132,7 +147,13 @@ async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsRe
     // One more than shown: says whether the list was cut.
     let mut values = s
         .store
-        .label_values(&service, label, from_s, to_s, MAX_LABEL_VALUES + 1)
+        .label_values(
+            &service,
+            label,
+            range.from_s,
+            range.to_s,
+            MAX_LABEL_VALUES + 1,
+        )
         .await?;
     let truncated = values.len() > MAX_LABEL_VALUES as usize;
     values.truncate(MAX_LABEL_VALUES as usize);
@@ -140,6 +161,7 @@ async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsRe
         label: name.to_string(),
         values,
         truncated,
+        range,
     }))
 }
 
@@ -297,7 +319,7 @@ async fn export_pprof(
             to_ms: to,
         },
     )
-    .map_err(|e| ApiError::bad_request(format!("encoding the profile: {e}")))?;
+    .map_err(|e| ApiError::internal(format!("encoding the profile: {e}")))?;
     let file = format!(
         "attachment; filename=\"{}-{}-{from}.pb.gz\"",
         sanitize(&sel.service),
@@ -344,14 +366,18 @@ struct HealthResponse {
     buckets: Vec<HealthBucket>,
     totals: HealthBucket,
     consumers: Vec<ConsumerState>,
+    #[serde(flatten)]
+    range: Range,
 }
 
 /// Health buckets returned at most (bucket length is raised to fit).
 const MAX_HEALTH_BUCKETS: i64 = 2000;
 
+/// Ingestion health in `from`..`to` (optional: the last hour).
 async fn health(State(s): Shared, Query(p): Query<Params>) -> ApiResult<HealthResponse> {
     let service = params::text(&p, "service").unwrap_or_default().to_string();
-    let (from_s, to_s) = params::range(&s.limits, &p)?;
+    let range = params::range(&s.limits, &p)?;
+    let (from_s, to_s) = (range.from_s, range.to_s);
     let asked = params::int(&p, "bucket")?.unwrap_or(60);
     if asked < 10 {
         return Err(ApiError::bad_request("bucket must be at least 10 seconds"));
@@ -394,12 +420,15 @@ async fn health(State(s): Shared, Query(p): Query<Params>) -> ApiResult<HealthRe
         buckets,
         totals,
         consumers,
+        range,
     }))
 }
 
 #[derive(Debug, Serialize)]
 struct TargetsResponse {
     targets: Vec<TargetView>,
+    #[serde(flatten)]
+    range: Range,
 }
 
 /// A target's status row and what its CPU values measure.
@@ -426,11 +455,13 @@ pub fn cpu_basis(recorder: &str) -> &'static str {
     }
 }
 
+/// Targets seen in `from`..`to` (optional: the last hour).
 async fn targets(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TargetsResponse> {
     let service = params::text(&p, "service").unwrap_or_default();
-    let (from_s, to_s) = params::range(&s.limits, &p)?;
-    let rows = s.store.targets(service, from_s, to_s).await?;
+    let range = params::range(&s.limits, &p)?;
+    let rows = s.store.targets(service, range.from_s, range.to_s).await?;
     Ok(Json(TargetsResponse {
+        range,
         targets: rows
             .into_iter()
             .map(|row| TargetView {

@@ -7,8 +7,8 @@
 //! - [`top`]: the top table (self / total per function).
 //! - [`export`]: pprof and collapsed-stack exports.
 //! - [`consumers`]: the consumers' lag and retry state for the health page.
-//! - [`api`]: the axum routes, JSON errors ([`error`]), auth ([`auth`]), the
-//!   OpenAPI document ([`openapi`]); serves the UI at `/`.
+//! - [`api`]: the axum routes, JSON errors and request ids ([`error`]), auth
+//!   ([`auth`]), the OpenAPI document ([`openapi`]); serves the UI at `/`.
 
 pub mod api;
 pub mod auth;

@@ -92,19 +92,18 @@ async fn main() -> anyhow::Result<()> {
         .with_user(&args.clickhouse_user)
         .with_password(&args.clickhouse_password)
         .with_database(&args.database)
-        .with_validation(false)
-        .with_setting("max_rows_to_read", args.max_rows_scanned.to_string())
-        .with_setting("max_execution_time", args.query_timeout_seconds.to_string());
-    let client = topology.reader(client);
+        .with_validation(false);
     anyhow::ensure!(
         args.auth_token.as_deref().is_none_or(|t| t.len() >= 16),
         "--auth-token must be at least 16 characters"
     );
     // A database of the other topology fails every query: refuse it now. An
     // unreachable ClickHouse is not fatal (the API answers 503 until it is back).
+    // The check runs without the request limits (a small --max-rows-scanned
+    // would refuse its read of system.tables).
     match tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        topology.verify(&client, &args.database),
+        topology.verify(&topology.reader(client.clone()), &args.database),
     )
     .await
     {
@@ -113,6 +112,11 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => tracing::warn!("could not check the database's layout within 10 s"),
         Ok(Ok(())) => {}
     }
+    let client = topology.reader(
+        client
+            .with_setting("max_rows_to_read", args.max_rows_scanned.to_string())
+            .with_setting("max_execution_time", args.query_timeout_seconds.to_string()),
+    );
     let telemetry = Telemetry::new("javelin-query", args.otlp.endpoints())?;
     let metrics = QueryMetrics::new(&telemetry);
     let reachable = Arc::new(AtomicBool::new(false));

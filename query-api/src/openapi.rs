@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use crate::error::ErrorKind;
+
 fn param(name: &str, description: &str, required: bool, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": required, "description": description, "schema": schema })
 }
@@ -14,6 +16,53 @@ fn time(name: &str, required: bool) -> Value {
         required,
         json!({ "type": "integer", "format": "int64", "minimum": 0 }),
     )
+}
+
+/// `from` and `to` of a listing: optional, the last hour by default.
+fn listing_range() -> Vec<Value> {
+    let schema = json!({ "type": "integer", "format": "int64", "minimum": 0 });
+    vec![
+        param(
+            "from",
+            "Milliseconds since the epoch; default: `to` minus one hour",
+            false,
+            schema.clone(),
+        ),
+        param(
+            "to",
+            "Milliseconds since the epoch; default: now (so without `from` and `to` the last hour)",
+            false,
+            schema,
+        ),
+    ]
+}
+
+/// The optional `x-request-id` request header: echoed when it is 1 to 64
+/// characters of `A-Za-z0-9._:-`, else replaced by a new id.
+fn request_id_param() -> Value {
+    json!({
+        "name": "x-request-id", "in": "header", "required": false,
+        "description": "An id for this request (1-64 characters of A-Za-z0-9._:-), returned in the x-request-id answer header and error bodies; anything else is replaced by a new id",
+        "schema": { "type": "string" }
+    })
+}
+
+/// The `from` / `to` (ms) a listing read, echoed in its answer.
+fn range_properties() -> Value {
+    let ms = json!({ "type": "integer", "format": "int64", "description": "The range read, ms since the epoch (as asked, or the default: the last hour)" });
+    json!({ "from": ms, "to": ms })
+}
+
+/// A listing's answer: `properties` plus the range it read.
+fn listing_response(mut properties: Value, required: &[&str]) -> Value {
+    if let (Some(p), Value::Object(range)) = (properties.as_object_mut(), range_properties()) {
+        p.extend(range);
+    }
+    let mut required: Vec<&str> = required.to_vec();
+    required.extend(["from", "to"]);
+    json!({ "application/json": { "schema": {
+        "type": "object", "properties": properties, "required": required
+    } } })
 }
 
 /// service, type, from, to and the label filters.
@@ -56,18 +105,27 @@ fn max_nodes() -> Value {
     )
 }
 
-fn get(summary: &str, params: Vec<Value>, content: Value) -> Value {
-    let error = json!({ "description": "Invalid request or limit exceeded", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+fn get(summary: &str, mut params: Vec<Value>, content: Value) -> Value {
+    params.push(request_id_param());
+    let header = json!({ "x-request-id": { "$ref": "#/components/headers/RequestId" } });
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "headers": header,
+            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+        })
+    };
     json!({ "get": {
         "summary": summary,
         "parameters": params,
         "responses": {
-            "200": { "description": "OK", "content": content },
-            "400": error,
-            "401": { "description": "Bearer token missing or wrong (when auth is on)" },
-            "422": { "description": "The query would scan more rows than allowed" },
-            "503": { "description": "ClickHouse unavailable" },
-            "504": { "description": "The query took longer than allowed" }
+            "200": { "description": "OK", "headers": header, "content": content },
+            "400": error("bad_request: a parameter is missing, malformed or out of its limits; the message says which"),
+            "401": error("unauthorized: bearer token missing or wrong (when auth is on)"),
+            "422": error("scan_limit: the query would scan more rows than allowed (--max-rows-scanned); narrow the range or filter"),
+            "500": error("internal: a fault of the query API or its configuration; its log has the cause under the request_id"),
+            "503": error("unavailable: ClickHouse cannot answer now; retry later"),
+            "504": error("timeout: the query took longer than allowed (--query-timeout-seconds); narrow the range or filter")
         }
     }})
 }
@@ -94,11 +152,10 @@ fn targets_response() -> Value {
         },
         "required": ["service", "target_id", "state", "recorder", "cpu_basis", "observed_at", "failed_collects", "oversized_messages"]
     });
-    json!({ "application/json": { "schema": {
-        "type": "object",
-        "properties": { "targets": { "type": "array", "items": target } },
-        "required": ["targets"]
-    } } })
+    listing_response(
+        json!({ "targets": { "type": "array", "items": target } }),
+        &["targets"],
+    )
 }
 
 fn json_object() -> Value {
@@ -106,7 +163,7 @@ fn json_object() -> Value {
 }
 
 pub fn document() -> Value {
-    let range = vec![time("from", true), time("to", true)];
+    let range = listing_range();
     let mut service_range = vec![param(
         "service",
         "Service name",
@@ -159,29 +216,54 @@ pub fn document() -> Value {
         json!({ "type": "string" }),
     )];
     targets.extend(range.clone());
+    let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Javelin query API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Profiles stored by Javelin: flamegraphs, top tables, diffs, exports, ingestion health and target status. Every profile query is scoped by service, type and time range."
+            "description": "Profiles stored by Javelin: flamegraphs, top tables, diffs, exports, ingestion health and target status. Every profile query is scoped by service, type and time range; the listings (services, profile types, labels, health, targets) read the last hour when `from` and `to` are absent and say which range they read. Every answer carries an `x-request-id` header; every error is the `Error` object with the status of its kind (bad_request 400, unauthorized 401, not_found 404, scan_limit 422, internal 500, unavailable 503, timeout 504)."
         },
         "components": {
-            "schemas": { "Error": { "type": "object", "properties": { "error": { "type": "string" } }, "required": ["error"] } },
+            "schemas": { "Error": {
+                "type": "object",
+                "properties": {
+                    "error": { "type": "string", "description": "What is wrong and what to do; never the server's internals" },
+                    "kind": { "type": "string", "enum": kinds },
+                    "request_id": { "type": "string", "description": "Also in the x-request-id header; the server's log names the cause under it" }
+                },
+                "required": ["error", "kind", "request_id"]
+            } },
+            "headers": { "RequestId": {
+                "description": "The request's id: the caller's x-request-id when sane, else a new one",
+                "schema": { "type": "string" }
+            } },
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
         },
         "security": [ {}, { "bearer": [] } ],
         "paths": {
-            "/api/v1/services": get("Services with samples in the range", range.clone(), json_object()),
-            "/api/v1/profile-types": get("Profile types of a service, with units", service_range, json_object()),
-            "/api/v1/labels": get("Values of a label (namespace, pod, container)", labels, json_object()),
+            "/api/v1/services": get(
+                "Services with samples in the range (default: the last hour)",
+                range.clone(),
+                listing_response(json!({ "services": { "type": "array", "items": { "type": "string" } } }), &["services"])
+            ),
+            "/api/v1/profile-types": get(
+                "Profile types of a service, with units (default range: the last hour)",
+                service_range,
+                listing_response(json!({ "types": { "type": "array", "items": { "type": "object" } } }), &["types"])
+            ),
+            "/api/v1/labels": get(
+                "Values of a label (namespace, pod, container; default range: the last hour)",
+                labels,
+                listing_response(json!({ "label": { "type": "string" }, "values": { "type": "array", "items": { "type": "string" } }, "truncated": { "type": "boolean" } }), &["label", "values", "truncated"])
+            ),
             "/api/v1/flamegraph": get("Flamegraph (names + levels) with metadata", flamegraph, json_object()),
             "/api/v1/top": get("Top functions by self or total", top, json_object()),
             "/api/v1/diff": get("Diff of two selections, normalised by their totals", diff, json_object()),
             "/api/v1/export/pprof": get("gzipped pprof profile of the selection", selection("", true), json!({ "application/octet-stream": {} })),
             "/api/v1/export/collapsed": get("Collapsed stacks of the selection", selection("", true), json!({ "text/plain": {} })),
-            "/api/v1/health": get("Ingestion health per time bucket and consumer state", health, json_object()),
-            "/api/v1/targets": get("Latest status of every target the agents found (profiled or waiting for a slot), with its counters and what its CPU values measure", targets, targets_response())
+            "/api/v1/health": get("Ingestion health per time bucket and consumer state (default range: the last hour)", health, json_object()),
+            "/api/v1/targets": get("Latest status of every target the agents found (profiled or waiting for a slot), with its counters and what its CPU values measure (default range: the last hour)", targets, targets_response())
         }
     })
 }

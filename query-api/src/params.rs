@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use javelin_schema::wire::ProfileType;
+use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::store::Selection;
@@ -34,14 +35,47 @@ pub fn int(p: &Params, name: &str) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// `from` / `to` (ms since the epoch) → window-start seconds [from_s, to_s).
-pub fn range(limits: &Limits, p: &Params) -> Result<(u32, u32), ApiError> {
-    let (Some(from), Some(to)) = (int(p, "from")?, int(p, "to")?) else {
-        return Err(ApiError::bad_request(
-            "`from` and `to` (ms since the epoch) are required",
-        ));
+/// The range of a listing when the request names none: the last hour.
+pub const DEFAULT_RANGE_MS: i64 = 3_600_000;
+
+/// A listing's range: what was asked (or defaulted), in ms, and the
+/// window-start seconds [from_s, to_s) it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Range {
+    /// Milliseconds since the epoch, as used (echoed in the answer).
+    pub from: i64,
+    pub to: i64,
+    #[serde(skip)]
+    pub from_s: u32,
+    #[serde(skip)]
+    pub to_s: u32,
+}
+
+/// `from` / `to` (ms since the epoch) of a listing (services, profile types,
+/// labels, health, targets), both optional: a missing `to` is now, a missing
+/// `from` is `to` minus [`DEFAULT_RANGE_MS`] (the last hour when both are
+/// missing). Malformed or empty ranges are still refused.
+pub fn range(limits: &Limits, p: &Params) -> Result<Range, ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    range_at(limits, p, now_ms)
+}
+
+/// [`range`] with the clock given.
+pub fn range_at(limits: &Limits, p: &Params, now_ms: i64) -> Result<Range, ApiError> {
+    let to = int(p, "to")?.unwrap_or(now_ms);
+    let from = match int(p, "from")? {
+        Some(from) => from,
+        None => to.saturating_sub(DEFAULT_RANGE_MS).max(0),
     };
-    range_seconds(limits, from, to)
+    let (from_s, to_s) = range_seconds(limits, from, to)?;
+    Ok(Range {
+        from,
+        to,
+        from_s,
+        to_s,
+    })
 }
 
 pub fn range_seconds(limits: &Limits, from: i64, to: i64) -> Result<(u32, u32), ApiError> {
@@ -164,6 +198,30 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_listing_without_a_range_reads_the_last_hour() {
+        let now = 1_700_000_000_123;
+        let r = range_at(&LIMITS, &params(&[]), now).expect("default");
+        assert_eq!((r.from, r.to), (now - DEFAULT_RANGE_MS, now));
+        assert_eq!((r.from_s, r.to_s), (1_699_996_400, 1_700_000_001));
+        let r = range_at(&LIMITS, &params(&[("to", "7200000")]), now).expect("to only");
+        assert_eq!((r.from, r.to), (3_600_000, 7_200_000));
+        let from = (now - 10_000).to_string();
+        let r = range_at(&LIMITS, &params(&[("from", &from)]), now).expect("from only");
+        assert_eq!(
+            (r.from, r.to),
+            (now - 10_000, now),
+            "from alone reads up to now"
+        );
+        assert!(
+            range_at(&LIMITS, &params(&[("from", "5000")]), now).is_err(),
+            "over the limit"
+        );
+        assert!(range_at(&LIMITS, &params(&[("to", "0")]), now).is_err());
+        assert!(range_at(&LIMITS, &params(&[("from", "abc")]), now).is_err());
+        assert!(range_at(&LIMITS, &params(&[("from", &(now + 1).to_string())]), now).is_err());
     }
 
     #[test]

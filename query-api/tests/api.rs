@@ -1,6 +1,6 @@
 //! The query API against the real ClickHouse with known seeded windows: exact
 //! totals, self / total, `other`-node arithmetic, filters, diff, exports,
-//! health, targets, limits, errors and auth.
+//! health, targets, limits, errors and auth (the error contract in detail: `errors.rs`).
 
 mod common;
 
@@ -34,6 +34,11 @@ async fn the_api_answers_exactly_from_seeded_windows() {
     // Services, types, labels.
     let (_, v) = get(&format!("{base}/api/v1/services?from={from}&to={to}")).await;
     assert_eq!(v["services"], serde_json::json!(["svc"]));
+    assert_eq!(
+        (v["from"].as_i64(), v["to"].as_i64()),
+        (Some(from), Some(to)),
+        "the range read"
+    );
     let (_, v) = get(&q("profile-types", "")).await;
     assert_eq!(v["types"][0]["name"], "cpu");
     assert_eq!(v["types"][0]["unit"], "nanoseconds");
@@ -212,6 +217,8 @@ async fn the_api_answers_exactly_from_seeded_windows() {
             body["error"].as_str().is_some_and(|e| e.contains(needle)),
             "{url}: {body}"
         );
+        assert_eq!(body["kind"], "bad_request", "{url}: {body}");
+        assert!(body["request_id"].is_string(), "{url}: {body}");
     }
     let (status, body) = get(&q("flamegraph", "&pod=x' OR 1=1 --")).await;
     assert_eq!(
@@ -219,8 +226,8 @@ async fn the_api_answers_exactly_from_seeded_windows() {
         (200, Some(0)),
         "quotes are values, not SQL"
     );
-    let (status, _) = get(&format!("{base}/api/v1/nope")).await;
-    assert_eq!(status, 404);
+    let (status, body) = get(&format!("{base}/api/v1/nope")).await;
+    assert_eq!((status, body["kind"].as_str()), (404, Some("not_found")));
     let (status, doc) = get(&format!("{base}/api/v1/openapi.json")).await;
     assert_eq!(status, 200);
     assert!(doc["paths"]["/api/v1/flamegraph"].is_object());
@@ -248,6 +255,8 @@ async fn limits_and_auth_are_enforced() {
     let client = reqwest::Client::new();
     let anonymous = client.get(&url).send().await.expect("request");
     assert_eq!(anonymous.status().as_u16(), 401);
+    let body: Value = anonymous.json().await.expect("json");
+    assert_eq!(body["kind"], "unauthorized", "{body}");
     let wrong = client
         .get(&url)
         .bearer_auth("nope")
@@ -264,6 +273,7 @@ async fn limits_and_auth_are_enforced() {
         .expect("request");
     assert_eq!(limited.status().as_u16(), 422);
     let body: Value = limited.json().await.expect("json");
+    assert_eq!(body["kind"], "scan_limit", "{body}");
     assert!(
         body["error"]
             .as_str()

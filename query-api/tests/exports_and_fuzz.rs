@@ -57,14 +57,21 @@ async fn a_schemathesis_pass_over_the_openapi_document_finds_no_server_error() {
     let st = tool("schemathesis");
     let (database, _, _, _) = seeded_database("query_fuzz").await;
     let (_api, base) = start_api(&database, &[]);
+    // Schemathesis keeps its state (`.schemathesis/`: crash replays, cache;
+    // `.hypothesis/`: examples) in its working directory: a temporary one, so
+    // a run leaves the repository as it found it.
+    let state = std::env::temp_dir().join(format!("{database}-schemathesis"));
+    std::fs::create_dir_all(&state).expect("schemathesis state dir");
     let out = Command::new(&st)
         .args(["run", &format!("{base}/api/v1/openapi.json")])
         .args(["--checks", "not_a_server_error"])
         .args(["--max-examples", "30", "--workers", "2"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(&state)
         .output()
         .expect("schemathesis runs");
+    let _ = std::fs::remove_dir_all(&state);
     let report = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, StoredPartRow, TargetStatusRow, table};
@@ -230,12 +231,38 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
 
 /// The query API on a free port, serving `database`.
 pub fn start_api(database: &str, extra: &[&str]) -> (Reaped, String) {
+    let (api, url, _) = start_api_at(&clickhouse_url(), database, extra);
+    (api, url)
+}
+
+/// What a started API wrote to stderr (its log), collected as it is written.
+#[derive(Debug, Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    pub fn text(&self) -> String {
+        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Lines of the log that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The query API on a free port, serving `database` of the ClickHouse at
+/// `clickhouse_url`, and its log (at level info, without colours).
+pub fn start_api_at(clickhouse_url: &str, database: &str, extra: &[&str]) -> (Reaped, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_javelin-query"))
         .args([
             "--listen",
             "127.0.0.1:0",
             "--clickhouse-url",
-            &clickhouse_url(),
+            clickhouse_url,
         ])
         .args(["--database", database])
         .args(
@@ -245,10 +272,24 @@ pub fn start_api(database: &str, extra: &[&str]) -> (Reaped, String) {
                 .flatten(),
         )
         .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("javelin-query starts");
+    let log = Log::default();
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    // Drains the pipe for the life of the process (a full pipe would stall it).
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut text) = sink.0.lock() {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+    });
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -261,7 +302,7 @@ pub fn start_api(database: &str, extra: &[&str]) -> (Reaped, String) {
         .expect("url")
         .trim_end_matches('/')
         .to_string();
-    (Reaped(child), url)
+    (Reaped(child), url, log)
 }
 
 pub async fn get(url: &str) -> (u16, Value) {
