@@ -222,6 +222,7 @@ async fn shown_totals(database: &str, from_ms: i64, to_ms: i64, want: i64) -> (i
             default_max_nodes: 8192,
             max_nodes_limit: 1 << 20,
             max_range_ms: 7 * 86_400_000,
+            request_deadline: std::time::Duration::from_secs(35),
         },
         auth_token: None,
         consumer_metrics_urls: vec![],

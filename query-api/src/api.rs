@@ -48,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             token,
             crate::auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.request_deadline,
+            crate::error::deadline,
         ));
     // The request id layer wraps everything (auth, the fallback): every
     // answer carries the id, every error answer is the JSON error.

@@ -146,6 +146,7 @@ const INTERNAL_CODES: &[u32] = &[
     46,  // UNKNOWN_FUNCTION
     47,  // UNKNOWN_IDENTIFIER
     62,  // SYNTAX_ERROR
+    81,  // UNKNOWN_DATABASE (a wrong --database: not an outage to wait out)
     115, // UNKNOWN_SETTING
     164, // READONLY (the user may not set the API's limits)
     192, // UNKNOWN_USER
@@ -178,6 +179,11 @@ pub fn kind_of(e: &clickhouse::error::Error) -> ErrorKind {
     );
     if ours || code_of(e).is_some_and(|c| INTERNAL_CODES.contains(&c)) {
         return ErrorKind::Internal;
+    }
+    // TOO_SLOW: the server's estimate says the query would exceed
+    // max_execution_time.
+    if code_of(e) == Some(160) {
+        return ErrorKind::Timeout;
     }
     match classify(e) {
         ErrorClass::ScanLimit => ErrorKind::ScanLimit,
@@ -243,6 +249,24 @@ fn body(kind: ErrorKind, message: &str, request_id: Option<&str>) -> serde_json:
         body["request_id"] = id.into();
     }
     body
+}
+
+/// Abandons a request that outlives `deadline` (its ClickHouse request is
+/// dropped with it): 503 unavailable, as for a refused connection.
+pub async fn deadline(
+    axum::extract::State(deadline): axum::extract::State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError {
+            kind: ErrorKind::Unavailable,
+            message: "ClickHouse did not answer in time; retry later".into(),
+            cause: Some(format!("no answer within {deadline:?}")),
+        }
+        .into_response(),
+    }
 }
 
 impl IntoResponse for ApiError {

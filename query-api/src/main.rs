@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
             default_max_nodes: args.default_max_nodes,
             max_nodes_limit: args.max_nodes_limit,
             max_range_ms: args.max_range_hours * 3_600_000,
+            request_deadline: std::time::Duration::from_secs(args.query_timeout_seconds + 5),
         },
         auth_token: args.auth_token.filter(|t| !t.is_empty()),
         consumer_metrics_urls: args.consumer_metrics_urls,

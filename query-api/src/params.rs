@@ -15,6 +15,10 @@ pub struct Limits {
     pub default_max_nodes: usize,
     pub max_nodes_limit: usize,
     pub max_range_ms: i64,
+    /// Longest an API request may take (the query timeout plus a margin):
+    /// `max_execution_time` bounds a live server's work, not a ClickHouse that
+    /// accepts the connection and never answers.
+    pub request_deadline: std::time::Duration,
 }
 
 pub type Params = HashMap<String, String>;
@@ -174,6 +178,7 @@ mod tests {
         default_max_nodes: 8192,
         max_nodes_limit: 1 << 20,
         max_range_ms: 7 * 86_400_000,
+        request_deadline: std::time::Duration::from_secs(35),
     };
 
     fn params(pairs: &[(&str, &str)]) -> Params {

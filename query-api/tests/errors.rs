@@ -28,7 +28,10 @@ struct Answer {
 }
 
 async fn call(url: &str, request_id: Option<&str>, token: Option<&str>) -> Answer {
-    let mut request = reqwest::Client::new().get(url);
+    // Bounded: an API that never answers fails the test instead of hanging it.
+    let mut request = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(30));
     if let Some(id) = request_id {
         request = request.header("x-request-id", id);
     }
@@ -316,4 +319,33 @@ async fn clickhouse_failures_are_classified_logged_once_and_kept_from_the_caller
     assert!(a.text.contains("bug-1"), "{}", a.text);
     assert_logged_once(&log, "bug-1", "not enough data", &base).await;
     drop_database(&database).await;
+}
+
+/// A ClickHouse that accepts the connection and never answers (a stalled
+/// server: fault injection, no data) is abandoned after the query timeout
+/// plus a margin, answered as unavailable, and logged once; before, the API
+/// and the UI waited forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clickhouse_that_never_answers_is_abandoned_as_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let stalled = format!("http://{}", listener.local_addr().expect("address"));
+    // Accept and hold every connection without a byte of answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            held.push(stream);
+        }
+    });
+    let (_api, base, log) =
+        start_api_at(&stalled, "javelin", &["--query-timeout-seconds", "1"]);
+    let started = std::time::Instant::now();
+    let a = call(&format!("{base}/api/v1/services"), Some("stalled-1"), None).await;
+    let took = started.elapsed();
+    assert_error(&a, 503, "unavailable");
+    assert!(a.text.contains("did not answer in time"), "{}", a.text);
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(20),
+        "abandoned after the 1-s timeout plus the 5-s margin: {took:?}"
+    );
+    assert_logged_once(&log, "stalled-1", "no answer within 6s", &base).await;
 }
