@@ -3,72 +3,23 @@
 //! query API. Needs `dev/stack up` and `cargo build --workspace --bins` first
 //! (the README's test command does both).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
 
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::testkit::{
-    DemoJvm, RunTopics, clickhouse_url, create_topics, dev_tool, kafka_brokers, unique_name,
-    wait_for,
-};
+use javelin_schema::testkit::{dev_tool, kafka_brokers, wait_for};
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 use serde::Deserialize;
+use support::pipeline::{Pipeline, now_ms, repo_root};
 
-/// A child process killed (SIGKILL) and reaped when the test ends, pass or fail.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin_dir() -> PathBuf {
-    let me = PathBuf::from(env!("CARGO_BIN_EXE_javelin-loadtest"));
-    me.parent().expect("target dir").to_path_buf()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
-fn spawn(name: &'static str, logs: &Path, mut cmd: Command) -> Proc {
-    let log = logs.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("log file");
-    cmd.stderr(file).stdin(Stdio::null());
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name} ({cmd:?}): {e}"));
-    Proc { name, child, log }
-}
-
-fn binary(name: &str) -> Command {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    Command::new(path)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// The demo's CPU hot spot (loadtest/java/src/JavelinDemo.java): the search
+/// path's BM25 scan, about half of the demo's CPU time.
+const CPU_HOT_SPOT: &str = "SearchIndex.score";
 
 #[derive(Debug, Deserialize)]
 struct Flamegraph {
@@ -91,114 +42,11 @@ impl Flamegraph {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
-    let run = unique_name("e2e");
-    let logs = repo_root().join("target").join("e2e-logs").join(&run);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let (profiles, status, dlq) = (
-        format!("{run}.profiles"),
-        format!("{run}.status"),
-        format!("{run}.dlq"),
-    );
-    let database = run.clone();
-    create_topics(&[&profiles, &status, &dlq], 2).await;
-
-    let migrate = binary("javelin-consumer")
-        .args([
-            "migrate",
-            "--clickhouse-url",
-            &clickhouse_url(),
-            "--database",
-            &database,
-        ])
-        .output()
-        .expect("migrate runs");
-    assert!(
-        migrate.status.success(),
-        "migrate failed: {}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
-
-    // The demo workload; `start` returns once its main() runs.
-    let started = std::time::Instant::now();
-    let demo = DemoJvm::start(&[]);
-    let pid = demo.pid.to_string();
-
-    let mut agent = binary("javelin-agent");
-    agent.args([
-        "--brokers",
-        &kafka_brokers(),
-        "--profiles-topic",
-        &profiles,
-        "--status-topic",
-        &status,
-        "--pid",
-        &pid,
-        "--window-secs",
-        "5",
-        "--min-jvm-age-secs",
-        "0",
-        "--discovery-interval-secs",
-        "1",
-        "--recording-name",
-        &run,
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
-    agent.stdout(Stdio::null());
-    let agent = spawn("agent", &logs, agent);
-
-    let mut consumer = binary("javelin-consumer");
-    consumer.args(
-        RunTopics {
-            profiles: profiles.clone(),
-            status: status.clone(),
-            dlq: dlq.clone(),
-        }
-        .consumer_args(&clickhouse_url(), &database, &kafka_brokers(), &run),
-    );
-    consumer.stdout(Stdio::null());
-    let consumer = spawn("consumer", &logs, consumer);
-
-    let mut query = binary("javelin-query");
-    query
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--clickhouse-url",
-            &clickhouse_url(),
-            "--database",
-            &database,
-        ])
-        .stdout(Stdio::piped());
-    let mut query = spawn("query", &logs, query);
-    let base = {
-        use std::io::BufRead;
-        let stdout = query.child.stdout.take().expect("query stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("query prints its address");
-        line.trim()
-            .rsplit(' ')
-            .next()
-            .expect("url")
-            .trim_end_matches('/')
-            .to_string()
-    };
-
+    let pipeline = Pipeline::start("e2e").await;
+    let (base, started, run) = (&pipeline.base, pipeline.started, &pipeline.run);
     let http = reqwest::Client::new();
-    let procs = [&agent, &consumer, &query];
-    let context = || {
-        procs
-            .iter()
-            .map(|p| format!("{}: {}", p.name, p.log.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let fg: Flamegraph = wait_for(
-        "a CPU flamegraph where JavelinDemo.cpuBurn has ≥ 30% of the total",
+        &format!("a CPU flamegraph where {CPU_HOT_SPOT} has ≥ 30% of the total"),
         Duration::from_secs(60),
         || {
             let http = http.clone();
@@ -209,19 +57,18 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
             );
             async move {
                 let fg: Flamegraph = http.get(&url).send().await.ok()?.json().await.ok()?;
-                (fg.total > 0 && fg.total_of("JavelinDemo.cpuBurn") * 10 >= fg.total * 3)
-                    .then_some(fg)
+                (fg.total > 0 && fg.total_of(CPU_HOT_SPOT) * 10 >= fg.total * 3).then_some(fg)
             }
         },
     )
     .await;
-    let share = fg.total_of("JavelinDemo.cpuBurn") as f64 / fg.total as f64;
+    let share = fg.total_of(CPU_HOT_SPOT) as f64 / fg.total as f64;
     eprintln!(
-        "cpuBurn share {:.1}% of {} ns after {:?}; logs: {}",
+        "{CPU_HOT_SPOT} share {:.1}% of {} ns after {:?}; logs: {}",
         share * 100.0,
         fg.total,
         started.elapsed(),
-        context()
+        pipeline.logs()
     );
     assert!(
         started.elapsed() <= Duration::from_secs(75),
@@ -275,7 +122,7 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
 
     // The UI in a real browser, against this pipeline, after injecting a
     // truncated window through the real producer path.
-    inject_truncated_window(&profiles, &status).await;
+    inject_truncated_window(&pipeline.topics.profiles, &pipeline.topics.status).await;
     wait_for(
         "the injected truncation in the ledger",
         Duration::from_secs(30),
@@ -292,7 +139,7 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         },
     )
     .await;
-    let shots = repo_root().join("target").join("ui-screenshots").join(&run);
+    let shots = repo_root().join("target").join("ui-screenshots").join(run);
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let node_modules = dev_tool("node");
     let chromium = dev_tool("chromium");
@@ -314,6 +161,7 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
     let findings: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("findings as JSON");
     assert!(findings["truncatedParts"].as_u64() >= Some(1), "{findings}");
+    assert_eq!(findings["searchTerm"], CPU_HOT_SPOT, "{findings}");
     assert!(findings["searchShare"].as_f64() > Some(0.3), "{findings}");
     for shot in [
         "1-flamegraph",

@@ -336,8 +336,7 @@ async fn a_clickhouse_that_never_answers_is_abandoned_as_unavailable() {
             held.push(stream);
         }
     });
-    let (_api, base, log) =
-        start_api_at(&stalled, "javelin", &["--query-timeout-seconds", "1"]);
+    let (_api, base, log) = start_api_at(&stalled, "javelin", &["--query-timeout-seconds", "1"]);
     let started = std::time::Instant::now();
     let a = call(&format!("{base}/api/v1/services"), Some("stalled-1"), None).await;
     let took = started.elapsed();

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod pipeline;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
