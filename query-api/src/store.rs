@@ -277,13 +277,19 @@ impl Store {
         sums.sort_unstable_by_key(|s| s.stack_id);
         let mut frames: std::collections::HashMap<u64, Vec<String>> =
             std::collections::HashMap::new();
-        for ids in sums.chunks(10_000) {
+        // `IN (SELECT arrayJoin(…))` builds a set once; `has(ids, stack_id)`
+        // searched the array for every row (18.16: 7.8 s for 10,000 ids over
+        // 200,000 stack rows, against 38 ms). 18.16 refuses `IN [..]`, and the
+        // literal's element type must be cast. A chunk of 8,000 ids (up to 20
+        // digits each) stays well inside the default 256 KiB query size.
+        for ids in sums.chunks(FRAME_LOOKUP_CHUNK) {
             let ids: Vec<u64> = ids.iter().map(|s| s.stack_id).collect();
             let rows = self
                 .client
                 .query(
                     "SELECT stack_id, any(frames) AS frames FROM stacks
-                     WHERE service = ? AND has(?, stack_id) GROUP BY stack_id",
+                     WHERE service = ? AND stack_id IN (SELECT toUInt64(arrayJoin(?)))
+                     GROUP BY stack_id",
                 )
                 .bind(&sel.service)
                 .bind(ids)
@@ -385,6 +391,9 @@ impl Store {
             .await
     }
 }
+
+/// Stack ids per frames lookup.
+const FRAME_LOOKUP_CHUNK: usize = 8_000;
 
 /// Binds service, type, range and the label filters in force, in the order of
 /// [`Selection::clauses`].
