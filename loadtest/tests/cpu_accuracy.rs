@@ -271,17 +271,8 @@ impl Pipeline {
             run,
         ]);
         let mut query = spawn(query, "query", Stdio::piped());
-        let mut line = String::new();
-        std::io::BufReader::new(query.0.stdout.take().expect("query stdout"))
-            .read_line(&mut line)
-            .expect("the query API prints its address");
-        let base = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .expect("url")
-            .trim_end_matches('/')
-            .to_string();
+        let base =
+            javelin_schema::testkit::listening_url(query.0.stdout.take().expect("query stdout"));
         Pipeline {
             _processes: vec![agent, consumer, query],
             profiles: profiles_log,

@@ -249,22 +249,7 @@ fn start_api(
         .expect("javelin-query starts");
     let stdout = child.stdout.take().expect("stdout");
     let child = Reaped(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the listening line");
-    let base = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("url")
-        .trim_end_matches('/')
-        .to_string();
-    assert!(
-        base.starts_with("http://"),
-        "javelin-query printed {line:?}"
-    );
-    (child, base)
+    (child, javelin_schema::testkit::listening_url(stdout))
 }
 
 /// Runs `ui_states.cjs <scenario>`, answering its `ui-states: <verb>` lines

@@ -137,20 +137,9 @@ impl Pipeline {
             ])
             .stdout(Stdio::piped());
         let mut query = spawn("query", &logs, query);
-        let base = {
-            use std::io::BufRead;
-            let stdout = query.child.stdout.take().expect("query stdout");
-            let mut line = String::new();
-            std::io::BufReader::new(stdout)
-                .read_line(&mut line)
-                .expect("query prints its address");
-            line.trim()
-                .rsplit(' ')
-                .next()
-                .expect("url")
-                .trim_end_matches('/')
-                .to_string()
-        };
+        let base = javelin_schema::testkit::listening_url(
+            query.child.stdout.take().expect("query stdout"),
+        );
         Pipeline {
             run,
             topics,

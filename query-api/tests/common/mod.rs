@@ -290,18 +290,7 @@ pub fn start_api_at(clickhouse_url: &str, database: &str, extra: &[&str]) -> (Re
             }
         }
     });
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("url")
-        .trim_end_matches('/')
-        .to_string();
+    let url = javelin_schema::testkit::listening_url(child.stdout.take().expect("stdout"));
     (Reaped(child), url, log)
 }
 

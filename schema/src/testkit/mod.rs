@@ -138,6 +138,26 @@ fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The base URL a Javelin binary announces on its first stdout line
+/// ("javelin-query listening on http://127.0.0.1:PORT/"), without the
+/// trailing slash; fails with the line when it names no URL.
+pub fn listening_url(stdout: impl std::io::Read) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the binary prints where it listens");
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_string();
+    assert!(url.starts_with("http://"), "no URL in {line:?}");
+    url
+}
+
 /// The demo compiled once per test process.
 fn demo_classes() -> &'static std::path::Path {
     static CLASSES: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
