@@ -223,6 +223,7 @@ async fn shown_totals(database: &str, from_ms: i64, to_ms: i64, want: i64) -> (i
             max_nodes_limit: 1 << 20,
             max_range_ms: 7 * 86_400_000,
             request_deadline: std::time::Duration::from_secs(35),
+            max_breakdown_pairs: 200_000,
         },
         auth_token: None,
         consumer_metrics_urls: vec![],

@@ -16,7 +16,9 @@ use crate::error::ApiError;
 use crate::export::{self, ValueMeaning};
 use crate::flamegraph::{CallTree, DiffFlamegraph, Flamegraph};
 use crate::params::{self, Limits, Params, Range};
+use crate::ranked_diff::{By, Order, RankedRow, ranked};
 use crate::store::{HealthBucket, Label, LedgerSummary, Selection, StackValue, Store};
+use crate::timeline::{Breakdown, Points};
 use crate::top::{SortBy, TopRow, top};
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/flamegraph", get(flamegraph))
         .route("/api/v1/top", get(top_table))
         .route("/api/v1/diff", get(diff))
+        .route("/api/v1/diff/functions", get(diff_functions))
+        .route("/api/v1/timeline", get(timeline))
+        .route("/api/v1/tags", get(tags))
+        .route("/api/v1/sandwich", get(sandwich))
         .route("/api/v1/export/pprof", get(export_pprof))
         .route("/api/v1/export/collapsed", get(export_collapsed))
         .route("/api/v1/health", get(health))
@@ -145,7 +151,7 @@ async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsRe
     let name = params::text(&p, "label").unwrap_or_default();
     let label = Label::parse(name).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "unknown label {name:?}; use namespace, pod or container"
+            "unknown label {name:?}; use namespace, pod, container or node"
         ))
     })?;
     // One more than shown: says whether the list was cut.
@@ -180,9 +186,12 @@ struct Metadata {
     namespace: String,
     pod: String,
     container: String,
+    node: String,
     /// Sample rows read.
     scanned_rows: u64,
-    stacks: usize,
+    /// Distinct stacks in the answer (not counted by time series).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stacks: Option<usize>,
     /// From the ingestion ledger: window parts in the range, and the evidence of loss.
     #[serde(flatten)]
     ledger: LedgerSummary,
@@ -196,21 +205,36 @@ async fn load(
     to: i64,
 ) -> Result<(Vec<StackValue>, Metadata), ApiError> {
     let (stacks, ledger) = tokio::try_join!(store.stacks(sel), store.ledger_summary(sel))?;
-    let kind = ProfileType::from_name(&sel.profile_type).unwrap_or(ProfileType::Unspecified);
-    let metadata = Metadata {
-        service: sel.service.clone(),
-        profile_type: sel.profile_type.clone(),
-        unit: kind.value_unit(),
-        from,
-        to,
-        namespace: sel.namespace.clone(),
-        pod: sel.pod.clone(),
-        container: sel.container.clone(),
-        scanned_rows: stacks.iter().map(|s| s.rows).sum(),
-        stacks: stacks.len(),
-        ledger,
-    };
+    let scanned_rows = stacks.iter().map(|s| s.rows).sum();
+    let mut metadata = Metadata::of(sel, from, to, scanned_rows, ledger);
+    metadata.stacks = Some(stacks.len());
     Ok((stacks, metadata))
+}
+
+impl Metadata {
+    fn of(
+        sel: &Selection,
+        from: i64,
+        to: i64,
+        scanned_rows: u64,
+        ledger: LedgerSummary,
+    ) -> Metadata {
+        let kind = ProfileType::from_name(&sel.profile_type).unwrap_or(ProfileType::Unspecified);
+        Metadata {
+            service: sel.service.clone(),
+            profile_type: sel.profile_type.clone(),
+            unit: kind.value_unit(),
+            from,
+            to,
+            namespace: sel.namespace.clone(),
+            pod: sel.pod.clone(),
+            container: sel.container.clone(),
+            node: sel.node.clone(),
+            scanned_rows,
+            stacks: None,
+            ledger,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -303,6 +327,197 @@ async fn diff(State(s): Shared, Query(p): Query<Params>) -> ApiResult<DiffRespon
         diff: tree.to_diff(max_nodes),
         unit: left.1.unit,
         max_nodes,
+        left: left.1,
+        right: right.1,
+    }))
+}
+
+/// `step` in seconds (optional; ≥ 1).
+fn step_param(p: &Params) -> Result<Option<u32>, ApiError> {
+    match params::int(p, "step")? {
+        None => Ok(None),
+        Some(s) if s >= 1 => Ok(Some(u32::try_from(s).unwrap_or(u32::MAX))),
+        Some(_) => Err(ApiError::bad_request("step must be at least 1 second")),
+    }
+}
+
+/// The step of a time series over the selection: asked, or chosen from the
+/// range and the longest window in it (see [`crate::timeline::step`]).
+async fn series_step(store: &Store, sel: &Selection, p: &Params) -> Result<u32, ApiError> {
+    let asked = step_param(p)?;
+    let longest = match asked {
+        Some(_) => 0,
+        None => store.longest_window_ms(sel).await?,
+    };
+    Ok(crate::timeline::step(sel.from_s, sel.to_s, asked, longest))
+}
+
+#[derive(Debug, Serialize)]
+struct TimelineResponse {
+    step_seconds: u32,
+    /// `[bucket start (s), value]`, dense from the first bucket to `to`.
+    points: Points,
+    total: i64,
+    unit: &'static str,
+    metadata: Metadata,
+}
+
+/// The selection's total per time bucket (the flamegraph's total, spread over time).
+async fn timeline(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TimelineResponse> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let step = series_step(&s.store, &sel, &p).await?;
+    let (buckets, ledger) =
+        tokio::try_join!(s.store.timeline(&sel, step), s.store.ledger_summary(&sel))?;
+    let metadata = Metadata::of(&sel, from, to, buckets.iter().map(|b| b.rows).sum(), ledger);
+    Ok(Json(TimelineResponse {
+        step_seconds: step,
+        points: crate::timeline::timeline(sel.from_s, sel.to_s, step, &buckets),
+        total: buckets.iter().map(|b| b.value).sum(),
+        unit: metadata.unit,
+        metadata,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct TagsResponse {
+    label: &'static str,
+    step_seconds: u32,
+    #[serde(flatten)]
+    breakdown: Breakdown,
+    unit: &'static str,
+    metadata: Metadata,
+}
+
+/// The selection's total broken down by a label's values, over time.
+async fn tags(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TagsResponse> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let name = params::text(&p, "label").unwrap_or_default();
+    let label = Label::parse(name).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown label {name:?}; use namespace, pod, container or node"
+        ))
+    })?;
+    let limit = params::int(&p, "limit")?.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be in 1..=100"));
+    }
+    let step = series_step(&s.store, &sel, &p).await?;
+    let max = s.limits.max_breakdown_pairs;
+    let (rows, ledger) = tokio::try_join!(
+        s.store.tag_series(&sel, label, step, max),
+        s.store.ledger_summary(&sel)
+    )?;
+    let rows = rows.ok_or_else(|| ApiError {
+        kind: crate::error::ErrorKind::ScanLimit,
+        message: format!(
+            "{} has too many values in this range to break down (more than {max} value × time-bucket pairs, --max-breakdown-pairs): narrow the time range, use a longer step or filter first",
+            label.name()
+        ),
+        cause: None,
+    })?;
+    let metadata = Metadata::of(&sel, from, to, rows.iter().map(|r| r.rows).sum(), ledger);
+    Ok(Json(TagsResponse {
+        label: label.name(),
+        step_seconds: step,
+        breakdown: crate::timeline::breakdown(sel.from_s, sel.to_s, step, &rows, limit as usize),
+        unit: metadata.unit,
+        metadata,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct SandwichResponse {
+    function: String,
+    #[serde(rename = "self")]
+    self_value: i64,
+    total: i64,
+    callers: Flamegraph,
+    callees: Flamegraph,
+    unit: &'static str,
+    max_nodes: usize,
+    metadata: Metadata,
+}
+
+/// One function's callers (inverted) and callees.
+async fn sandwich(State(s): Shared, Query(p): Query<Params>) -> ApiResult<SandwichResponse> {
+    let (sel, from, to) = params::selection(&s.limits, &p, "")?;
+    let function = params::text(&p, "function")
+        .ok_or_else(|| {
+            ApiError::bad_request("`function` (a frame name, as in the top table) is required")
+        })?
+        .to_string();
+    let max_nodes = params::max_nodes(&s.limits, &p)?;
+    let (stacks, metadata) = load(&s.store, &sel, from, to).await?;
+    let view = crate::sandwich::sandwich(&stacks, &function);
+    Ok(Json(SandwichResponse {
+        function,
+        self_value: view.self_value,
+        total: view.total,
+        callers: view.callers.to_flamegraph(max_nodes),
+        callees: view.callees.to_flamegraph(max_nodes),
+        unit: metadata.unit,
+        max_nodes,
+        metadata,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct RankedDiffResponse {
+    rows: Vec<RankedRow>,
+    /// Functions on either side (before `limit`).
+    functions: usize,
+    by: By,
+    order: Order,
+    left_total: i64,
+    right_total: i64,
+    unit: &'static str,
+    left: Metadata,
+    right: Metadata,
+}
+
+/// The diff as a table, functions ranked by the change of their share.
+async fn diff_functions(
+    State(s): Shared,
+    Query(p): Query<Params>,
+) -> ApiResult<RankedDiffResponse> {
+    let (left_sel, lf, lt) = params::selection(&s.limits, &p, "")?;
+    let (right_sel, rf, rt) = params::selection(&s.limits, &p, "right_")?;
+    let by = match params::text(&p, "by").unwrap_or("self") {
+        "self" => By::SelfValue,
+        "total" => By::Total,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown by {other:?}; use self or total"
+            )));
+        }
+    };
+    let order = match params::text(&p, "order").unwrap_or("growth") {
+        "growth" => Order::Growth,
+        "shrink" => Order::Shrink,
+        "abs" => Order::Abs,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown order {other:?}; use growth, shrink or abs"
+            )));
+        }
+    };
+    let limit = params::int(&p, "limit")?.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be in 1..=10000"));
+    }
+    let (left, right) = tokio::try_join!(
+        load(&s.store, &left_sel, lf, lt),
+        load(&s.store, &right_sel, rf, rt)
+    )?;
+    let (rows, functions) = ranked(&left.0, &right.0, by, order, limit as usize);
+    Ok(Json(RankedDiffResponse {
+        rows,
+        functions,
+        by,
+        order,
+        left_total: left.0.iter().map(|s| s.value).sum(),
+        right_total: right.0.iter().map(|s| s.value).sum(),
+        unit: left.1.unit,
         left: left.1,
         right: right.1,
     }))

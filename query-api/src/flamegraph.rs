@@ -55,13 +55,19 @@ impl Default for CallTree {
 
 impl CallTree {
     pub fn new() -> CallTree {
+        CallTree::rooted("total")
+    }
+
+    /// A tree whose root is named `root` (`names[0]`), e.g. the function of a
+    /// sandwich view.
+    pub fn rooted(root: &str) -> CallTree {
         let mut tree = CallTree {
             names: vec![],
             name_index: HashMap::new(),
             nodes: vec![],
             child_index: HashMap::new(),
         };
-        let root = tree.intern("total");
+        let root = tree.intern(root);
         tree.nodes.push(Node {
             name: root,
             total: 0,

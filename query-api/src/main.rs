@@ -57,6 +57,10 @@ struct Args {
     /// Most rows one query may read in ClickHouse (`max_rows_to_read`); beyond it the API answers 422.
     #[arg(long, env = "JAVELIN_MAX_ROWS_SCANNED", default_value_t = 200_000_000)]
     max_rows_scanned: u64,
+    /// Most (label value, time bucket) pairs one tag breakdown (`/api/v1/tags`) may aggregate,
+    /// in ClickHouse and in the API; beyond it the API answers 422 (narrow the range, filter or use a longer step).
+    #[arg(long, env = "JAVELIN_MAX_BREAKDOWN_PAIRS", default_value_t = 200_000)]
+    max_breakdown_pairs: u64,
     /// Longest a query may run in ClickHouse (`max_execution_time`); beyond it the API answers 504.
     #[arg(long, env = "JAVELIN_QUERY_TIMEOUT_SECONDS", default_value_t = 30)]
     query_timeout_seconds: u64,
@@ -134,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
             max_nodes_limit: args.max_nodes_limit,
             max_range_ms: args.max_range_hours * 3_600_000,
             request_deadline: std::time::Duration::from_secs(args.query_timeout_seconds + 5),
+            max_breakdown_pairs: args.max_breakdown_pairs,
         },
         auth_token: args.auth_token.filter(|t| !t.is_empty()),
         consumer_metrics_urls: args.consumer_metrics_urls,

@@ -92,7 +92,7 @@ fn selection(prefix: &str, required: bool) -> Vec<Value> {
     }
     out.push(time(&format!("{prefix}from"), required));
     out.push(time(&format!("{prefix}to"), required));
-    out.extend(["namespace", "pod", "container"].map(label));
+    out.extend(["namespace", "pod", "container", "node"].map(label));
     out
 }
 
@@ -158,6 +158,19 @@ fn targets_response() -> Value {
     )
 }
 
+/// The labels a selection filters by and a breakdown splits by.
+const LABELS: [&str; 4] = ["namespace", "pod", "container", "node"];
+
+/// `step` of a time series.
+fn step() -> Value {
+    param(
+        "step",
+        "Bucket length in seconds; default: a round step of at least range/240 and at least the longest window in the range; raised (to a round step) to keep at most 1000 points",
+        false,
+        json!({ "type": "integer", "minimum": 1 }),
+    )
+}
+
 fn json_object() -> Value {
     json!({ "application/json": { "schema": { "type": "object" } } })
 }
@@ -176,7 +189,7 @@ pub fn document() -> Value {
         "label",
         "Label to list",
         true,
-        json!({ "type": "string", "enum": ["namespace", "pod", "container"] }),
+        json!({ "type": "string", "enum": LABELS }),
     ));
     let mut flamegraph = selection("", true);
     flamegraph.push(max_nodes());
@@ -196,6 +209,50 @@ pub fn document() -> Value {
     let mut diff = selection("", true);
     diff.extend(selection("right_", false));
     diff.push(max_nodes());
+    let mut timeline = selection("", true);
+    timeline.push(step());
+    let mut tags = selection("", true);
+    tags.push(param(
+        "label",
+        "Label whose values split the total",
+        true,
+        json!({ "type": "string", "enum": LABELS }),
+    ));
+    tags.push(param(
+        "limit",
+        "Values listed; the rest are summed into `other`",
+        false,
+        json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 10 }),
+    ));
+    tags.push(step());
+    let mut sandwich = selection("", true);
+    sandwich.push(param(
+        "function",
+        "A frame name, exactly as in the top table",
+        true,
+        json!({ "type": "string", "minLength": 1 }),
+    ));
+    sandwich.push(max_nodes());
+    let mut ranked = selection("", true);
+    ranked.extend(selection("right_", false));
+    ranked.push(param(
+        "by",
+        "Whose share is compared: self (the function is the leaf) or total (it is on the stack)",
+        false,
+        json!({ "type": "string", "enum": ["self", "total"], "default": "self" }),
+    ));
+    ranked.push(param(
+        "order",
+        "growth: largest increase of share first; shrink: largest decrease first; abs: largest change first",
+        false,
+        json!({ "type": "string", "enum": ["growth", "shrink", "abs"], "default": "growth" }),
+    ));
+    ranked.push(param(
+        "limit",
+        "Rows",
+        false,
+        json!({ "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 }),
+    ));
     let mut health = vec![param(
         "service",
         "Service (all when absent)",
@@ -253,13 +310,17 @@ pub fn document() -> Value {
                 listing_response(json!({ "types": { "type": "array", "items": { "type": "object" } } }), &["types"])
             ),
             "/api/v1/labels": get(
-                "Values of a label (namespace, pod, container; default range: the last hour)",
+                "Values of a label (namespace, pod, container, node; default range: the last hour)",
                 labels,
                 listing_response(json!({ "label": { "type": "string" }, "values": { "type": "array", "items": { "type": "string" } }, "truncated": { "type": "boolean" } }), &["label", "values", "truncated"])
             ),
             "/api/v1/flamegraph": get("Flamegraph (names + levels) with metadata", flamegraph, json_object()),
             "/api/v1/top": get("Top functions by self or total", top, json_object()),
             "/api/v1/diff": get("Diff of two selections, normalised by their totals", diff, json_object()),
+            "/api/v1/diff/functions": get("The diff as a table: functions ranked by the change of their share (self or total) between the left (baseline) and right selections", ranked, json_object()),
+            "/api/v1/timeline": get("The selection's total per time bucket (dense, zeros included); its total is the flamegraph's", timeline, json_object()),
+            "/api/v1/tags": get("The selection's total split by a label's values, per value and time bucket: the largest `limit` values and `other`", tags, json_object()),
+            "/api/v1/sandwich": get("One function's callers (inverted tree) and callees, both rooted at the function, with its self and total", sandwich, json_object()),
             "/api/v1/export/pprof": get("gzipped pprof profile of the selection", selection("", true), json!({ "application/octet-stream": {} })),
             "/api/v1/export/collapsed": get("Collapsed stacks of the selection", selection("", true), json!({ "text/plain": {} })),
             "/api/v1/health": get("Ingestion health per time bucket and consumer state (default range: the last hour)", health, json_object()),

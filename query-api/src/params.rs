@@ -19,6 +19,8 @@ pub struct Limits {
     /// `max_execution_time` bounds a live server's work, not a ClickHouse that
     /// accepts the connection and never answers.
     pub request_deadline: std::time::Duration,
+    /// Most (label value, time bucket) pairs a breakdown (`/tags`) aggregates.
+    pub max_breakdown_pairs: u64,
 }
 
 pub type Params = HashMap<String, String>;
@@ -121,7 +123,7 @@ pub fn profile_type(p: &Params) -> Result<ProfileType, ApiError> {
 }
 
 /// The selection named by service, type, `{prefix}from`/`{prefix}to` and the
-/// `{prefix}namespace|pod|container` filters. With a prefix (the right side of
+/// `{prefix}namespace|pod|container|node` filters. With a prefix (the right side of
 /// a diff), a missing value falls back to the unprefixed one.
 pub fn selection(
     limits: &Limits,
@@ -152,6 +154,7 @@ pub fn selection(
             namespace: label("namespace"),
             pod: label("pod"),
             container: label("container"),
+            node: label("node"),
         },
         from,
         to,
@@ -179,6 +182,7 @@ mod tests {
         max_nodes_limit: 1 << 20,
         max_range_ms: 7 * 86_400_000,
         request_deadline: std::time::Duration::from_secs(35),
+        max_breakdown_pairs: 200_000,
     };
 
     fn params(pairs: &[(&str, &str)]) -> Params {

@@ -24,14 +24,16 @@ pub struct Selection {
     pub namespace: String,
     pub pod: String,
     pub container: String,
+    pub node: String,
 }
 
-/// The label columns a selection can filter and list.
+/// The label columns a selection can filter, list and break down by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Label {
     Namespace,
     Pod,
     Container,
+    Node,
 }
 
 impl Label {
@@ -40,8 +42,14 @@ impl Label {
             "namespace" => Some(Label::Namespace),
             "pod" => Some(Label::Pod),
             "container" => Some(Label::Container),
+            "node" => Some(Label::Node),
             _ => None,
         }
+    }
+
+    /// The label's name in the API.
+    pub fn name(self) -> &'static str {
+        self.column()
     }
 
     /// The column name: a fixed identifier, never user text.
@@ -50,6 +58,7 @@ impl Label {
             Label::Namespace => "namespace",
             Label::Pod => "pod",
             Label::Container => "container",
+            Label::Node => "node",
         }
     }
 }
@@ -109,6 +118,25 @@ struct StackSum {
     rows: u64,
 }
 
+/// One time bucket of a timeline.
+#[derive(Debug, Clone, Copy, Row, Deserialize, PartialEq, Eq)]
+pub struct Bucket {
+    /// Bucket start, seconds since the epoch.
+    pub time: u32,
+    pub value: i64,
+    /// Sample rows summed into it.
+    pub rows: u64,
+}
+
+/// One (label value, time bucket) of a tag breakdown.
+#[derive(Debug, Clone, Row, Deserialize, PartialEq, Eq)]
+pub struct TagBucket {
+    pub tag: String,
+    pub time: u32,
+    pub value: i64,
+    pub rows: u64,
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct StackFrames {
     stack_id: u64,
@@ -134,6 +162,7 @@ impl Selection {
             ("namespace", self.namespace.as_str()),
             ("pod", self.pod.as_str()),
             ("container", self.container.as_str()),
+            ("node", self.node.as_str()),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -244,29 +273,11 @@ impl Store {
         sel: &Selection,
     ) -> Result<Vec<StackValue>, clickhouse::error::Error> {
         let sums = self
-            .scoped(
-                &format!(
-                    "SELECT stack_id, sum(value) AS value, count() AS rows FROM samples
-                     WHERE {} AND (window_id, insert_id) IN (
-                         SELECT window_id, min(insert_id) FROM stored_parts
-                         WHERE {SCOPE}
-                           AND NOT (insert_id != 0 AND (target_id, window_start) IN (
-                               SELECT target_id, window_start FROM stored_parts
-                               WHERE {SCOPE} AND insert_id = 0))
-                         GROUP BY window_id)
-                     GROUP BY stack_id",
-                    sel.clauses()
-                ),
+            .exactly_once(
+                "stack_id, sum(value) AS value, count() AS rows",
+                "GROUP BY stack_id",
                 sel,
             )
-            .bind(&sel.service)
-            .bind(&sel.profile_type)
-            .bind(sel.from_s)
-            .bind(sel.to_s)
-            .bind(&sel.service)
-            .bind(&sel.profile_type)
-            .bind(sel.from_s)
-            .bind(sel.to_s)
             .fetch_all::<StackSum>()
             .await?;
         // GROUP BY returns groups in no fixed order (it differs between
@@ -309,6 +320,114 @@ impl Store {
                     .unwrap_or_else(|| vec![format!("[unknown stack {:016x}]", s.stack_id)]),
             })
             .collect())
+    }
+
+    /// `SELECT {columns} FROM samples WHERE <selection> AND <each window
+    /// part's copy counted once> {tail}`, bound. Every profile answer reads
+    /// samples through this, so all of them count the same rows (see
+    /// [`Store::stacks`] for why this is exact without `FINAL`).
+    fn exactly_once(&self, columns: &str, tail: &str, sel: &Selection) -> clickhouse::query::Query {
+        self.scoped(
+            &format!(
+                "SELECT {columns} FROM samples
+                 WHERE {} AND (window_id, insert_id) IN (
+                     SELECT window_id, min(insert_id) FROM stored_parts
+                     WHERE {SCOPE}
+                       AND NOT (insert_id != 0 AND (target_id, window_start) IN (
+                           SELECT target_id, window_start FROM stored_parts
+                           WHERE {SCOPE} AND insert_id = 0))
+                     GROUP BY window_id)
+                 {tail}",
+                sel.clauses()
+            ),
+            sel,
+        )
+        .bind(&sel.service)
+        .bind(&sel.profile_type)
+        .bind(sel.from_s)
+        .bind(sel.to_s)
+        .bind(&sel.service)
+        .bind(&sel.profile_type)
+        .bind(sel.from_s)
+        .bind(sel.to_s)
+    }
+
+    /// The selection's summed value per `step_s` seconds of window start
+    /// (buckets aligned to the epoch), only buckets with rows, in time order.
+    pub async fn timeline(
+        &self,
+        sel: &Selection,
+        step_s: u32,
+    ) -> Result<Vec<Bucket>, clickhouse::error::Error> {
+        // The step is a number we computed, not user text.
+        self.exactly_once(
+            &format!(
+                "toUInt32(intDiv(toUInt32(window_start), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
+            ),
+            "GROUP BY time ORDER BY time",
+            sel,
+        )
+        .fetch_all::<Bucket>()
+        .await
+    }
+
+    /// The selection's summed value per value of `label` and `step_s`
+    /// seconds; `None` when there are more than `max_pairs` (value, bucket)
+    /// pairs. Rows are read as they stream and the request is abandoned at
+    /// the bound, so a label with a million values costs neither side more
+    /// than the bound. (A server-side `max_rows_to_group_by` would also
+    /// count the groups of the exactly-once subquery: one per window part.)
+    pub async fn tag_series(
+        &self,
+        sel: &Selection,
+        label: Label,
+        step_s: u32,
+        max_pairs: u64,
+    ) -> Result<Option<Vec<TagBucket>>, clickhouse::error::Error> {
+        let column = label.column();
+        let mut cursor = self
+            .exactly_once(
+                &format!(
+                    "{column} AS tag, toUInt32(intDiv(toUInt32(window_start), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
+                ),
+                "GROUP BY tag, time",
+                sel,
+            )
+            .fetch::<TagBucket>()?;
+        let mut rows = Vec::new();
+        while let Some(row) = cursor.next().await? {
+            if rows.len() as u64 >= max_pairs {
+                return Ok(None);
+            }
+            rows.push(row);
+        }
+        Ok(Some(rows))
+    }
+
+    /// The longest window recorded for the selection's service and type in
+    /// its range (ms; 0 when none), from the ledger: a timeline bucket
+    /// shorter than a window would show gaps that are not there.
+    pub async fn longest_window_ms(
+        &self,
+        sel: &Selection,
+    ) -> Result<i64, clickhouse::error::Error> {
+        #[derive(Debug, Row, Deserialize)]
+        struct Longest {
+            ms: i64,
+        }
+        let row = self
+            .client
+            .query(
+                "SELECT toInt64(max(window_end_ms - window_start_ms)) AS ms FROM ingest_ledger
+                 WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
+            )
+            .bind(&sel.service)
+            .bind(&sel.profile_type)
+            .bind(sel.from_s)
+            .bind(sel.to_s)
+            .fetch_one::<Longest>()
+            .await?;
+        Ok(row.ms.max(0))
     }
 
     /// The ledger's account of the selection's window parts (pod filter only:

@@ -23,9 +23,10 @@ pub enum SortBy {
     Total,
 }
 
-/// The table, sorted descending by `sort` (then by name), and the number of
-/// functions before `limit` cut it.
-pub fn top(stacks: &[StackValue], sort: SortBy, limit: usize) -> (Vec<TopRow>, usize) {
+/// Per function (by name): (self, total) over the stacks. Self is the value
+/// of stacks where it is the leaf; total of stacks it appears in, once per
+/// stack however often it recurses.
+pub fn function_values(stacks: &[StackValue]) -> HashMap<&str, (i64, i64)> {
     let mut by_name: HashMap<&str, (i64, i64)> = HashMap::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for stack in stacks {
@@ -39,6 +40,13 @@ pub fn top(stacks: &[StackValue], sort: SortBy, limit: usize) -> (Vec<TopRow>, u
             by_name.entry(leaf).or_default().0 += stack.value;
         }
     }
+    by_name
+}
+
+/// The table, sorted descending by `sort` (then by name), and the number of
+/// functions before `limit` cut it.
+pub fn top(stacks: &[StackValue], sort: SortBy, limit: usize) -> (Vec<TopRow>, usize) {
+    let by_name = function_values(stacks);
     let functions = by_name.len();
     let mut rows: Vec<TopRow> = by_name
         .into_iter()
