@@ -343,7 +343,30 @@ async fn clickhouse_26_9_answers_like_18_16() {
             format!("/api/v1/diff?{q}&right_from={six_from}&right_to={six_to}"),
             format!("/api/v1/diff?{q}&pod={service}-0&right_pod={service}-1"),
             format!("/api/v1/export/collapsed?{q}"),
+            format!("/api/v1/timeline?{q}"),
+            format!("/api/v1/timeline?{q}&step=7&pod={service}-0"),
+            format!("/api/v1/tags?{q}&label=pod&limit=1"),
+            format!("/api/v1/tags?{q}&label=node"),
+            format!("/api/v1/diff/functions?{q}&right_from={six_from}&right_to={six_to}"),
+            format!("/api/v1/diff/functions?{q}&pod={service}-0&right_pod={service}-1&by=total&order=abs"),
         ]);
+        // The sandwich of the hottest function (named by the 18.16 side).
+        let top = sides[0].get(&format!("/api/v1/top?{q}&limit=1")).await;
+        let hottest = top["rows"][0]["name"].as_str().unwrap_or_default();
+        assert!(!hottest.is_empty(), "{top}");
+        let mut sandwich = reqwest::Url::parse("http://compat/api/v1/sandwich").expect("url");
+        sandwich
+            .query_pairs_mut()
+            .append_pair("service", service)
+            .append_pair("type", kind)
+            .append_pair("from", &from.to_string())
+            .append_pair("to", &to.to_string())
+            .append_pair("function", hottest);
+        paths.push(format!(
+            "{}?{}",
+            sandwich.path(),
+            sandwich.query().unwrap_or_default()
+        ));
     }
     for path in &paths {
         let (a, b) = (sides[0].get(path).await, sides[1].get(path).await);
