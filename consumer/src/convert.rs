@@ -59,6 +59,7 @@ impl WindowRows {
             value: stack.value,
             count: stack.count,
             insert_id,
+            app_version: &t.app_version,
         })
     }
 

@@ -194,6 +194,7 @@ async fn insert_sample(
             value: 5,
             count: 1,
             insert_id,
+            app_version: String::new(),
         })
         .await?;
     insert.end().await

@@ -92,6 +92,29 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         .expect("json");
     assert_eq!(services["services"], serde_json::json!(["javelin-demo"]));
 
+    // The version the demo JVM carries (JAVELIN_APP_VERSION in its
+    // environment) reaches the tag explorer: every sample has it.
+    let tags: serde_json::Value = http
+        .get(format!(
+            "{base}/api/v1/tags?service=javelin-demo&type=cpu&label=version&from={}&to={}",
+            now_ms() - 600_000,
+            now_ms()
+        ))
+        .send()
+        .await
+        .expect("tags")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(tags["distinct_values"], 1, "{tags}");
+    assert_eq!(
+        tags["values"][0]["value"],
+        javelin_schema::testkit::DEMO_APP_VERSION,
+        "{tags}"
+    );
+    assert_eq!(tags["values"][0]["total"], tags["total"], "{tags}");
+    assert!(tags["total"].as_i64() > Some(0), "{tags}");
+
     // Bad input is a clear 400, not a crash.
     let bad = http
         .get(format!(

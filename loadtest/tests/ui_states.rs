@@ -130,6 +130,7 @@ async fn seed(url: &str, database: &str) {
                         value: ms * 1_000_000,
                         count: 1,
                         insert_id: 1,
+                        app_version: String::new(),
                     })
                     .await
                     .expect("sample");

@@ -24,6 +24,12 @@ pub struct JvmProcess {
     pub explicit_service: Option<String>,
     /// Main class or jar name from the command line.
     pub main_name: Option<String>,
+    /// The application's version (see [`JvmProcess::resolve_app_version`]).
+    pub app_version: String,
+    /// `JAVELIN_APP_VERSION` from the process environment.
+    pub explicit_app_version: Option<String>,
+    /// `service.version` from the process's `OTEL_RESOURCE_ATTRIBUTES`.
+    pub otel_service_version: Option<String>,
     /// Started with `-XX:+DisableAttachMechanism` (from any option source, see
     /// [`crate::jvm_options`]): never attach, never signal.
     pub attach_disabled: bool,
@@ -47,6 +53,72 @@ impl JvmProcess {
             .or_else(|| self.main_name.clone())
             .unwrap_or_else(|| format!("java-{}", self.pid));
     }
+
+    /// Applies the version chain, first match wins: `JAVELIN_APP_VERSION` →
+    /// the pod's `app.kubernetes.io/version` label (when looked up) →
+    /// `service.version` in `OTEL_RESOURCE_ATTRIBUTES` → none (empty).
+    pub fn resolve_app_version(&mut self, pod_label: Option<&str>) {
+        self.app_version = self
+            .explicit_app_version
+            .clone()
+            .or_else(|| pod_label.and_then(app_version_value))
+            .or_else(|| self.otel_service_version.clone())
+            .unwrap_or_default();
+    }
+}
+
+/// Longest application version kept (a label, not a payload).
+const MAX_APP_VERSION: usize = 128;
+
+/// A version from the environment: trimmed, non-empty, at most
+/// [`MAX_APP_VERSION`] bytes (cut at a character boundary).
+fn app_version_value(raw: &str) -> Option<String> {
+    let v = raw.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let mut end = v.len().min(MAX_APP_VERSION);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(v[..end].to_string())
+}
+
+/// `service.version` from an `OTEL_RESOURCE_ATTRIBUTES` value
+/// (`key=value,key=value`, values percent-encoded by the spec; a version
+/// rarely needs it, and an undecodable one is taken as written).
+fn otel_service_version(environ: &[String]) -> Option<String> {
+    let attrs = environ
+        .iter()
+        .find_map(|kv| kv.strip_prefix("OTEL_RESOURCE_ATTRIBUTES="))?;
+    attrs
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| k.trim() == "service.version")
+        .and_then(|(_, v)| app_version_value(&percent_decoded(v.trim())))
+}
+
+/// `%XX` sequences decoded; anything malformed kept as is.
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// A native profiler found in a JVM's memory maps.
@@ -159,11 +231,18 @@ impl ProcFs {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             main_name: main_name(&cmdline),
+            app_version: String::new(),
+            explicit_app_version: environ
+                .iter()
+                .find_map(|kv| kv.strip_prefix("JAVELIN_APP_VERSION="))
+                .and_then(app_version_value),
+            otel_service_version: otel_service_version(&environ),
             attach_disabled: attach_disabled(&dir, &cmdline, &environ),
             foreign_profiler: foreign_profiler(&maps),
             pod,
         };
         jvm.resolve_service(None);
+        jvm.resolve_app_version(None);
         Some(jvm)
     }
 }
@@ -312,6 +391,9 @@ mod tests {
             service: String::new(),
             explicit_service: None,
             main_name: Some("Billing".into()),
+            app_version: String::new(),
+            explicit_app_version: None,
+            otel_service_version: None,
             attach_disabled: false,
             foreign_profiler: None,
             pod: PodIdentity::default(),
@@ -331,6 +413,57 @@ mod tests {
         jvm.pod.container.clear();
         jvm.resolve_service(Some(""));
         assert_eq!(jvm.service, "java-42");
+    }
+
+    #[test]
+    fn the_version_chain_takes_the_first_known_version() {
+        let env = |vars: &[&str]| vars.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            otel_service_version(&env(&[
+                "PATH=/bin",
+                "OTEL_RESOURCE_ATTRIBUTES=deployment.environment=prod, service.version = 2.4.1%2Bbuild7 ,x=y"
+            ])),
+            Some("2.4.1+build7".into())
+        );
+        assert_eq!(
+            otel_service_version(&env(&["OTEL_RESOURCE_ATTRIBUTES=service.name=a"])),
+            None
+        );
+        assert_eq!(
+            otel_service_version(&env(&["OTEL_RESOURCE_ATTRIBUTES=service.version=%ZZ"])),
+            Some("%ZZ".into())
+        );
+        assert_eq!(app_version_value("  "), None);
+        assert_eq!(
+            app_version_value(&"é".repeat(100)).map(|v| v.len()),
+            Some(128)
+        );
+
+        let mut jvm = JvmProcess {
+            pid: 42,
+            nspid: 1,
+            start_ms: 0,
+            service: String::new(),
+            explicit_service: None,
+            main_name: None,
+            app_version: String::new(),
+            explicit_app_version: None,
+            otel_service_version: Some("1.0-otel".into()),
+            attach_disabled: false,
+            foreign_profiler: None,
+            pod: PodIdentity::default(),
+        };
+        jvm.resolve_app_version(None);
+        assert_eq!(jvm.app_version, "1.0-otel");
+        jvm.resolve_app_version(Some("1.1-label"));
+        assert_eq!(jvm.app_version, "1.1-label");
+        jvm.explicit_app_version = Some("1.2-env".into());
+        jvm.resolve_app_version(Some("1.1-label"));
+        assert_eq!(jvm.app_version, "1.2-env");
+        jvm.explicit_app_version = None;
+        jvm.otel_service_version = None;
+        jvm.resolve_app_version(Some(""));
+        assert_eq!(jvm.app_version, "", "none: empty, not invented");
     }
 
     #[test]

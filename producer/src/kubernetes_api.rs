@@ -13,6 +13,8 @@ use tokio::sync::Mutex;
 const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The standard label naming the application (the service-name chain's second step).
 pub const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The standard label giving the application's version (the version chain's second step).
+pub const APP_VERSION_LABEL: &str = "app.kubernetes.io/version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -69,6 +71,13 @@ impl PodMeta {
     pub fn app_name(&self) -> Option<&str> {
         self.labels
             .get(APP_NAME_LABEL)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn app_version(&self) -> Option<&str> {
+        self.labels
+            .get(APP_VERSION_LABEL)
             .map(String::as_str)
             .filter(|s| !s.is_empty())
     }
@@ -173,7 +182,7 @@ mod tests {
     #[test]
     fn labels_and_container_names_come_from_the_pod_object() {
         let pod: Value = serde_json::json!({
-            "metadata": {"name": "checkout-7d9f-x2", "labels": {"app.kubernetes.io/name": "checkout", "tier": "web"}},
+            "metadata": {"name": "checkout-7d9f-x2", "labels": {"app.kubernetes.io/name": "checkout", "app.kubernetes.io/version": "3.1.0", "tier": "web"}},
             "status": {
                 "containerStatuses": [
                     {"name": "app", "containerID": "containerd://3f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"},
@@ -184,6 +193,7 @@ mod tests {
         });
         let meta = PodMeta::from_json(&pod);
         assert_eq!(meta.app_name(), Some("checkout"));
+        assert_eq!(meta.app_version(), Some("3.1.0"));
         assert_eq!(
             meta.container_name("3f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"),
             Some("app")

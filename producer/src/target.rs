@@ -66,6 +66,7 @@ pub fn identity(jvm: &JvmProcess, config: &TargetConfig) -> TargetIdentity {
         nspid: jvm.nspid,
         jvm_start_ms: jvm.start_ms,
         target_id: wire::target_id(&config.cluster, &config.node, jvm.pid, jvm.start_ms),
+        app_version: jvm.app_version.clone(),
     }
 }
 
@@ -701,8 +702,8 @@ fn build_windows(
     (windows, error)
 }
 
-/// Fills the container name and the pod-label step of the service-name chain
-/// from the Kubernetes API. A failed lookup only loses those two facts.
+/// Fills the container name and the pod-label steps of the service-name and
+/// version chains from the Kubernetes API. A failed lookup only loses those facts.
 async fn enrich_from_api(jvm: &mut JvmProcess, pods: &PodLookup) {
     if jvm.pod.namespace.is_empty() || jvm.pod.pod.is_empty() {
         return;
@@ -715,6 +716,7 @@ async fn enrich_from_api(jvm: &mut JvmProcess, pods: &PodLookup) {
                 jvm.pod.container = name.to_string();
             }
             jvm.resolve_service(meta.app_name());
+            jvm.resolve_app_version(meta.app_version());
         }
         Err(e) => {
             tracing::warn!(pid = jvm.pid, error = %e, "pod lookup failed; identity without pod labels")

@@ -151,7 +151,7 @@ async fn labels(State(s): Shared, Query(p): Query<Params>) -> ApiResult<LabelsRe
     let name = params::text(&p, "label").unwrap_or_default();
     let label = Label::parse(name).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "unknown label {name:?}; use namespace, pod, container or node"
+            "unknown label {name:?}; use namespace, pod, container, node or version"
         ))
     })?;
     // One more than shown: says whether the list was cut.
@@ -187,6 +187,7 @@ struct Metadata {
     pod: String,
     container: String,
     node: String,
+    version: String,
     /// Sample rows read.
     scanned_rows: u64,
     /// Distinct stacks in the answer (not counted by time series).
@@ -230,6 +231,7 @@ impl Metadata {
             pod: sel.pod.clone(),
             container: sel.container.clone(),
             node: sel.node.clone(),
+            version: sel.version.clone(),
             scanned_rows,
             stacks: None,
             ledger,
@@ -394,7 +396,7 @@ async fn tags(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TagsRespon
     let name = params::text(&p, "label").unwrap_or_default();
     let label = Label::parse(name).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "unknown label {name:?}; use namespace, pod, container or node"
+            "unknown label {name:?}; use namespace, pod, container, node or version"
         ))
     })?;
     let limit = params::int(&p, "limit")?.unwrap_or(10);

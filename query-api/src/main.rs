@@ -57,8 +57,8 @@ struct Args {
     /// Most rows one query may read in ClickHouse (`max_rows_to_read`); beyond it the API answers 422.
     #[arg(long, env = "JAVELIN_MAX_ROWS_SCANNED", default_value_t = 200_000_000)]
     max_rows_scanned: u64,
-    /// Most (label value, time bucket) pairs one tag breakdown (`/api/v1/tags`) may aggregate,
-    /// in ClickHouse and in the API; beyond it the API answers 422 (narrow the range, filter or use a longer step).
+    /// Most (label value, time bucket) pairs one tag breakdown (`/api/v1/tags`) reads into the API
+    /// (its memory bound); beyond it the API answers 422 (narrow the range, filter or use a longer step).
     #[arg(long, env = "JAVELIN_MAX_BREAKDOWN_PAIRS", default_value_t = 200_000)]
     max_breakdown_pairs: u64,
     /// Longest a query may run in ClickHouse (`max_execution_time`); beyond it the API answers 504.

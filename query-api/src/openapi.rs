@@ -92,7 +92,7 @@ fn selection(prefix: &str, required: bool) -> Vec<Value> {
     }
     out.push(time(&format!("{prefix}from"), required));
     out.push(time(&format!("{prefix}to"), required));
-    out.extend(["namespace", "pod", "container", "node"].map(label));
+    out.extend(LABELS.map(label));
     out
 }
 
@@ -122,7 +122,7 @@ fn get(summary: &str, mut params: Vec<Value>, content: Value) -> Value {
             "200": { "description": "OK", "headers": header, "content": content },
             "400": error("bad_request: a parameter is missing, malformed or out of its limits; the message says which"),
             "401": error("unauthorized: bearer token missing or wrong (when auth is on)"),
-            "422": error("scan_limit: the query would scan more rows than allowed (--max-rows-scanned); narrow the range or filter"),
+            "422": error("scan_limit: the query would scan more rows than allowed (--max-rows-scanned), or a tag breakdown has more value × time-bucket pairs than allowed (--max-breakdown-pairs); narrow the range or filter"),
             "500": error("internal: a fault of the query API or its configuration; its log has the cause under the request_id"),
             "503": error("unavailable: ClickHouse cannot answer now; retry later"),
             "504": error("timeout: the query took longer than allowed (--query-timeout-seconds); narrow the range or filter")
@@ -159,7 +159,7 @@ fn targets_response() -> Value {
 }
 
 /// The labels a selection filters by and a breakdown splits by.
-const LABELS: [&str; 4] = ["namespace", "pod", "container", "node"];
+const LABELS: [&str; 5] = ["namespace", "pod", "container", "node", "version"];
 
 /// `step` of a time series.
 fn step() -> Value {
@@ -232,7 +232,12 @@ pub fn document() -> Value {
         true,
         json!({ "type": "string", "minLength": 1 }),
     ));
-    sandwich.push(max_nodes());
+    sandwich.push(param(
+        "max_nodes",
+        "Most nodes in each of the two trees (callers, callees); cut mass goes to `other` nodes",
+        false,
+        json!({ "type": "integer", "minimum": 2, "default": 8192 }),
+    ));
     let mut ranked = selection("", true);
     ranked.extend(selection("right_", false));
     ranked.push(param(
@@ -310,7 +315,7 @@ pub fn document() -> Value {
                 listing_response(json!({ "types": { "type": "array", "items": { "type": "object" } } }), &["types"])
             ),
             "/api/v1/labels": get(
-                "Values of a label (namespace, pod, container, node; default range: the last hour)",
+                "Values of a label (namespace, pod, container, node, version: the application's version; default range: the last hour)",
                 labels,
                 listing_response(json!({ "label": { "type": "string" }, "values": { "type": "array", "items": { "type": "string" } }, "truncated": { "type": "boolean" } }), &["label", "values", "truncated"])
             ),
@@ -320,7 +325,7 @@ pub fn document() -> Value {
             "/api/v1/diff/functions": get("The diff as a table: functions ranked by the change of their share (self or total) between the left (baseline) and right selections", ranked, json_object()),
             "/api/v1/timeline": get("The selection's total per time bucket (dense, zeros included); its total is the flamegraph's", timeline, json_object()),
             "/api/v1/tags": get("The selection's total split by a label's values, per value and time bucket: the largest `limit` values and `other`", tags, json_object()),
-            "/api/v1/sandwich": get("One function's callers (inverted tree) and callees, both rooted at the function, with its self and total", sandwich, json_object()),
+            "/api/v1/sandwich": get("One function's callers (inverted tree) and callees, both rooted at the function (cut at its outermost call), with its self and total as in the top table (under recursion the callees root's own self counts only stacks ending at the outermost call)", sandwich, json_object()),
             "/api/v1/export/pprof": get("gzipped pprof profile of the selection", selection("", true), json!({ "application/octet-stream": {} })),
             "/api/v1/export/collapsed": get("Collapsed stacks of the selection", selection("", true), json!({ "text/plain": {} })),
             "/api/v1/health": get("Ingestion health per time bucket and consumer state (default range: the last hour)", health, json_object()),

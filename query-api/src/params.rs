@@ -123,7 +123,7 @@ pub fn profile_type(p: &Params) -> Result<ProfileType, ApiError> {
 }
 
 /// The selection named by service, type, `{prefix}from`/`{prefix}to` and the
-/// `{prefix}namespace|pod|container|node` filters. With a prefix (the right side of
+/// `{prefix}namespace|pod|container|node|version` filters. With a prefix (the right side of
 /// a diff), a missing value falls back to the unprefixed one.
 pub fn selection(
     limits: &Limits,
@@ -155,6 +155,7 @@ pub fn selection(
             pod: label("pod"),
             container: label("container"),
             node: label("node"),
+            version: label("version"),
         },
         from,
         to,

@@ -25,6 +25,8 @@ pub struct Selection {
     pub pod: String,
     pub container: String,
     pub node: String,
+    /// The application's version (`app_version`).
+    pub version: String,
 }
 
 /// The label columns a selection can filter, list and break down by.
@@ -34,6 +36,8 @@ pub enum Label {
     Pod,
     Container,
     Node,
+    /// The application's version (empty where the target carries none).
+    Version,
 }
 
 impl Label {
@@ -43,13 +47,17 @@ impl Label {
             "pod" => Some(Label::Pod),
             "container" => Some(Label::Container),
             "node" => Some(Label::Node),
+            "version" => Some(Label::Version),
             _ => None,
         }
     }
 
     /// The label's name in the API.
     pub fn name(self) -> &'static str {
-        self.column()
+        match self {
+            Label::Version => "version",
+            other => other.column(),
+        }
     }
 
     /// The column name: a fixed identifier, never user text.
@@ -59,6 +67,7 @@ impl Label {
             Label::Pod => "pod",
             Label::Container => "container",
             Label::Node => "node",
+            Label::Version => "app_version",
         }
     }
 }
@@ -163,6 +172,7 @@ impl Selection {
             ("pod", self.pod.as_str()),
             ("container", self.container.as_str()),
             ("node", self.node.as_str()),
+            ("app_version", self.version.as_str()),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -390,7 +400,9 @@ impl Store {
                 &format!(
                     "{column} AS tag, toUInt32(intDiv(toUInt32(window_start), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
                 ),
-                "GROUP BY tag, time",
+                // The server stops sending past the bound (its aggregation
+                // is bounded by its own max_memory_usage).
+                &format!("GROUP BY tag, time LIMIT {}", max_pairs.saturating_add(1)),
                 sel,
             )
             .fetch::<TagBucket>()?;
@@ -404,8 +416,9 @@ impl Store {
         Ok(Some(rows))
     }
 
-    /// The longest window recorded for the selection's service and type in
-    /// its range (ms; 0 when none), from the ledger: a timeline bucket
+    /// The longest window stored for the selection's service and type in
+    /// its range (ms; 0 when none; refused parts, whose bounds may be
+    /// anything, do not count), from the ledger: a timeline bucket
     /// shorter than a window would show gaps that are not there.
     pub async fn longest_window_ms(
         &self,
@@ -419,7 +432,8 @@ impl Store {
             .client
             .query(
                 "SELECT toInt64(max(window_end_ms - window_start_ms)) AS ms FROM ingest_ledger
-                 WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
+                 WHERE service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)
+                   AND status != 'rejected'",
             )
             .bind(&sel.service)
             .bind(&sel.profile_type)
@@ -427,11 +441,12 @@ impl Store {
             .bind(sel.to_s)
             .fetch_one::<Longest>()
             .await?;
-        Ok(row.ms.max(0))
+        // Longer than the consumer accepts is not a window (it is refused).
+        Ok(row.ms.clamp(0, MAX_WINDOW_MS))
     }
 
     /// The ledger's account of the selection's window parts (pod filter only:
-    /// the ledger knows no namespace or container).
+    /// the ledger knows no namespace, container, node or version).
     pub async fn ledger_summary(
         &self,
         sel: &Selection,
@@ -510,6 +525,9 @@ impl Store {
             .await
     }
 }
+
+/// The longest window the consumer accepts (`consumer::convert::MAX_WINDOW_MS`).
+const MAX_WINDOW_MS: i64 = 86_400_000;
 
 /// Stack ids per frames lookup.
 const FRAME_LOOKUP_CHUNK: usize = 8_000;

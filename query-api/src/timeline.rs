@@ -34,10 +34,13 @@ fn nice(at_least: u32) -> u32 {
 /// nice step when it would give more than [`MAX_POINTS`] points.
 pub fn step(from_s: u32, to_s: u32, asked: Option<u32>, longest_window_ms: i64) -> u32 {
     let span = to_s.saturating_sub(from_s).max(1);
-    let window_s = u32::try_from((longest_window_ms.max(0) + 999) / 1000).unwrap_or(u32::MAX);
+    let window_s =
+        u32::try_from(longest_window_ms.max(0).saturating_add(999) / 1000).unwrap_or(u32::MAX);
     let step = match asked {
         Some(s) => s.max(1),
-        None => nice((span / TARGET_POINTS).max(window_s).max(1)),
+        // A window longer than the range (or a bogus length) must not
+        // stretch one bucket past it.
+        None => nice((span / TARGET_POINTS).max(window_s.min(span)).max(1)),
     };
     if points_in(from_s, to_s, step) > MAX_POINTS {
         // One step more than span / MAX_POINTS covers the misaligned first bucket.
@@ -65,25 +68,39 @@ fn points_in(from_s: u32, to_s: u32, step: u32) -> u32 {
 /// included (a gap is a zero, not a missing point).
 pub type Points = Vec<(u32, i64)>;
 
-/// Dense points over [from_s, to_s) from sparse (time, value) pairs (times
-/// on the step's grid; others are ignored, there are none).
+/// Zero points over [from_s, to_s): one per bucket from the first.
+fn zeros(from_s: u32, to_s: u32, step: u32) -> Points {
+    let first = first_bucket(from_s, step);
+    (0..points_in(from_s, to_s, step))
+        .map(|i| (first.saturating_add(step.saturating_mul(i)), 0))
+        .collect()
+}
+
+/// Adds `value` to the point of the bucket holding `time` (times come on the
+/// step's grid from the same range; anything else is ignored, there is none).
+fn add(points: &mut Points, step: u32, time: u32, value: i64) {
+    let Some(&(first, _)) = points.first() else {
+        return;
+    };
+    if let Some(slot) = time
+        .checked_sub(first)
+        .map(|d| (d / step) as usize)
+        .and_then(|i| points.get_mut(i))
+    {
+        slot.1 += value;
+    }
+}
+
+/// Dense points over [from_s, to_s) from sparse (time, value) pairs.
 pub fn dense(
     from_s: u32,
     to_s: u32,
     step: u32,
     sparse: impl IntoIterator<Item = (u32, i64)>,
 ) -> Points {
-    let first = first_bucket(from_s, step);
-    let n = points_in(from_s, to_s, step) as usize;
-    let mut points: Points = (0..n).map(|i| (first + step * i as u32, 0)).collect();
+    let mut points = zeros(from_s, to_s, step);
     for (time, value) in sparse {
-        if let Some(slot) = time
-            .checked_sub(first)
-            .map(|d| (d / step) as usize)
-            .and_then(|i| points.get_mut(i))
-        {
-            slot.1 += value;
-        }
+        add(&mut points, step, time, value);
     }
     points
 }
@@ -126,41 +143,48 @@ pub struct Breakdown {
 
 /// The breakdown of [from_s, to_s) by label value: the `limit` largest
 /// values with their points, the rest summed into `other`. Every value's
-/// total plus `other.total` is `total`.
+/// total plus `other.total` is `total`. Points are built for the listed
+/// values and `other` only: memory is the rows plus (`limit` + 1) series,
+/// however many values the label has.
 pub fn breakdown(from_s: u32, to_s: u32, step: u32, rows: &[TagBucket], limit: usize) -> Breakdown {
-    let mut by_value: HashMap<&str, Vec<(u32, i64)>> = HashMap::new();
+    let mut totals: HashMap<&str, i64> = HashMap::new();
     for row in rows {
-        by_value
-            .entry(row.tag.as_str())
-            .or_default()
-            .push((row.time, row.value));
+        *totals.entry(row.tag.as_str()).or_default() += row.value;
     }
-    let mut series: Vec<TagSeries> = by_value
-        .into_iter()
-        .map(|(value, sparse)| TagSeries {
+    let mut ranked: Vec<(&str, i64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let distinct_values = ranked.len();
+    let total = ranked.iter().map(|(_, t)| t).sum();
+    let listed = limit.min(ranked.len());
+    let index: HashMap<&str, usize> = ranked[..listed]
+        .iter()
+        .enumerate()
+        .map(|(i, (value, _))| (*value, i))
+        .collect();
+    let mut values: Vec<TagSeries> = ranked[..listed]
+        .iter()
+        .map(|(value, total)| TagSeries {
             value: value.to_string(),
-            total: sparse.iter().map(|(_, v)| v).sum(),
-            points: dense(from_s, to_s, step, sparse),
+            total: *total,
+            points: zeros(from_s, to_s, step),
         })
         .collect();
-    series.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.value.cmp(&b.value)));
-    let distinct_values = series.len();
-    let total = series.iter().map(|s| s.total).sum();
-    let rest = series.split_off(limit.min(series.len()));
-    let other = Other {
-        values: rest.len(),
-        total: rest.iter().map(|s| s.total).sum(),
-        points: dense(
-            from_s,
-            to_s,
-            step,
-            rest.iter().flat_map(|s| s.points.iter().copied()),
-        ),
+    let mut other = Other {
+        values: ranked.len() - listed,
+        total: ranked[listed..].iter().map(|(_, t)| t).sum(),
+        points: zeros(from_s, to_s, step),
     };
+    for row in rows {
+        let points = match index.get(row.tag.as_str()) {
+            Some(&i) => &mut values[i].points,
+            None => &mut other.points,
+        };
+        add(points, step, row.time, row.value);
+    }
     Breakdown {
         total,
         distinct_values,
-        values: series,
+        values,
         other,
     }
 }
@@ -185,6 +209,9 @@ mod tests {
         // An asked step is kept when it fits, even if not nice.
         assert_eq!(step(1_000_000, 1_000_000 + hour, Some(7), 0), 7);
         assert_eq!(nice(100_000), 172_800);
+        // A window longer than the range: one bucket of the range's (nice) size.
+        assert_eq!(step(1_000_000, 1_000_120, None, 2 * 86_400_000), 120);
+        assert_eq!(step(1_000_000, 1_000_120, None, i64::MAX), 120);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The exploration endpoints (timeline, tag breakdown, node filter, sandwich,
 //! ranked diff) against the real ClickHouse, with exact numbers on seeded
 //! windows that are not conveniently aligned: starts at +3 s 17 ms, a gap of
-//! two windows, a burst, a redelivered copy (counted once) and a copy no
-//! writer recorded (never counted).
+//! two windows, a burst, a redelivered copy (counted once), a copy no
+//! writer recorded (never counted) and a refused part claiming a two-day window.
 //!
 //! The data (service `svc`, type cpu, 10-s windows k = 0..11 at
 //! `base + 10k + 3` s, k = 5 and 6 missing, three pods):
@@ -14,7 +14,7 @@
 //! | recompute | …; Http.handle; Report.recompute | p1 only: 5 (k < 5), 60 (k ≥ 7) |
 //! | walk | Thread.run; Tree.walk; Tree.walk; Math.log | p3 only: 7 |
 //!
-//! Pods p1, p2 run on node n1, p3 on n2. Per bucket of 10 s: 372 for k in
+//! Pods p1, p2 run on node n1, p3 on n2; p1 runs version 1.5.0, p2 and p3 1.4.2. Per bucket of 10 s: 372 for k in
 //! {0, 1, 3, 4}, 3072 at k = 2, 0 at 5 and 6, 427 for k = 7..11; total 6695;
 //! per pod p1 2425, p2 2100, p3 2170.
 
@@ -82,6 +82,7 @@ fn sample(pod: usize, base: u32, k: u32, frames: &[&str], value: i64, insert_id:
         value,
         count: 1,
         insert_id,
+        app_version: if pod == 0 { "1.5.0" } else { "1.4.2" }.into(),
     }
 }
 
@@ -168,6 +169,39 @@ async fn seed(db: &clickhouse::Client) -> u32 {
                 .expect("ledger");
         }
     }
+    // A part the consumer refused, claiming a two-day window: in the
+    // metadata as rejected, never the timeline's notion of a window length.
+    let refused_start = window_start(base, 3);
+    ledger
+        .write(&LedgerRow {
+            window_id: 999,
+            service: "svc".into(),
+            profile_type: "cpu".into(),
+            window_start: refused_start,
+            window_start_ms: i64::from(refused_start) * 1000,
+            window_end_ms: i64::from(refused_start) * 1000 + 2 * 86_400_000,
+            target_id: 9,
+            pod: "p9".into(),
+            part_index: 0,
+            part_count: 1,
+            raw_events: 0,
+            parsed_events: 0,
+            stacks: 0,
+            dropped_events: 0,
+            dropped_stacks: 0,
+            truncated: 0,
+            jfr_bytes: 0,
+            parse_micros: 0,
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            status: "rejected".into(),
+            reason: "window longer than a day".into(),
+            ingested_at: refused_start + 12,
+            ingest_latency_ms: 0,
+        })
+        .await
+        .expect("refused ledger row");
     samples.end().await.expect("samples");
     stacks.end().await.expect("stacks");
     ledger.end().await.expect("ledger");
@@ -271,8 +305,10 @@ async fn the_timeline_is_dense_exact_and_sums_to_the_flamegraph() {
     assert_eq!(points(&tl["points"]), expected);
     assert_eq!(tl["total"], 6695);
     assert_eq!(tl["unit"], "nanoseconds");
-    // Rows read: 34 sample rows per window set, the recorded copy not twice.
-    assert_eq!(tl["metadata"]["window_parts"], 30);
+    // The ledger: 30 stored parts and the refused one (whose two-day
+    // "window" did not stretch the step above).
+    assert_eq!(tl["metadata"]["window_parts"], 31);
+    assert_eq!(tl["metadata"]["rejected_parts"], 1);
     let (_, fg) = s.get("flamegraph", "").await;
     assert_eq!(
         fg["total"], tl["total"],
@@ -391,6 +427,22 @@ async fn the_tag_breakdown_lists_the_largest_values_and_sums_the_rest() {
     assert_eq!(tags["total"], 2425);
     assert_eq!(tags["values"][0]["value"], "n1");
     assert_eq!(tags["distinct_values"], 1);
+    let (_, tags) = s.get("tags", "&label=version").await;
+    let values: Vec<(&str, i64)> = tags["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| {
+            (
+                v["value"].as_str().unwrap_or(""),
+                v["total"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(values, [("1.4.2", 4270), ("1.5.0", 2425)]);
+    let (_, fg) = s.get("flamegraph", "&version=1.5.0").await;
+    assert_eq!(fg["total"], 2425, "the version filters like a label");
+    assert_eq!(fg["metadata"]["version"], "1.5.0");
     let (_, labels) = get(&format!(
         "{}/api/v1/labels?service=svc&label=node&from={}&to={}",
         s.url,
@@ -403,7 +455,10 @@ async fn the_tag_breakdown_lists_the_largest_values_and_sums_the_rest() {
     // Bad input.
     for (extra, needle) in [
         ("", "unknown label \"\""),
-        ("&label=version", "use namespace, pod, container or node"),
+        (
+            "&label=release",
+            "use namespace, pod, container, node or version",
+        ),
         ("&label=pod&limit=0", "limit must be in 1..=100"),
         ("&label=pod&limit=101", "limit must be in 1..=100"),
     ] {

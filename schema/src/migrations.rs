@@ -291,6 +291,17 @@ pub const MIGRATIONS: &[Migration] = &[
         ],
         rebuild: None,
     },
+    Migration {
+        version: 5,
+        name: "samples: app_version (the tag explorer's version label)",
+        statements: &[],
+        add_columns: &[AddColumn {
+            table: table::SAMPLES,
+            column: "app_version",
+            definition: "String DEFAULT ''",
+        }],
+        rebuild: None,
+    },
 ];
 
 impl Migration {

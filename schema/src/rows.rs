@@ -46,6 +46,8 @@ pub struct SampleRow {
     /// One id per write attempt of the part, ordered by the time of the
     /// attempt (0: copied by migration 3): readers count the part's smallest.
     pub insert_id: u64,
+    /// The target's application version (empty: unknown; migration 5).
+    pub app_version: String,
 }
 
 /// `samples` with one copy of each (window part, stack), chosen by content (the
@@ -90,6 +92,7 @@ pub struct SampleRowRef<'a> {
     /// One id per write attempt of the part, ordered by the time of the
     /// attempt (0: copied by migration 3): readers count the part's smallest.
     pub insert_id: u64,
+    pub app_version: &'a str,
 }
 
 /// [`StackRow`] borrowing its strings from the decoded message. Same columns, same order.
@@ -120,6 +123,7 @@ impl SampleRow {
             value: self.value,
             count: self.count,
             insert_id: self.insert_id,
+            app_version: &self.app_version,
         }
     }
 }

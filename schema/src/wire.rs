@@ -224,6 +224,7 @@ mod tests {
             target_id: target_id("local", "node-a", 4242, 1_764_000_000_000),
             container_id: "3f1c2a9b".repeat(8),
             pod_uid: "1c9a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8".into(),
+            app_version: "2.4.1".into(),
         };
         let frames = ["java.lang.Thread.run", "Demo.cpuBurn"];
         ProfileWindow {

@@ -106,7 +106,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         javelin_schema::migrations::pending(&db)
             .await
             .expect("pending"),
-        vec![1, 2, 3, 4],
+        vec![1, 2, 3, 4, 5],
         "a new database lacks every migration"
     );
     let first = migrate(&server, &database, MigrateOptions::default())
@@ -118,7 +118,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
             .expect("pending")
             .is_empty()
     );
-    assert_eq!(first.applied, vec![1, 2, 3, 4]);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5]);
     assert!(first.already_applied.is_empty());
 
     // What differs by server: the storage the features render, never the
@@ -171,7 +171,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.already_applied, vec![1, 2, 3, 4]);
+    assert_eq!(second.already_applied, vec![1, 2, 3, 4, 5]);
 
     let db = server.clone().with_database(&database);
     let recorded: u64 = db
@@ -179,7 +179,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         .fetch_one()
         .await
         .expect("count");
-    assert_eq!(recorded, 4, "one bookkeeping row per migration");
+    assert_eq!(recorded, 5, "one bookkeeping row per migration");
 
     // Column order is the contract of plain RowBinary: write and read each row type.
     let sample = SampleRow {
@@ -197,6 +197,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         value: 123_456_789,
         count: 12,
         insert_id: u64::MAX - 5,
+        app_version: "2.4.1+build.7".into(),
     };
     let stack = StackRow {
         service: "svc".into(),
@@ -443,7 +444,7 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{interruption}: {e}"));
-        assert_eq!(report.applied, vec![3, 4], "{interruption}");
+        assert_eq!(report.applied, vec![3, 4, 5], "{interruption}");
         let (rows, value, windows): (u64, i64, u64) = db
             .query("SELECT count(), sum(value), uniqExact(window_id) FROM samples")
             .fetch_one()
@@ -591,7 +592,7 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("interrupted={interrupted}: {e}"));
-        assert_eq!(report.applied, vec![4], "interrupted={interrupted}");
+        assert_eq!(report.applied, vec![4, 5], "interrupted={interrupted}");
         // A consumer older than migration 4 still writes (the new columns default to 0) …
         write_old(old(2, t + 1))
             .await
@@ -648,4 +649,113 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
             .await
             .expect("cleanup");
     }
+}
+
+mod migration_5_adds_the_app_version_and_old_writers_keep_working {
+    #[tokio::test]
+    async fn on_18_16() {
+        super::migration_5_adds_the_app_version_and_old_writers_keep_working(
+            super::Server::stack_18_16(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn on_26_9() {
+        super::migration_5_adds_the_app_version_and_old_writers_keep_working(
+            super::Server::chdb_26_9("migration_5"),
+        )
+        .await
+    }
+}
+
+/// `samples` as a consumer older than migration 5 writes them (it names its
+/// columns, so the new one is left to its default).
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct SampleBefore5 {
+    service: &'static str,
+    profile_type: &'static str,
+    window_start: u32,
+    cluster: &'static str,
+    namespace: &'static str,
+    pod: &'static str,
+    container: &'static str,
+    node: &'static str,
+    target_id: u64,
+    window_id: u64,
+    stack_id: u64,
+    value: i64,
+    count: i64,
+    insert_id: u64,
+}
+
+async fn migration_5_adds_the_app_version_and_old_writers_keep_working(on: Server) {
+    on.check_version().await;
+    let server = on.client.clone();
+    let t = an_hour_ago();
+    let database = unique_name("javelin_m5");
+    migrate_up_to(&server, &database, MigrateOptions::default(), 4)
+        .await
+        .expect("the schema of migration 4");
+    let db = server.clone().with_database(&database);
+    let old = |target_id| SampleBefore5 {
+        service: "svc",
+        profile_type: "cpu",
+        window_start: t,
+        cluster: "c",
+        namespace: "ns",
+        pod: "p",
+        container: "app",
+        node: "n",
+        target_id,
+        window_id: target_id,
+        stack_id: 1,
+        value: 10,
+        count: 1,
+        insert_id: 1,
+    };
+    write_one::<SampleBefore5>(&db, table::SAMPLES, &old(1)).await;
+    let report = migrate(&server, &database, MigrateOptions::default())
+        .await
+        .expect("migration 5");
+    assert_eq!(report.applied, vec![5]);
+    write_one::<SampleBefore5>(&db, table::SAMPLES, &old(2)).await;
+    let new = SampleRow {
+        service: "svc".into(),
+        profile_type: "cpu".into(),
+        window_start: t,
+        cluster: "c".into(),
+        namespace: "ns".into(),
+        pod: "p".into(),
+        container: "app".into(),
+        node: "n".into(),
+        target_id: 3,
+        window_id: 3,
+        stack_id: 1,
+        value: 10,
+        count: 1,
+        insert_id: 1,
+        app_version: "2.0.1".into(),
+    };
+    write_one::<SampleRowRef>(&db, table::SAMPLES, &new.borrowed()).await;
+    let rows = db
+        .query("SELECT * FROM samples ORDER BY target_id")
+        .fetch_all::<SampleRow>()
+        .await
+        .expect("rows read back in the new layout");
+    let versions: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| (r.target_id, r.app_version.as_str()))
+        .collect();
+    assert_eq!(versions, vec![(1, ""), (2, ""), (3, "2.0.1")]);
+    assert_eq!(rows[2], new);
+    let again = migrate(&server, &database, MigrateOptions::default())
+        .await
+        .expect("migrate again");
+    assert!(again.applied.is_empty(), "{:?}", again.applied);
+    server
+        .query(&format!("DROP DATABASE {database}"))
+        .execute()
+        .await
+        .expect("cleanup");
 }

@@ -114,6 +114,7 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
                 value: *value,
                 count: 1,
                 insert_id: 1,
+                app_version: String::new(),
             };
             samples.write(&row).await.expect("sample");
             stacks

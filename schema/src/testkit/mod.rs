@@ -102,6 +102,9 @@ pub async fn create_topics_on(brokers: &str, names: &[&str], partitions: i32) {
     }
 }
 
+/// The application version the demo JVM carries (`JAVELIN_APP_VERSION`).
+pub const DEMO_APP_VERSION: &str = "1.0.0";
+
 /// The demo workload (`loadtest/java/src/JavelinDemo.java`) in a JVM of its own,
 /// killed when dropped.
 #[derive(Debug)]
@@ -187,6 +190,7 @@ impl DemoJvm {
             .arg(demo_classes())
             .arg("JavelinDemo")
             .env("JAVELIN_SERVICE", "javelin-demo")
+            .env("JAVELIN_APP_VERSION", DEMO_APP_VERSION)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
