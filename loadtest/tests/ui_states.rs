@@ -4,7 +4,7 @@
 //!
 //! - a slow answer for an older selection never overwrites a newer view (the
 //!   old requests are aborted; with abort disabled in the page, the late
-//!   answers are discarded); a refresh with nothing changed makes 2 requests;
+//!   answers are discarded); a refresh with nothing changed makes 3 requests (flamegraph, top, timeline);
 //!   the health chart has a labelled time axis adapted to the range, and a
 //!   value axis;
 //! - a query over the row limit (`--max-rows-scanned 1`) shows the scan-limit
@@ -341,7 +341,7 @@ async fn a_slow_old_answer_never_overwrites_a_newer_view_and_the_health_chart_ha
         findings["modes"]["abort"]["aborted"].as_u64() >= Some(1),
         "{findings}"
     );
-    assert_eq!(findings["requestsPerRefresh"], 2, "{findings}");
+    assert_eq!(findings["requestsPerRefresh"], 3, "{findings}");
     assert!(
         findings["axis"]["15m"]["labels"]
             .as_array()

@@ -66,6 +66,12 @@ impl Pipeline {
     /// Starts everything for a run named `<prefix>_<unique>` and returns once
     /// the query API listens (profiles arrive a window or two later).
     pub async fn start(prefix: &str) -> Pipeline {
+        Self::start_with(prefix, &[]).await
+    }
+
+    /// [`Pipeline::start`] with extra JVM options for the demo (e.g.
+    /// `-Djavelin.demo.phase.seconds=15`).
+    pub async fn start_with(prefix: &str, demo_jvm_args: &[&str]) -> Pipeline {
         let run = unique_name(prefix);
         let logs = repo_root().join("target").join("e2e-logs").join(&run);
         std::fs::create_dir_all(&logs).expect("log dir");
@@ -91,7 +97,7 @@ impl Pipeline {
 
         // The demo workload; `start` returns once its main() runs.
         let started = Instant::now();
-        let demo = DemoJvm::start(&[]);
+        let demo = DemoJvm::start(demo_jvm_args);
         let pid = demo.pid.to_string();
 
         let mut agent = Command::new(super::bin("javelin-agent"));
