@@ -382,21 +382,29 @@ mod tests {
         assert_eq!(main_name(&args("java -version")), None);
     }
 
-    #[test]
-    fn the_service_chain_takes_the_first_known_name() {
-        let mut jvm = JvmProcess {
+    /// Pid 42, nothing known about it.
+    fn jvm_42() -> JvmProcess {
+        JvmProcess {
             pid: 42,
             nspid: 1,
             start_ms: 0,
             service: String::new(),
             explicit_service: None,
-            main_name: Some("Billing".into()),
+            main_name: None,
             app_version: String::new(),
             explicit_app_version: None,
             otel_service_version: None,
             attach_disabled: false,
             foreign_profiler: None,
             pod: PodIdentity::default(),
+        }
+    }
+
+    #[test]
+    fn the_service_chain_takes_the_first_known_name() {
+        let mut jvm = JvmProcess {
+            main_name: Some("Billing".into()),
+            ..jvm_42()
         };
         jvm.resolve_service(None);
         assert_eq!(jvm.service, "Billing");
@@ -440,18 +448,8 @@ mod tests {
         );
 
         let mut jvm = JvmProcess {
-            pid: 42,
-            nspid: 1,
-            start_ms: 0,
-            service: String::new(),
-            explicit_service: None,
-            main_name: None,
-            app_version: String::new(),
-            explicit_app_version: None,
             otel_service_version: Some("1.0-otel".into()),
-            attach_disabled: false,
-            foreign_profiler: None,
-            pod: PodIdentity::default(),
+            ..jvm_42()
         };
         jvm.resolve_app_version(None);
         assert_eq!(jvm.app_version, "1.0-otel");

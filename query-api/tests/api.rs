@@ -6,22 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drop_database, get, seeded_database, start_api};
+use common::{drop_database, get, nodes, seeded_database, start_api};
 use javelin_schema::testkit::{free_port, wait_for};
 use serde_json::Value;
-
-/// Flamegraph levels → (depth, name, total, self) tuples.
-fn nodes(fg: &Value) -> Vec<(usize, String, i64, i64)> {
-    let names: Vec<String> = serde_json::from_value(fg["names"].clone()).expect("names");
-    let levels: Vec<Vec<i64>> = serde_json::from_value(fg["levels"].clone()).expect("levels");
-    let mut out = vec![];
-    for (d, level) in levels.iter().enumerate() {
-        for t in level.chunks(4) {
-            out.push((d, names[t[3] as usize].clone(), t[1], t[2]));
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_answers_exactly_from_seeded_windows() {

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{drop_database, get, now_s, record_stored, start_api};
+use common::{drop_database, get, nodes, now_s, record_stored, start_api};
 use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, table};
 use javelin_schema::stack_id_of_names;
@@ -260,26 +260,40 @@ impl Seeded {
         .await
     }
 
+    /// Each `(extra, needle)`: `path` answers 400 with `needle` in the error.
+    async fn refuses(&self, path: &str, cases: &[(&str, &str)]) {
+        for (extra, needle) in cases {
+            let (status, body) = self.get(path, extra).await;
+            assert_eq!(status, 400, "{extra}: {body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| e.contains(needle)),
+                "{extra}: {body}"
+            );
+        }
+    }
+
     async fn done(self) {
         drop_database(&self.database).await;
     }
 }
 
-fn points(v: &Value) -> Vec<(u32, i64)> {
-    serde_json::from_value(v.clone()).expect("points")
+/// A breakdown's listed (value, total) pairs, in order.
+fn tag_values(tags: &Value) -> Vec<(&str, i64)> {
+    tags["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| {
+            (
+                v["value"].as_str().unwrap_or(""),
+                v["total"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
 }
 
-/// Flamegraph levels → (depth, name, total, self) tuples.
-fn nodes(fg: &Value) -> Vec<(usize, String, i64, i64)> {
-    let names: Vec<String> = serde_json::from_value(fg["names"].clone()).expect("names");
-    let levels: Vec<Vec<i64>> = serde_json::from_value(fg["levels"].clone()).expect("levels");
-    let mut out = vec![];
-    for (d, level) in levels.iter().enumerate() {
-        for t in level.chunks(4) {
-            out.push((d, names[t[3] as usize].clone(), t[1], t[2]));
-        }
-    }
-    out
+fn points(v: &Value) -> Vec<(u32, i64)> {
+    serde_json::from_value(v.clone()).expect("points")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -357,17 +371,14 @@ async fn the_timeline_is_dense_exact_and_sums_to_the_flamegraph() {
     assert_eq!(tl["total"], 6695);
 
     // Bad input.
-    for (extra, needle) in [
-        ("&step=0", "step must be at least 1 second"),
-        ("&step=x", "`step` must be an integer"),
-    ] {
-        let (status, body) = s.get("timeline", extra).await;
-        assert_eq!(status, 400, "{extra}: {body}");
-        assert!(
-            body["error"].as_str().is_some_and(|e| e.contains(needle)),
-            "{body}"
-        );
-    }
+    s.refuses(
+        "timeline",
+        &[
+            ("&step=0", "step must be at least 1 second"),
+            ("&step=x", "`step` must be an integer"),
+        ],
+    )
+    .await;
     s.done().await;
 }
 
@@ -380,18 +391,7 @@ async fn the_tag_breakdown_lists_the_largest_values_and_sums_the_rest() {
     assert_eq!(tags["label"], "pod");
     assert_eq!(tags["total"], 6695);
     assert_eq!(tags["distinct_values"], 3);
-    let values: Vec<(String, i64)> = tags["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| {
-            (
-                v["value"].as_str().unwrap_or("").to_string(),
-                v["total"].as_i64().unwrap_or(-1),
-            )
-        })
-        .collect();
-    assert_eq!(values, [("p1".to_string(), 2425), ("p3".into(), 2170)]);
+    assert_eq!(tag_values(&tags), [("p1", 2425), ("p3", 2170)]);
     // p1 per minute: 4 × 125 + (1000 + 20 + 5) = 1525; then 5 × 180 = 900.
     assert_eq!(
         points(&tags["values"][0]["points"]),
@@ -410,36 +410,14 @@ async fn the_tag_breakdown_lists_the_largest_values_and_sums_the_rest() {
     // By node; and a filter narrows the breakdown.
     let (_, tags) = s.get("tags", "&label=node").await;
     assert_eq!(tags["step_seconds"], 10);
-    let values: Vec<(&str, i64)> = tags["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| {
-            (
-                v["value"].as_str().unwrap_or(""),
-                v["total"].as_i64().unwrap_or(-1),
-            )
-        })
-        .collect();
-    assert_eq!(values, [("n1", 4525), ("n2", 2170)]);
+    assert_eq!(tag_values(&tags), [("n1", 4525), ("n2", 2170)]);
     assert_eq!(tags["other"]["values"], 0);
     let (_, tags) = s.get("tags", "&label=node&pod=p1").await;
     assert_eq!(tags["total"], 2425);
     assert_eq!(tags["values"][0]["value"], "n1");
     assert_eq!(tags["distinct_values"], 1);
     let (_, tags) = s.get("tags", "&label=version").await;
-    let values: Vec<(&str, i64)> = tags["values"]
-        .as_array()
-        .expect("values")
-        .iter()
-        .map(|v| {
-            (
-                v["value"].as_str().unwrap_or(""),
-                v["total"].as_i64().unwrap_or(-1),
-            )
-        })
-        .collect();
-    assert_eq!(values, [("1.4.2", 4270), ("1.5.0", 2425)]);
+    assert_eq!(tag_values(&tags), [("1.4.2", 4270), ("1.5.0", 2425)]);
     let (_, fg) = s.get("flamegraph", "&version=1.5.0").await;
     assert_eq!(fg["total"], 2425, "the version filters like a label");
     assert_eq!(fg["metadata"]["version"], "1.5.0");
@@ -453,22 +431,19 @@ async fn the_tag_breakdown_lists_the_largest_values_and_sums_the_rest() {
     assert_eq!(labels["values"], serde_json::json!(["n1", "n2"]));
 
     // Bad input.
-    for (extra, needle) in [
-        ("", "unknown label \"\""),
-        (
-            "&label=release",
-            "use namespace, pod, container, node or version",
-        ),
-        ("&label=pod&limit=0", "limit must be in 1..=100"),
-        ("&label=pod&limit=101", "limit must be in 1..=100"),
-    ] {
-        let (status, body) = s.get("tags", extra).await;
-        assert_eq!(status, 400, "{extra}: {body}");
-        assert!(
-            body["error"].as_str().is_some_and(|e| e.contains(needle)),
-            "{extra}: {body}"
-        );
-    }
+    s.refuses(
+        "tags",
+        &[
+            ("", "unknown label \"\""),
+            (
+                "&label=release",
+                "use namespace, pod, container, node or version",
+            ),
+            ("&label=pod&limit=0", "limit must be in 1..=100"),
+            ("&label=pod&limit=101", "limit must be in 1..=100"),
+        ],
+    )
+    .await;
     s.done().await;
 }
 
@@ -666,17 +641,14 @@ async fn the_ranked_diff_puts_the_biggest_regression_first() {
     );
     assert_eq!(d["rows"][0]["name"], RECOMPUTE, "only p1 recomputes");
 
-    for (extra, needle) in [
-        ("&by=wall", "unknown by"),
-        ("&order=up", "unknown order"),
-        ("&limit=0", "limit must be in 1..=10000"),
-    ] {
-        let (status, body) = s.get("diff/functions", extra).await;
-        assert_eq!(status, 400, "{extra}: {body}");
-        assert!(
-            body["error"].as_str().is_some_and(|e| e.contains(needle)),
-            "{extra}: {body}"
-        );
-    }
+    s.refuses(
+        "diff/functions",
+        &[
+            ("&by=wall", "unknown by"),
+            ("&order=up", "unknown order"),
+            ("&limit=0", "limit must be in 1..=10000"),
+        ],
+    )
+    .await;
     s.done().await;
 }

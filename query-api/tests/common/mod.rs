@@ -295,6 +295,19 @@ pub fn start_api_at(clickhouse_url: &str, database: &str, extra: &[&str]) -> (Re
     (Reaped(child), url, log)
 }
 
+/// Flamegraph levels → (depth, name, total, self) tuples.
+pub fn nodes(fg: &Value) -> Vec<(usize, String, i64, i64)> {
+    let names: Vec<String> = serde_json::from_value(fg["names"].clone()).expect("names");
+    let levels: Vec<Vec<i64>> = serde_json::from_value(fg["levels"].clone()).expect("levels");
+    let mut out = vec![];
+    for (d, level) in levels.iter().enumerate() {
+        for t in level.chunks(4) {
+            out.push((d, names[t[3] as usize].clone(), t[1], t[2]));
+        }
+    }
+    out
+}
+
 pub async fn get(url: &str) -> (u16, Value) {
     let response = reqwest::get(url).await.expect("request");
     let status = response.status().as_u16();
