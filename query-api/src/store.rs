@@ -337,29 +337,20 @@ impl Store {
     /// samples through this, so all of them count the same rows (see
     /// [`Store::stacks`] for why this is exact without `FINAL`).
     fn exactly_once(&self, columns: &str, tail: &str, sel: &Selection) -> clickhouse::query::Query {
-        self.scoped(
-            &format!(
-                "SELECT {columns} FROM samples
-                 WHERE {} AND (window_id, insert_id) IN (
-                     SELECT window_id, min(insert_id) FROM stored_parts
-                     WHERE {SCOPE}
-                       AND NOT (insert_id != 0 AND (target_id, window_start) IN (
-                           SELECT target_id, window_start FROM stored_parts
-                           WHERE {SCOPE} AND insert_id = 0))
-                     GROUP BY window_id)
-                 {tail}",
-                sel.clauses()
-            ),
-            sel,
-        )
-        .bind(&sel.service)
-        .bind(&sel.profile_type)
-        .bind(sel.from_s)
-        .bind(sel.to_s)
-        .bind(&sel.service)
-        .bind(&sel.profile_type)
-        .bind(sel.from_s)
-        .bind(sel.to_s)
+        self.bind_once(&once_sql(columns, tail, sel), sel)
+    }
+
+    /// `sql` holding one [`once_sql`] (and no `?` before it), bound.
+    fn bind_once(&self, sql: &str, sel: &Selection) -> clickhouse::query::Query {
+        self.scoped(sql, sel)
+            .bind(&sel.service)
+            .bind(&sel.profile_type)
+            .bind(sel.from_s)
+            .bind(sel.to_s)
+            .bind(&sel.service)
+            .bind(&sel.profile_type)
+            .bind(sel.from_s)
+            .bind(sel.to_s)
     }
 
     /// The selection's summed value per `step_s` seconds of window start
@@ -395,14 +386,26 @@ impl Store {
         max_pairs: u64,
     ) -> Result<Option<Vec<TagBucket>>, clickhouse::error::Error> {
         let column = label.column();
+        // Labels are constant per window part (one message, one target), so
+        // the rows are first summed per part on integer keys and the label
+        // read once per part: grouping 4.5 M rows by (label text, bucket)
+        // directly took 1.5x as long (18.16, 50 pods × 1 h).
+        let per_part = once_sql(
+            &format!(
+                "window_id, any(window_start) AS ws, any({column}) AS tag, sum(value) AS v, count() AS r"
+            ),
+            "GROUP BY window_id",
+            sel,
+        );
         let mut cursor = self
-            .exactly_once(
+            .bind_once(
                 &format!(
-                    "{column} AS tag, toUInt32(intDiv(toUInt32(window_start), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
+                    "SELECT tag, toUInt32(intDiv(toUInt32(ws), {step_s}) * {step_s}) AS time, sum(v) AS value, toUInt64(sum(r)) AS rows
+                     FROM ({per_part}) GROUP BY tag, time LIMIT {}",
+                    // The server stops sending past the bound (its
+                    // aggregation is bounded by its own max_memory_usage).
+                    max_pairs.saturating_add(1)
                 ),
-                // The server stops sending past the bound (its aggregation
-                // is bounded by its own max_memory_usage).
-                &format!("GROUP BY tag, time LIMIT {}", max_pairs.saturating_add(1)),
                 sel,
             )
             .fetch::<TagBucket>()?;
@@ -531,6 +534,25 @@ const MAX_WINDOW_MS: i64 = 86_400_000;
 
 /// Stack ids per frames lookup.
 const FRAME_LOOKUP_CHUNK: usize = 8_000;
+
+/// `SELECT {columns} FROM samples WHERE <selection> AND <each window part's
+/// copy counted once> {tail}`, its `?` bound by [`Store::bind_once`]: only
+/// the part's smallest insert id recorded in `stored_parts` counts, and parts
+/// copied by migration 3 win over later copies of the same target and second.
+fn once_sql(columns: &str, tail: &str, sel: &Selection) -> String {
+    format!(
+        "SELECT {columns} FROM samples
+         WHERE {} AND (window_id, insert_id) IN (
+             SELECT window_id, min(insert_id) FROM stored_parts
+             WHERE {SCOPE}
+               AND NOT (insert_id != 0 AND (target_id, window_start) IN (
+                   SELECT target_id, window_start FROM stored_parts
+                   WHERE {SCOPE} AND insert_id = 0))
+             GROUP BY window_id)
+         {tail}",
+        sel.clauses()
+    )
+}
 
 /// Binds service, type, range and the label filters in force, in the order of
 /// [`Selection::clauses`].
