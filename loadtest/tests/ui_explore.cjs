@@ -31,6 +31,11 @@ async function api(p, params) {
 
 const selection = (extra = {}) => ({ service: spec.service, type: "cpu", from: spec.from, to: spec.to, ...extra });
 const pageUrl = (params) => `${base}/?${new URLSearchParams({ service: spec.service, type: "cpu", range: "custom", from: spec.from, to: spec.to, ...params })}`;
+// An API error the page gets instead of the real answer (fault injection).
+const refusal = (route) => route.fulfill({ status: 422, contentType: "application/json",
+  body: JSON.stringify({ error: "injected: narrow the selection", kind: "scan_limit", request_id: "injected" }) });
+const endpoint = (name) => (u) => u.pathname === "/api/v1/" + name;
+const SANDWICH_ROUTE = endpoint("sandwich"), TAGS_ROUTE = endpoint("tags"), FLAMEGRAPH_ROUTE = endpoint("flamegraph");
 
 // rgb (0-255) → [hue (deg), saturation, lightness (0-1)].
 function hsl([r, g, b]) {
@@ -176,6 +181,43 @@ const hueDistance = (a, b) => Math.min(Math.abs(a - b), 360 - Math.abs(a - b));
     check(nodeRow && nodeRow.total === fromNode.total && nodeRow.self === fromNode.self,
       `the sandwich of ${frame.name} from the flamegraph has the API's self/total ${JSON.stringify(nodeRow)}: ${fromNode.self}/${fromNode.total}`);
     findings.sandwichFromNode = { function: frame.name, total: fromNode.total };
+    // An error leaves none of the flamegraph's old numbers on screen.
+    await page.click("#tabs a[data-view=flamegraph]");
+    await waitFor("the flamegraph tab again", () => window.javelin.drawn > 0 && document.querySelector("#view-flamegraph:not(.hidden)"));
+    await page.route(FLAMEGRAPH_ROUTE, refusal);
+    await page.click("#refresh-now");
+    await waitFor("the flamegraph's error", () => window.javelin.errorKind === "scan_limit");
+    check(await page.textContent("#summary") === "" && await page.isHidden("#warning") && await page.isHidden("#flame-body"), "the error leaves no old summary");
+    await page.unroute(FLAMEGRAPH_ROUTE);
+    await page.click("#refresh-now");
+    await waitFor("the flamegraph back", () => window.javelin.drawn > 0 && window.javelin.errorKind === "");
+    // From the keyboard: arrows zoom into a frame, Shift+F10 opens its menu, Enter picks "Sandwich".
+    await page.focus("#flamegraph");
+    await page.keyboard.press("ArrowDown");
+    await page.keyboard.press("ArrowDown");
+    await waitFor("a frame at depth 2 zoomed by the keyboard", () => window.javelin.focus !== "" && document.querySelector("#breadcrumb").children.length === 3);
+    const keyed = (await hook()).focus;
+    await page.keyboard.press("Shift+F10");
+    check(await page.isVisible("#node-menu") && (await page.textContent("#node-menu-name")) === keyed, "Shift+F10 opens the zoomed frame's menu");
+    check(await page.evaluate(() => document.activeElement.dataset.act === "sandwich"), "the menu has the focus, on Sandwich");
+    await page.keyboard.press("Enter");
+    await waitFor(`the sandwich of ${keyed} from the keyboard`, (n) => window.javelin.sandwich && window.javelin.sandwich.function === n && window.javelin.lastRefresh.outcome === "ok", keyed);
+    const keyedRow = nodeApi.rows.find((r) => r.name === keyed);
+    check(keyedRow && (await hook()).sandwich.total === keyedRow.total, `the keyboard's sandwich has ${keyed}'s total ${JSON.stringify(keyedRow)}`);
+    // What is typed in the function box survives a refresh (here the Refresh button, clicked without taking the focus).
+    await page.focus("#sw-function");
+    await page.fill("#sw-function", "com.example.Typing.inProgress");
+    let gen = await rendered();
+    await page.evaluate(() => document.getElementById("refresh-now").click());
+    await waitRendered("a refresh while typing", gen);
+    check(await page.inputValue("#sw-function") === "com.example.Typing.inProgress", "the typed function survives a refresh");
+    // An error leaves none of the last answer's numbers on screen.
+    await page.route(SANDWICH_ROUTE, refusal);
+    await page.keyboard.press("Enter");
+    await waitFor("the sandwich's error", () => window.javelin.errorKind === "scan_limit");
+    check(await page.textContent("#sw-summary") === "" && await page.isHidden("#sw-warning") && await page.isHidden("#sw-body") &&
+      /Too much data/.test(await page.textContent("#sw-message")), "the error replaces the sandwich and its summary");
+    await page.unroute(SANDWICH_ROUTE);
 
     // ---- (b) the tag explorer: pods with the API's totals; a click filters --------------
     // By version first: the demo's, and none for the injected pods.
@@ -187,6 +229,14 @@ const hueDistance = (a, b) => Math.min(Math.abs(a - b), 360 - Math.abs(a - b));
     check(same(h.tags.rows, versionsApi.values.map((v) => ({ value: v.value, total: v.total }))), "the version table is the API's: " + JSON.stringify(h.tags.rows));
     check(same(h.tags.rows, [{ value: spec.version, total: fullFg.total - injectedTotal }, { value: "", total: injectedTotal }]),
       `the demo's version ${spec.version} and the injected pods without one: ${JSON.stringify(h.tags.rows)}`);
+    check(same(await page.$$eval("#tags tbody tr.inert td.name", (tds) => tds.map((t) => t.textContent)), ["(none)"]), "the empty version shown as (none), not clickable");
+    check((await page.textContent("#tags-summary")).includes("by version"), "the tags' summary");
+    await page.route(TAGS_ROUTE, refusal);
+    await page.selectOption("#tag-label", "node");
+    await waitFor("the tags' error", () => window.javelin.errorKind === "scan_limit");
+    check(await page.textContent("#tags-summary") === "" && await page.isHidden("#tags-warning") && await page.isHidden("#tags-body"),
+      "the error leaves no old summary: " + await page.textContent("#tags-summary"));
+    await page.unroute(TAGS_ROUTE);
     const podsGen = await rendered();
     await page.selectOption("#tag-label", "pod");
     await waitRendered("the tag explorer by pod", podsGen);
@@ -208,7 +258,9 @@ const hueDistance = (a, b) => Math.min(Math.abs(a - b), 360 - Math.abs(a - b));
     await shot("4-tags");
     const [pod, injected] = Object.entries(spec.pods)[0];
     const tagsGen = await rendered();
-    await page.click(`#tags tbody tr[data-value="${pod}"]`);
+    // The value is a button: from the keyboard.
+    await page.focus(`#tags tbody tr[data-value="${pod}"] button`);
+    await page.keyboard.press("Enter");
     await waitFor(`the flamegraph filtered by pod ${pod}`, (p) => document.querySelector("#pod").value === p && !document.querySelector("#view-flamegraph").classList.contains("hidden"), pod);
     await waitRendered(`pod ${pod}'s flamegraph`, tagsGen);
     await waitFor(`pod ${pod}'s flamegraph drawn`, () => window.javelin.drawn > 0);
@@ -231,8 +283,10 @@ const hueDistance = (a, b) => Math.min(Math.abs(a - b), 360 - Math.abs(a - b));
     check(hueDistance(score[0], price[0]) >= 10 && hueDistance(score[0], main[0]) >= 10 && hueDistance(price[0], main[0]) >= 10,
       `other packages, other hues: search ${score[0]}, billing ${price[0]}, app ${main[0]}`);
     const kinds = await page.evaluate(() => ["com.example.search.SearchIndex.score", "SearchIndex.score", "java.util.HashMap$Node.getKey",
-      "do_syscall_64_[k]", "__memmove_avx_unaligned_erms", "JavaThread::run", "[truncated]"].map((n) => { const c = window.javelin.colorOf(n); return [c.kind, c.package]; }));
-    check(same(kinds, [["java", "com.example.search"], ["java", ""], ["java", "java.util"], ["kernel", "[kernel]"], ["native", "[native]"], ["native", "[native]"], ["marker", ""]]),
+      "do_syscall_64_[k]", "__memmove_avx_unaligned_erms", "JavaThread::run", "[truncated]", "net/http.(*conn).serve", "github.com/x/y.(*T).m",
+      "main.work", "runtime.mallocgc", "/usr/lib/libc.so.6"].map((n) => { const c = window.javelin.colorOf(n); return [c.kind, c.package]; }));
+    check(same(kinds, [["java", "com.example.search"], ["java", ""], ["java", "java.util"], ["kernel", "[kernel]"], ["native", "[native]"], ["native", "[native]"], ["marker", ""],
+      ["go", "net/http"], ["go", "github.com/x/y"], ["java", "main"], ["java", "runtime"], ["native", "[native]"]]),
       "packages as the UI reads them: " + JSON.stringify(kinds));
     // Search highlighting still works over the package colours.
     await page.fill("#search", "Tokenizer");
@@ -284,9 +338,39 @@ const hueDistance = (a, b) => Math.min(Math.abs(a - b), 360 - Math.abs(a - b));
     check(same(lc, rc), `${common[0]} has one colour on both sides: ${lc} vs ${rc}`);
     findings.ranked = { first: first.name, change: first.change, leftShare: first.left_share, rightShare: first.right_share,
       functions: h.compare.functions, sameColour: common[0] };
+    check(!h.compare.omitted.left || (await page.textContent("#cmp-left-title")).includes("folded"), "the baseline's title says nodes were folded");
     await shot("6-compare");
+    const localText = (ms) => page.evaluate((t) => localInput(t), ms);
+    const inputMs = (id) => page.$eval(id, (e) => new Date(e.value).getTime());
+    check(await inputMs("#cmp-left-from") === spec.baseline[0] && await inputMs("#cmp-right-to") === spec.comparison[1],
+      `the brushed ranges in the typed inputs: ${await page.inputValue("#cmp-left-from")}, ${await page.inputValue("#cmp-right-to")}`);
+    // The sandwich of the grower in the comparison: that side's range, its ranked self and total.
+    const compareUrl = page.url();
+    await page.click("#ranked tbody tr >> nth=0 >> button[data-side=right]");
+    await waitFor(`the sandwich of ${first.name} in the comparison`, (n) => window.javelin.sandwich && window.javelin.sandwich.function === n && window.javelin.lastRefresh.outcome === "ok", first.name);
+    h = await hook();
+    check(h.sandwich.self === first.right_self && h.sandwich.total === first.right_total && h.sandwich.from === spec.comparison[0] && h.sandwich.to === spec.comparison[1],
+      `the comparison's sandwich: ${h.sandwich.self}/${h.sandwich.total} = ${first.right_self}/${first.right_total}, over ${h.sandwich.from}..${h.sandwich.to}`);
+    check(Number(params().get("sw_from")) === spec.comparison[0] && Number(params().get("sw_to")) === spec.comparison[1], "the URL carries the side's range: " + page.url());
+    check(!h.sandwich.omitted || (await page.textContent("#sw-summary")).includes("folded"), "the sandwich says nodes were folded");
+    await page.reload();
+    await waitFor("the comparison's sandwich from the link", (t) => window.javelin.sandwich && window.javelin.sandwich.total === t && window.javelin.sandwich.selection, first.right_total);
+    findings.sandwichInComparison = { function: first.name, self: h.sandwich.self, total: h.sandwich.total };
+    // A baseline frame's menu: the baseline's range.
+    await page.goto(compareUrl);
+    await waitFor("the comparison again", () => window.javelin.compare && window.javelin.compare.ready && window.javelin.compare.leftDrawn > 0);
+    const leftFrame = (await hook()).rects["cmp-left-fg"].find((r) => r.name === common[0]);
+    const lbox = await page.locator("#cmp-left-fg").boundingBox();
+    await page.mouse.click(lbox.x + leftFrame.x + leftFrame.w / 2, lbox.y + leftFrame.y + 9, { button: "right" });
+    await page.click("#node-menu button[data-act=sandwich]");
+    await waitFor(`the sandwich of ${common[0]} in the baseline`, (n) => window.javelin.sandwich && window.javelin.sandwich.function === n && window.javelin.lastRefresh.outcome === "ok", common[0]);
+    const leftSw = await api("/api/v1/sandwich", selection({ from: spec.baseline[0], to: spec.baseline[1], function: common[0] }));
+    h = await hook();
+    check(h.sandwich.total === leftSw.total && h.sandwich.from === spec.baseline[0], `the baseline's sandwich of ${common[0]}: ${h.sandwich.total} = ${leftSw.total}`);
+    await page.click("#tabs a[data-view=diff]");
+    await waitFor("the comparison once more", () => window.javelin.compare && window.javelin.compare.ready);
     // Ranked by total.
-    let gen = await rendered();
+    gen = await rendered();
     await page.selectOption("#diff-by", "total");
     await waitRendered("the ranking by total", gen);
     await waitFor("the ranking by total", () => window.javelin.compare.ready && window.javelin.compare.by === "total");
@@ -308,6 +392,32 @@ const hueDistance = (a, b) => Math.min(Math.abs(a - b), 360 - Math.abs(a - b));
     check(h.compare.diffRightTotal === fullFg.total, `the comparison is the range: ${h.compare.diffRightTotal} = ${fullFg.total}`);
     check((await page.textContent("#diff-summary")).includes("left"), "the diff summary");
     await shot("8-compare-previous");
+    // A typed baseline: the comparison (the range) keeps its exact ends.
+    await page.fill("#cmp-left-from", await localText(spec.baseline[0]));
+    await page.fill("#cmp-left-to", await localText(spec.baseline[1]));
+    await waitFor("the typed baseline", ([b, c]) => { const x = window.javelin.compare; return x && x.ready && x.mode === "ranges" && x.left.from === b[0] && x.left.to === b[1] &&
+      x.right.from === c[0] && x.right.to === c[1]; }, [spec.baseline, [spec.from, spec.to]]);
+    check(Number(params().get("left_from")) === spec.baseline[0] && Number(params().get("right_to")) === spec.to, "the URL carries the typed range: " + page.url());
+
+    // ---- the API's longest range (168 h): zoom out stops there; Compare at 7 days -------
+    const HOURS = 3600e3;
+    await page.goto(pageUrl({ view: "flamegraph", from: spec.to - 100 * HOURS }));
+    await waitFor("the 100-h flamegraph", (f) => window.javelin.timeline && window.javelin.timeline.from === f && window.javelin.lastRefresh.outcome === "ok", spec.to - 100 * HOURS);
+    gen = await rendered();
+    await page.click("#zoom-out");
+    await waitRendered("the zoomed-out range", gen);
+    h = await hook();
+    check(h.timeline && h.timeline.to - h.timeline.from === 168 * HOURS && Number(params().get("to")) - Number(params().get("from")) === 168 * HOURS,
+      "zoom out stops at 168 h: " + page.url());
+    check(await page.isDisabled("#zoom-out"), "and cannot go further");
+    await page.goto(`${base}/?${new URLSearchParams({ view: "diff", service: spec.service, type: "cpu", range: "7d", baseline: "previous" })}`);
+    await waitFor("the 7-day comparison with its timeline", () => { const c = window.javelin.compare; return c && c.ready && c.timeline && c.timeline.points > 0; });
+    h = await hook();
+    check(h.lastRefresh.outcome === "ok" && h.compare.rows.length > 0 && await page.isVisible("#ranked tbody tr >> nth=0") && await page.isVisible("#diff"),
+      "the 7-day comparison shows the diff and the ranked table");
+    check(h.compare.timeline.to - h.compare.timeline.from === 168 * HOURS && h.compare.diffRightTotal > 0, "its timeline is the last 168 h: " + JSON.stringify(h.compare.timeline));
+    findings.week = { rows: h.compare.rows.length, rightTotal: h.compare.diffRightTotal, timeline: h.compare.timeline };
+    await shot("9-compare-week");
     check(errors.length === 0, "no page errors: " + errors.join("; "));
   } finally {
     await browser.close();

@@ -14,7 +14,13 @@
 //!   click on an injected pod shows exactly its injected total and frames;
 //! - one hue per Java package (same package same hue, another package another);
 //! - comparing the fresh phase (baseline) with the stale one ranks
-//!   `ReportService.recomputeTotals` first, as the API does.
+//!   `ReportService.recomputeTotals` first, as the API does; a sandwich opened
+//!   from a side (ranked table, frame menu) is that side's; typed ranges keep
+//!   the other ends' exact values;
+//! - from the keyboard: a frame's menu and sandwich, a tag value; typing in the
+//!   sandwich's box survives a refresh; an error leaves no old summary;
+//! - at the API's longest range (168 h) zoom out stops, and Compare's previous
+//!   period at 7 days still shows the diff, the ranked table and a timeline.
 //!
 //! Needs `dev/stack up` and `cargo build --workspace --bins` first. Screenshots
 //! go to `target/ui-screenshots/<run>/`.
@@ -334,6 +340,11 @@ async fn timeline_brush_tags_sandwich_compare_and_package_colours_show_the_apis_
             .is_some_and(|n| n.ends_with(GROWER)),
         "{findings}"
     );
+    assert_eq!(
+        findings["sandwichInComparison"]["function"], findings["ranked"]["first"],
+        "{findings}"
+    );
+    assert!(findings["week"]["rows"].as_u64() > Some(0), "{findings}");
     for shot in [
         "1-timeline",
         "2-brushed",
@@ -343,6 +354,7 @@ async fn timeline_brush_tags_sandwich_compare_and_package_colours_show_the_apis_
         "6-compare",
         "7-compare-by-total",
         "8-compare-previous",
+        "9-compare-week",
     ] {
         assert!(
             shots.join(format!("{shot}.png")).exists(),
