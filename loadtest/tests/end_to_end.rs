@@ -5,17 +5,16 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::testkit::{dev_tool, kafka_brokers, wait_for};
+use javelin_schema::testkit::{kafka_brokers, wait_for};
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 use serde::Deserialize;
-use support::pipeline::{Pipeline, now_ms, repo_root};
+use support::pipeline::{Pipeline, now_ms};
 
 /// The demo's CPU hot spot (loadtest/java/src/JavelinDemo.java): the search
 /// path's BM25 scan, about half of the demo's CPU time.
@@ -162,27 +161,8 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
         },
     )
     .await;
-    let shots = repo_root().join("target").join("ui-screenshots").join(run);
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
-    let node_modules = dev_tool("node");
-    let chromium = dev_tool("chromium");
-    let out = Command::new("node")
-        .arg(repo_root().join("loadtest/tests/ui_check.cjs"))
-        .args([base.as_str(), "javelin-demo"])
-        .arg(&shots)
-        .arg(&chromium)
-        .env("NODE_PATH", &node_modules)
-        .output()
-        .expect("node runs");
-    eprintln!(
-        "UI check: {}{}screenshots in {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        shots.display()
-    );
-    assert!(out.status.success(), "the UI check failed (see above)");
-    let findings: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("findings as JSON");
+    let (findings, shots) =
+        support::run_browser_script("ui_check.cjs", run, &[base.as_str(), "javelin-demo"], &[]);
     assert!(findings["truncatedParts"].as_u64() >= Some(1), "{findings}");
     assert_eq!(findings["searchTerm"], CPU_HOT_SPOT, "{findings}");
     assert!(findings["searchShare"].as_f64() > Some(0.3), "{findings}");

@@ -27,17 +27,16 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use javelin_agent::aggregate::{Bounds, WindowAggregator};
 use javelin_agent::jfr_parse::Frame;
 use javelin_agent::publish::{Publisher, PublisherConfig};
 use javelin_agent::spool::Destination;
-use javelin_schema::testkit::{dev_tool, kafka_brokers, wait_for};
+use javelin_schema::testkit::{kafka_brokers, wait_for};
 use javelin_schema::wire::{ProfileType, TargetIdentity};
 use serde_json::{Value, json};
-use support::pipeline::{Pipeline, now_ms, repo_root};
+use support::pipeline::{Pipeline, now_ms};
 
 const SERVICE: &str = "javelin-demo";
 /// The demo's totals-cache phase (`-Djavelin.demo.phase.seconds`): fresh when
@@ -286,36 +285,17 @@ async fn timeline_brush_tags_sandwich_compare_and_package_colours_show_the_apis_
         "the API's ranked diff of a fresh against a stale phase starts with {GROWER}: {ranked}"
     );
 
-    let shots = repo_root().join("target").join("ui-screenshots").join(run);
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
     let spec = json!({
         "service": SERVICE, "from": from, "to": to, "bucket": BUCKET_SECONDS,
         "baseline": [left.0, left.1], "comparison": [right.0, right.1],
         "grower": GROWER, "pods": pods, "version": javelin_schema::testkit::DEMO_APP_VERSION,
     });
-    let node_modules = dev_tool("node");
-    let chromium = dev_tool("chromium");
-    let out = Command::new("node")
-        .arg(repo_root().join("loadtest/tests/ui_explore.cjs"))
-        .arg(base.as_str())
-        .arg(&shots)
-        .arg(&chromium)
-        .arg(spec.to_string())
-        .env("NODE_PATH", &node_modules)
-        .output()
-        .expect("node runs");
-    eprintln!(
-        "UI explore: {}{}screenshots in {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        shots.display()
+    let (findings, shots) = support::run_browser_script(
+        "ui_explore.cjs",
+        run,
+        &[base.as_str()],
+        &[&spec.to_string()],
     );
-    assert!(out.status.success(), "the UI check failed (see above)");
-    let findings: Value = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .expect("findings as JSON on the last line");
     // What the browser saw, restated here so a failure names it.
     let brushed = &findings["brushed"];
     assert!(

@@ -26,6 +26,48 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs the browser script `loadtest/tests/<script>` (playwright-core in
+/// Debian's Chromium) as `node <script> <before…> <shots dir> <chromium>
+/// <after…>` (each script's usage line), screenshots going to
+/// `target/ui-screenshots/<run>/`; echoes its output, asserts it succeeded and
+/// returns the JSON findings it printed on its last line, and the screenshot
+/// directory.
+pub fn run_browser_script(
+    script: &str,
+    run: &str,
+    before: &[&str],
+    after: &[&str],
+) -> (serde_json::Value, PathBuf) {
+    use javelin_schema::testkit::dev_tool;
+    let root = pipeline::repo_root();
+    let shots = root.join("target").join("ui-screenshots").join(run);
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let node_modules = dev_tool("node");
+    let chromium = dev_tool("chromium");
+    let out = Command::new("node")
+        .arg(root.join("loadtest/tests").join(script))
+        .args(before)
+        .arg(&shots)
+        .arg(&chromium)
+        .args(after)
+        .env("NODE_PATH", &node_modules)
+        .output()
+        .expect("node runs");
+    eprintln!(
+        "{script}: {}{}screenshots in {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        shots.display()
+    );
+    assert!(out.status.success(), "{script} failed (see above)");
+    let findings = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("findings as JSON on the last line");
+    (findings, shots)
+}
+
 /// The binaries and subcommands that take options.
 pub const COMMANDS: [(&str, Option<&str>); 5] = [
     ("javelin-agent", None),
