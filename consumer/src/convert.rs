@@ -327,6 +327,7 @@ pub fn status_row(payload: &[u8]) -> Result<TargetStatusRow, DecodeError> {
         truncated_windows: status.truncated_windows,
         failed_collects: status.failed_collects,
         oversized_messages: status.oversized_messages,
+        sampling: status.sampling,
     })
 }
 
@@ -406,9 +407,11 @@ mod tests {
             failed_collects: 3,
             oversized_messages: 2,
             truncated_windows: 1,
+            sampling: "cpu: every 10 ms; 60-s windows".into(),
             ..Default::default()
         };
         let row = status_row(&status.to_bytes()).expect("decodes");
+        assert_eq!(row.sampling, "cpu: every 10 ms; 60-s windows");
         assert_eq!(row.state, "over_target_limit");
         assert_eq!((row.failed_collects, row.oversized_messages), (3, 2));
         assert_eq!((row.truncated_windows, row.target_id, row.pid), (1, 9, 77));

@@ -242,6 +242,7 @@ async fn clickhouse_26_9_answers_like_18_16() {
             truncated_windows: 3,
             failed_collects: 1,
             oversized_messages: 0,
+            sampling: "cpu: jdk.ExecutionSample every 10 ms; 10-s windows".into(),
         };
         publisher
             .send_to(Destination::Status, key, &status.to_bytes(), None)

@@ -164,6 +164,22 @@ async fn demo_cpu_hot_method_dominates_the_flamegraph_within_60_seconds() {
     let (findings, shots) =
         support::run_browser_script("ui_check.cjs", run, &[base.as_str(), "javelin-demo"], &[]);
     assert!(findings["truncatedParts"].as_u64() >= Some(1), "{findings}");
+    // The agent's words for how the demo is sampled (built-in JFR on the
+    // suite's JDK 17, 5-s windows), above the flamegraph and on the targets page.
+    let sampling = "cpu: jdk.ExecutionSample every 10 ms (at most 5 running Java threads per period); \
+                    alloc: jdk.ObjectAllocationSample at most 300/s; lock: jdk.JavaMonitorEnter ≥ 10 ms; \
+                    park: jdk.ThreadPark ≥ 10 ms; 5-s windows";
+    assert_eq!(
+        findings["sampling"],
+        serde_json::json!([sampling]),
+        "{findings}"
+    );
+    assert!(
+        findings["targetSampling"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|v| v == sampling)),
+        "{findings}"
+    );
     assert_eq!(findings["searchTerm"], CPU_HOT_SPOT, "{findings}");
     assert!(findings["searchShare"].as_f64() > Some(0.3), "{findings}");
     for shot in [

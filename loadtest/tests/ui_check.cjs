@@ -48,6 +48,11 @@ const attr = (v) => '"' + v.replace(/["\\]/g, "\\$&") + '"';
     check(findings.drawn > 3, "flamegraph nodes drawn");
     const summary = await page.textContent("#summary");
     check(summary.includes(service), "summary names the service: " + summary);
+    // How the profile was recorded, as the agent reported it.
+    await page.waitForFunction(() => (window.javelin.sampling || []).length > 0, null, { timeout: 30000 });
+    findings.sampling = (await state()).sampling;
+    findings.basisLine = await page.textContent("#cpu-basis");
+    check(findings.basisLine.includes("Sampling: " + findings.sampling[0]), "the sampling line: " + findings.basisLine);
     await shot("1-flamegraph");
 
     // 2. Search highlights matches and sums their share: at least the hottest
@@ -114,6 +119,7 @@ const attr = (v) => '"' + v.replace(/["\\]/g, "\\$&") + '"';
     await page.waitForSelector("#targets tbody tr");
     const states = await page.$$eval("#targets tbody tr td:nth-child(6)", (tds) => tds.map((t) => t.textContent));
     findings.targetStates = states;
+    findings.targetSampling = await page.$$eval("#targets tbody tr td.sampling", (tds) => tds.map((t) => t.textContent));
     check(states.includes("profiling"), "a profiling target listed: " + states);
     await shot("6-targets");
 

@@ -201,6 +201,7 @@ async fn seed(url: &str, database: &str) {
                 truncated_windows: 1,
                 failed_collects: 0,
                 oversized_messages: 0,
+                sampling: String::new(),
             })
             .await
             .expect("status");

@@ -99,6 +99,8 @@ struct Reporter {
     /// The recorder kind (`jfr`, `async-profiler`, …): configured until the
     /// recorder has started, then what it reports.
     recorder: &'static str,
+    /// How the session samples ([`Recorder::sampling`] and the window), once started.
+    sampling: String,
     spool: Spool,
     metrics: AgentMetrics,
     identity: TargetIdentity,
@@ -150,6 +152,7 @@ impl Reporter {
             target: Some(self.identity.clone()),
             state: state as i32,
             recorder: self.recorder.into(),
+            sampling: self.sampling.clone(),
             last_error: last_error.to_string(),
             observed_at_ms: now_ms(),
             agent_version: crate::AGENT_VERSION.into(),
@@ -214,6 +217,7 @@ pub async fn run(
         // a disabled or conflicting JVM's status names no recorder, and the
         // UI no CPU basis for it.
         recorder: "",
+        sampling: String::new(),
         spool,
         metrics,
         identity: identity(&jvm, &config),
@@ -313,6 +317,11 @@ pub async fn run(
         return TargetEnd::AttachFailed(message);
     }
     reporter.recorder = recorder.kind();
+    reporter.sampling = format!(
+        "{}; {}-s windows",
+        recorder.sampling(),
+        config.window.as_secs_f64()
+    );
     me.recorder = recorder.kind().into();
     if let Err(e) = me.write(pid, nspid) {
         tracing::warn!(pid, error = %e, path = %marker_path.display(), "could not write the session marker");

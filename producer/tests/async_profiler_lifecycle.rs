@@ -272,7 +272,9 @@ impl Task {
 
     /// Waits (60 s at most) until `check` finds what it looks for in what was spooled.
     async fn until<T>(&mut self, what: &str, check: impl Fn(&Task) -> Option<T>) -> T {
-        wait_for(what, Duration::from_secs(60), || {
+        // 23 s alone for attach + 4 windows; the suite runs this file's eight
+        // JVM tests at once beside others, and once took over 60 s.
+        wait_for(what, Duration::from_secs(120), || {
             self.read();
             let found = check(self);
             async move { found }
@@ -394,6 +396,13 @@ async fn silent_session(java: &str) {
         statuses
             .iter()
             .all(|s| s.recorder == "async-profiler" && s.failed_collects == 0),
+        "{statuses:?}"
+    );
+    // Each status says how the session samples, as started.
+    assert!(
+        statuses.iter().all(|s| s.sampling
+            == "cpu: every 10 ms of CPU time (event=cpu); alloc: one sample per 512 KiB allocated; \
+                lock: monitor and park waits ≥ 10 ms; 3-s windows"),
         "{statuses:?}"
     );
     let own = format!("ap-{}", own_tag(&installation));

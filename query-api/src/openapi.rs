@@ -141,6 +141,7 @@ fn targets_response() -> Value {
             "container": text, "node": text, "pid": count,
             "state": { "type": "string", "description": "profiling, orphaned_recovered, external_conflict, unknown_profiler, attach_failed, disabled, exited, over_target_limit (found while --max-targets JVMs are profiled; waiting for a slot)" },
             "recorder": { "type": "string", "description": "jfr, jfr-cpu-time or async-profiler; empty when not recording" },
+            "sampling": { "type": "string", "description": "How the running session samples, in words (events, periods, thresholds, window length); empty before a session started or from older agents" },
             "cpu_basis": { "type": "string", "description": "What the target's cpu values measure, from its recorder; empty when unknown" },
             "last_error": text,
             "observed_at": { "type": "integer", "description": "Seconds since the epoch" },

@@ -172,6 +172,11 @@ async fn the_api_answers_exactly_from_seeded_windows() {
             ),
         ]
     );
+    // How each session samples, as its agent reported it.
+    assert_eq!(
+        targets["targets"][0]["sampling"],
+        "async-profiler: cpu every 10 ms; 60-s windows"
+    );
 
     // Errors are JSON with a clear message; nothing reaches SQL unbound.
     for (url, needle) in [

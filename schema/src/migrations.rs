@@ -302,6 +302,17 @@ pub const MIGRATIONS: &[Migration] = &[
         }],
         rebuild: None,
     },
+    Migration {
+        version: 6,
+        name: "target_status: sampling (how each session samples)",
+        statements: &[],
+        add_columns: &[AddColumn {
+            table: table::TARGET_STATUS,
+            column: "sampling",
+            definition: "String DEFAULT ''",
+        }],
+        rebuild: None,
+    },
 ];
 
 impl Migration {

@@ -211,4 +211,6 @@ pub struct TargetStatusRow {
     /// Migration 4 (appended, so last).
     pub failed_collects: u64,
     pub oversized_messages: u64,
+    /// Migration 6: how the session samples, in words (empty before it started).
+    pub sampling: String,
 }

@@ -284,6 +284,7 @@ mod tests {
             truncated_windows: 2,
             failed_collects: 3,
             oversized_messages: 1,
+            sampling: "cpu: every 10 ms of CPU time (event=cpu); 60-s windows".into(),
         };
         let decoded = TargetStatus::decode(status.to_bytes().as_slice()).expect("decodes");
         assert_eq!(decoded, status);

@@ -106,7 +106,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         javelin_schema::migrations::pending(&db)
             .await
             .expect("pending"),
-        vec![1, 2, 3, 4, 5],
+        vec![1, 2, 3, 4, 5, 6],
         "a new database lacks every migration"
     );
     let first = migrate(&server, &database, MigrateOptions::default())
@@ -118,7 +118,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
             .expect("pending")
             .is_empty()
     );
-    assert_eq!(first.applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6]);
     assert!(first.already_applied.is_empty());
 
     // What differs by server: the storage the features render, never the
@@ -171,7 +171,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.already_applied, vec![1, 2, 3, 4, 5]);
+    assert_eq!(second.already_applied, vec![1, 2, 3, 4, 5, 6]);
 
     let db = server.clone().with_database(&database);
     let recorded: u64 = db
@@ -179,7 +179,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         .fetch_one()
         .await
         .expect("count");
-    assert_eq!(recorded, 5, "one bookkeeping row per migration");
+    assert_eq!(recorded, 6, "one bookkeeping row per migration");
 
     // Column order is the contract of plain RowBinary: write and read each row type.
     let sample = SampleRow {
@@ -255,6 +255,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         truncated_windows: 4,
         failed_collects: 5,
         oversized_messages: 6,
+        sampling: "cpu: every 10 ms; 60-s windows".into(),
     };
     // The consumer writes the borrowed forms; they must land as the owned rows read back.
     write_one::<SampleRowRef>(&db, table::SAMPLES, &sample.borrowed()).await;
@@ -444,7 +445,7 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{interruption}: {e}"));
-        assert_eq!(report.applied, vec![3, 4, 5], "{interruption}");
+        assert_eq!(report.applied, vec![3, 4, 5, 6], "{interruption}");
         let (rows, value, windows): (u64, i64, u64) = db
             .query("SELECT count(), sum(value), uniqExact(window_id) FROM samples")
             .fetch_one()
@@ -592,7 +593,7 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("interrupted={interrupted}: {e}"));
-        assert_eq!(report.applied, vec![4, 5], "interrupted={interrupted}");
+        assert_eq!(report.applied, vec![4, 5, 6], "interrupted={interrupted}");
         // A consumer older than migration 4 still writes (the new columns default to 0) …
         write_old(old(2, t + 1))
             .await
@@ -619,6 +620,7 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
             truncated_windows: 0,
             failed_collects: 11,
             oversized_messages: 12,
+            sampling: String::new(),
         };
         write_one::<TargetStatusRow>(&db, table::TARGET_STATUS, &new).await;
         let rows = db
@@ -718,7 +720,7 @@ async fn migration_5_adds_the_app_version_and_old_writers_keep_working(on: Serve
     let report = migrate(&server, &database, MigrateOptions::default())
         .await
         .expect("migration 5");
-    assert_eq!(report.applied, vec![5]);
+    assert_eq!(report.applied, vec![5, 6]);
     write_one::<SampleBefore5>(&db, table::SAMPLES, &old(2)).await;
     let new = SampleRow {
         service: "svc".into(),

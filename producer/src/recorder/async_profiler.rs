@@ -277,6 +277,17 @@ impl Recorder for AsyncProfilerRecorder {
         "async-profiler"
     }
 
+    /// The events of [`Self::start_options`], in words.
+    fn sampling(&self) -> String {
+        let s = &self.settings;
+        format!(
+            "cpu: every {} ms of CPU time (event=cpu); alloc: one sample per {} KiB allocated; lock: monitor and park waits ≥ {} ms",
+            s.cpu_interval.as_millis(),
+            s.alloc_bytes / 1024,
+            s.lock_threshold.as_millis()
+        )
+    }
+
     fn start(&mut self, stale: Option<&str>) -> Result<(), RecorderError> {
         // An orphaned JFR recording of ours (the agent used the built-in
         // recorder before): stopped, or it would record for ever next to us.
@@ -430,6 +441,11 @@ mod tests {
             recorder.start_options(),
             "start,event=cpu,interval=10000000,alloc=524288,lock=10000000,jfr,\
              file=/tmp/javelin/ap-prod-42-1700-7-3.jfr,timeout=180"
+        );
+        assert_eq!(
+            recorder.sampling(),
+            "cpu: every 10 ms of CPU time (event=cpu); alloc: one sample per 512 KiB allocated; \
+             lock: monitor and park waits ≥ 10 ms"
         );
         // The longest command: start plus the quiet,log= every command gets.
         let command = format!("{},quiet,log={}", recorder.start_options(), recorder.log());

@@ -283,6 +283,27 @@ impl Recorder for JfrRecorder {
         }
     }
 
+    fn sampling(&self) -> String {
+        let s = &self.settings;
+        let ms = |d: Duration| d.as_millis();
+        let cpu = match self.sampler {
+            CpuSampler::Execution => format!(
+                "cpu: jdk.ExecutionSample every {} ms (at most 5 running Java threads per period)",
+                ms(s.cpu_period)
+            ),
+            CpuSampler::CpuTime => format!(
+                "cpu: jdk.CPUTimeSample every {} ms of each thread's CPU time",
+                ms(s.cpu_period)
+            ),
+        };
+        format!(
+            "{cpu}; alloc: jdk.ObjectAllocationSample at most {}; lock: jdk.JavaMonitorEnter ≥ {} ms; park: jdk.ThreadPark ≥ {} ms",
+            s.alloc_throttle,
+            ms(s.lock_threshold),
+            ms(s.park_threshold)
+        )
+    }
+
     /// Why a JVM that has the CPU-time sampler is sampled with
     /// `jdk.ExecutionSample` instead, if it is.
     fn notice(&self) -> Option<&str> {
@@ -487,8 +508,20 @@ mod tests {
     fn kinds_name_the_cpu_basis() {
         let mut r = recorder();
         assert_eq!(r.kind(), "jfr");
+        assert_eq!(
+            r.sampling(),
+            "cpu: jdk.ExecutionSample every 10 ms (at most 5 running Java threads per period); \
+             alloc: jdk.ObjectAllocationSample at most 300/s; lock: jdk.JavaMonitorEnter ≥ 10 ms; \
+             park: jdk.ThreadPark ≥ 10 ms"
+        );
         r.sampler = CpuSampler::CpuTime;
         assert_eq!(r.kind(), "jfr-cpu-time");
+        assert!(
+            r.sampling()
+                .starts_with("cpu: jdk.CPUTimeSample every 10 ms of each thread's CPU time; "),
+            "{}",
+            r.sampling()
+        );
     }
 
     #[test]

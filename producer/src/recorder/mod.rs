@@ -37,6 +37,9 @@ pub trait Recorder: Send + std::fmt::Debug {
         let collected = self.collect();
         (collected, self.stop())
     }
+    /// How this session samples, in words for the status and the UI: the
+    /// events with their periods and thresholds, as started.
+    fn sampling(&self) -> String;
     /// What the status should say about how this session samples, beyond its
     /// kind: e.g. why a JDK 25 target is not on the CPU-time sampler. `None`
     /// when there is nothing to say.

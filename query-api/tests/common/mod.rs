@@ -223,6 +223,7 @@ pub async fn seed(db: &clickhouse::Client, window_start: u32) {
                 truncated_windows: 0,
                 failed_collects,
                 oversized_messages,
+                sampling: "async-profiler: cpu every 10 ms; 60-s windows".into(),
             })
             .await
             .expect("status");
