@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agent;
 mod bench_consumer;
+mod bench_overhead;
 mod bench_query;
 
 use std::time::Duration;
@@ -78,6 +79,9 @@ enum Cmd {
     },
     /// Peak RSS of the release agent profiling N busy JVMs, against its computed memory bound.
     BenchAgentRss(bench_agent::BenchAgentArgs),
+    /// What profiling costs the profiled JVM and the node: fixed workloads without a profiler,
+    /// under the agent (built-in JFR, async-profiler) and under the JDK's and asprof's own.
+    BenchOverhead(bench_overhead::BenchOverheadArgs),
 }
 
 /// The broker and ClickHouse a benchmark runs against (the local stack's env file sets both).
@@ -221,6 +225,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchAgentRss(args) => {
             return bench_agent::run(&args).await;
+        }
+        Cmd::BenchOverhead(args) => {
+            return bench_overhead::run(&args).await;
         }
     };
     let publisher = Publisher::new(PublisherConfig {
