@@ -88,6 +88,10 @@ pub struct BenchOverheadArgs {
     /// Where the JSON report goes (default: target/loadtest-reports).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
+    /// The agent binary (default: `javelin-agent` beside this program), e.g. an
+    /// older build kept to measure a change before and after.
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
     /// Continue the interrupted run whose JSON report this is (same flags):
     /// its runs are kept, the plan resumes after them, the report is rewritten in place.
     #[arg(long)]
@@ -209,6 +213,10 @@ struct AgentRun {
     window_parts_in_measure: f64,
     /// JFR bytes the agent parsed during the measured period.
     jfr_bytes_in_measure: f64,
+    /// Bytes the agent read from dumps during the measured period (an agent
+    /// without the dump-bytes metric: 0).
+    #[serde(default)]
+    dump_bytes_in_measure: f64,
     /// Failed collects over the agent's life (before it was stopped).
     collect_failures: f64,
 }
@@ -264,6 +272,9 @@ struct Summary {
     /// Per round: the JVM's RSS minus the same round's `none` JVM's, MiB.
     extra_rss_mib: Option<Spread>,
     agent_window_parts_in_measure: Option<Spread>,
+    /// MiB the agent read from dumps, and parsed, per JVM-hour.
+    agent_dump_mib_per_jvm_hour: Option<Spread>,
+    agent_parsed_mib_per_jvm_hour: Option<Spread>,
     /// The JVM's CPU seconds per second: below the worker threads, the node was busy.
     jvm_cpu_per_sec: Option<Spread>,
     other_cpu_per_sec: Option<Spread>,
@@ -572,7 +583,10 @@ impl Bench {
         if !ok.success() {
             bail!("javac failed on {}", source.display());
         }
-        let agent_bin = std::env::current_exe()?.with_file_name("javelin-agent");
+        let agent_bin = match &args.agent_bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()?.with_file_name("javelin-agent"),
+        };
         let home = args
             .async_profiler_home
             .clone()
@@ -865,6 +879,7 @@ impl Bench {
                 peak_rss_kib: hwm,
                 window_parts_in_measure: parts,
                 jfr_bytes_in_measure: delta("javelin_agent_jfr_bytes_total"),
+                dump_bytes_in_measure: delta("javelin_agent_dump_bytes_total"),
                 collect_failures: metric_sum(&after, "javelin_agent_collect_failures_total", ""),
             });
             a.stop()?;
@@ -1354,6 +1369,16 @@ fn summarize(args: &BenchOverheadArgs, runs: &[Run]) -> Vec<Summary> {
                     .collect();
                 Spread::of(&v)
             };
+            let per_hour = |f: &dyn Fn(&AgentRun) -> f64| -> Option<Spread> {
+                let v: Vec<f64> = cell
+                    .iter()
+                    .filter_map(|r| {
+                        let a = r.agent.as_ref()?;
+                        Some(f(a) / r.measured_secs * 3600.0 / (1024.0 * 1024.0))
+                    })
+                    .collect();
+                Spread::of(&v)
+            };
             out.push(Summary {
                 workload: w.name(),
                 config: c.name(),
@@ -1370,6 +1395,8 @@ fn summarize(args: &BenchOverheadArgs, runs: &[Run]) -> Vec<Summary> {
                     (r.jvm_rss_kib as f64 - n.jvm_rss_kib as f64) / 1024.0
                 }),
                 agent_window_parts_in_measure: agent(&|a| a.window_parts_in_measure),
+                agent_dump_mib_per_jvm_hour: per_hour(&|a| a.dump_bytes_in_measure),
+                agent_parsed_mib_per_jvm_hour: per_hour(&|a| a.jfr_bytes_in_measure),
                 jvm_cpu_per_sec: Spread::of(
                     &cell.iter().map(|r| r.jvm_cpu_per_sec).collect::<Vec<_>>(),
                 ),
@@ -1422,8 +1449,8 @@ fn markdown(report: &Report) -> String {
     line(format!("- asprof anchor: `{}`", report.asprof_anchor));
     line(format!("- vs none: {}", report.ratio));
     line(String::new());
-    line("| workload | config | runs | ops/s median (min–max) | vs none: median [IQR] (min–max) | ops per JVM CPU-s vs none: median [IQR] | agent CPU s per JVM-hour, median (min–max) | agent CPU before measuring, s | agent peak RSS MiB (max) | JVM extra RSS MiB, median [IQR] | agent window parts in measured period | JVM CPU s/s, median (min) | other load, cores: median (max) |".into());
-    line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    line("| workload | config | runs | ops/s median (min–max) | vs none: median [IQR] (min–max) | ops per JVM CPU-s vs none: median [IQR] | agent CPU s per JVM-hour, median (min–max) | agent CPU before measuring, s | agent peak RSS MiB (max) | JVM extra RSS MiB, median [IQR] | agent window parts in measured period | agent MiB read from dumps / parsed, per JVM-hour | JVM CPU s/s, median (min) | other load, cores: median (max) |".into());
+    line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
     let pct = |r: f64| format!("{:+.1} %", (r - 1.0) * 100.0);
     for s in &report.summaries {
         let ops = s.ops_per_sec.map_or("—".into(), |o| {
@@ -1463,11 +1490,18 @@ fn markdown(report: &Report) -> String {
         let parts = s
             .agent_window_parts_in_measure
             .map_or("—".into(), |p| format!("{:.0}", p.median));
+        let dumps = match (
+            s.agent_dump_mib_per_jvm_hour,
+            s.agent_parsed_mib_per_jvm_hour,
+        ) {
+            (Some(d), Some(p)) => format!("{:.0} / {:.0}", d.median, p.median),
+            _ => "—".into(),
+        };
         let jvm_cpu = s
             .jvm_cpu_per_sec
             .map_or("—".into(), |c| format!("{:.2} ({:.2})", c.median, c.min));
         line(format!(
-            "| {} | {} | {} | {ops} | {ratio} | {efficiency} | {cpu} | {before} | {rss} | {extra} | {parts} | {jvm_cpu} | {other} |",
+            "| {} | {} | {} | {ops} | {ratio} | {efficiency} | {cpu} | {before} | {rss} | {extra} | {parts} | {dumps} | {jvm_cpu} | {other} |",
             s.workload, s.config, s.runs
         ));
     }

@@ -283,7 +283,7 @@ pub async fn run(mut args: AgentArgs, shutdown: impl Future<Output = ()>) -> any
             }
         }
         let now = now_ms();
-        let jvms = proc.scan(now, Duration::from_secs(args.min_jvm_age_secs));
+        let jvms = proc.scan(now, Duration::from_secs(args.min_jvm_age_secs), &args.pids);
         // Forget JVMs that are gone; keep the attempt count of the others.
         retries.retain(|k, _| {
             let alive = jvms.iter().any(|j| (j.pid, j.start_ms) == *k);

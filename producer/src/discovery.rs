@@ -186,15 +186,20 @@ impl ProcFs {
         })
     }
 
-    /// Every HotSpot JVM older than `min_age`, skipping processes that vanish or
-    /// cannot be read mid-scan.
-    pub fn scan(&self, now_ms: i64, min_age: Duration) -> Vec<JvmProcess> {
+    /// Every HotSpot JVM older than `min_age` (only among `only` when it is not
+    /// empty), skipping processes that vanish or cannot be read mid-scan.
+    ///
+    /// `only` is applied before a process is inspected: reading a process's
+    /// `maps` takes its mmap lock and costs time proportional to its mappings,
+    /// so an agent told its pids leaves every other process alone.
+    pub fn scan(&self, now_ms: i64, min_age: Duration, only: &[u32]) -> Vec<JvmProcess> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
         let mut found: Vec<JvmProcess> = entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| only.is_empty() || only.contains(pid))
             .filter_map(|pid| self.inspect(pid))
             .filter(|jvm| now_ms - jvm.start_ms >= min_age.as_millis() as i64)
             .collect();
@@ -506,6 +511,51 @@ mod tests {
             "7f00 r-xp /opt/openj9/lib/default/libj9vm29.so\n/x/lib/server/libjvm.so"
         ));
         assert!(!is_hotspot("7f00 r-xp /usr/bin/python3\n"));
+    }
+
+    /// A /proc with two JVMs: 41 (readable) and 42, whose `maps` is a FIFO
+    /// that blocks whoever reads it (so reading it hangs the scan).
+    fn fake_proc(dir: &std::path::Path) {
+        use std::fs::{create_dir_all, write};
+        write(dir.join("stat"), "cpu 1 2 3\nbtime 1700000000\n").expect("stat");
+        for pid in ["41", "42"] {
+            let p = dir.join(pid);
+            create_dir_all(&p).expect("pid dir");
+            write(p.join("status"), format!("Name:\tjava\nNSpid:\t{pid}\n")).expect("status");
+            let fields = ["S"].into_iter().chain(["0"; 18]).chain(["100"]);
+            write(
+                p.join("stat"),
+                format!("{pid} (java) {}", fields.collect::<Vec<_>>().join(" ")),
+            )
+            .expect("stat");
+            write(p.join("cmdline"), "java\0com.example.Main\0").expect("cmdline");
+            write(p.join("environ"), "").expect("environ");
+        }
+        write(dir.join("41/maps"), "7f00 r-xp /jdk/lib/server/libjvm.so\n").expect("maps");
+        nix::unistd::mkfifo(&dir.join("42/maps"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+    }
+
+    #[test]
+    fn a_scan_for_given_pids_reads_no_other_process() {
+        let dir = std::env::temp_dir().join(format!(
+            "javelin-fake-proc-{}-{}",
+            std::process::id(),
+            line!()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        fake_proc(&dir);
+        let proc = ProcFs::new(&dir).expect("fake procfs");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A scan that opened 42/maps would block on the FIFO: run it aside.
+        std::thread::spawn(move || {
+            let _ = tx.send(proc.scan(i64::MAX, Duration::ZERO, &[41]));
+        });
+        let found = rx.recv_timeout(Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&dir);
+        let found = found.expect("the scan for pid 41 read pid 42's maps (it blocked)");
+        assert_eq!(found.iter().map(|j| j.pid).collect::<Vec<_>>(), [41]);
+        assert_eq!(found[0].main_name.as_deref(), Some("Main"));
     }
 
     #[test]

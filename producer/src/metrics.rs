@@ -22,6 +22,7 @@ pub struct AgentMetrics {
     windows: Counter<u64>,
     events: Counter<u64>,
     jfr_bytes: Counter<u64>,
+    dump_bytes: Counter<u64>,
     truncated: Counter<u64>,
     parse_errors: Counter<u64>,
     failed_collects: Counter<u64>,
@@ -98,6 +99,12 @@ impl AgentMetrics {
                 .u64_counter("javelin.agent.jfr.bytes")
                 .with_description("JFR bytes parsed")
                 .build(),
+            dump_bytes: meter
+                .u64_counter("javelin.agent.dump.bytes")
+                .with_description(
+                    "Bytes read from recorder dumps (new chunks, plus older ones where JFR.dump has no begin=)",
+                )
+                .build(),
             truncated: meter
                 .u64_counter("javelin.agent.truncated.windows")
                 .with_description("Window parts in which a bound changed the data")
@@ -120,6 +127,11 @@ impl AgentMetrics {
     pub fn failed_collect(&self, reason: &'static str) {
         self.failed_collects
             .add(1, &[KeyValue::new("reason", reason)]);
+    }
+
+    /// Records the size of a dump read for a window.
+    pub fn dump_read(&self, bytes: usize) {
+        self.dump_bytes.add(bytes as u64, &[]);
     }
 
     /// Records what one window produced.

@@ -413,6 +413,7 @@ pub async fn run(
                 continue;
             }
         };
+        reporter.metrics.dump_read(collected.bytes.len());
         let (window_start, window_end) = clock.close(now, wall_ms);
         let parse_error =
             publish_windows(collected, window_start, window_end, &config, &mut reporter).await;

@@ -354,3 +354,62 @@ fn cpu_weights_come_from_the_recording_s_own_sampling_period() {
     assert_eq!(collection.total(ProfileType::Cpu), samples * 20_000_000);
     recorder.stop().expect("JFR.stop");
 }
+
+/// Each dump carries only what is new: after the first collect, the JVM writes
+/// (and the agent reads) just the chunk rotated by that dump, never the older
+/// ones the recording keeps for `maxage`; and no chunk is missed: a whole dump
+/// taken independently at the end holds no chunk the collects did not deliver
+/// (other than its own newest one).
+#[test]
+fn dumps_carry_only_new_chunks_and_miss_none() {
+    let jvm = DemoJvm::start(&[]);
+    let name = unique_name("javelin_test");
+    let mut recorder = JfrRecorder::new(attach_target(&jvm), name.clone(), JfrSettings::default());
+    recorder.start(None).expect("the recorder starts");
+    let mut collected_starts = std::collections::HashSet::new();
+    let mut sizes = Vec::new();
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let collected = recorder.collect().expect("JFR.dump and read");
+        assert!(collected.error.is_none(), "{:?}", collected.error);
+        assert!(
+            !collected.new_chunks.is_empty(),
+            "every dump rotates a new chunk"
+        );
+        let new_bytes: usize = collected.new_chunks.iter().map(|c| c.size).sum();
+        sizes.push((collected.bytes.len(), new_bytes));
+        collected_starts.extend(collected.new_chunks.iter().map(|c| c.start_nanos));
+    }
+    // From the second dump on, the file is exactly the new chunks.
+    for (i, (file, new)) in sizes.iter().enumerate().skip(1) {
+        assert_eq!(file, new, "dump {i} re-carried old chunks: {sizes:?}");
+    }
+    // The first dumps' chunks are still in the recording (maxage 120 s): a
+    // whole dump shows what the collects would have missed.
+    let whole = std::env::temp_dir().join(format!("{name}-whole.jfr"));
+    attach_target(&jvm)
+        .jcmd(&format!(
+            "JFR.dump name={name} filename={}",
+            whole.display()
+        ))
+        .expect("attach")
+        .expect("Dumped recording")
+        .expect("JFR.dump");
+    let bytes = std::fs::read(&whole).expect("the whole dump");
+    let _ = std::fs::remove_file(&whole);
+    let (chunks, error) = javelin_agent::jfr_parse::scan_chunks(&bytes);
+    assert!(error.is_none(), "{error:?}");
+    let newest = chunks.iter().map(|c| c.start_nanos).max().expect("chunks");
+    let missed: Vec<i64> = chunks
+        .iter()
+        .map(|c| c.start_nanos)
+        .filter(|s| *s != newest && !collected_starts.contains(s))
+        .collect();
+    assert!(
+        chunks.len() > 6 && missed.is_empty(),
+        "{} chunks in the whole dump, {} collected, missed {missed:?}",
+        chunks.len(),
+        collected_starts.len()
+    );
+    recorder.stop().expect("JFR.stop");
+}

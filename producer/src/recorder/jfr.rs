@@ -3,8 +3,11 @@
 //! Start: one minimal `settings=none` recording with only the events Javelin
 //! uses. Each window: `JFR.dump` to a unique file in the target's /tmp, read it
 //! through `/proc/<pid>/root`, delete it, and keep only chunks not seen before
-//! (every dump rotates the chunk and repeats the older ones still in the
-//! recording, so chunks are de-duplicated by their start time).
+//! (chunks are de-duplicated by their start time). Every dump rotates the
+//! chunk; it asks only for chunks that end after the newest one collected
+//! (`begin=`), so the JVM writes and the agent reads one window's chunk, not
+//! the whole `maxage` (up to 12 windows at 5-s windows). A failed collect
+//! leaves `begin` where it was: the next dump reaches back over the gap.
 //!
 //! CPU: `jdk.ExecutionSample` takes at most 5 threads in Java per period
 //! (HotSpot's `MAX_NR_OF_JAVA_SAMPLES`), runnable or not, so its total is
@@ -80,11 +83,46 @@ pub struct JfrRecorder {
     notice: Option<String>,
     /// Start times of chunks already collected, oldest first; bounded.
     seen: VecDeque<i64>,
+    /// Where the next dump begins: see [`DumpStart`].
+    dump_start: DumpStart,
     dumps: u64,
     /// Dump files whose `JFR.dump` did not answer in time: the JVM may still
     /// write them, so each collect and the stop try to delete them; bounded.
     unclaimed: VecDeque<String>,
     slots: CollectSlots,
+}
+
+/// Which chunks a dump asks the JVM for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DumpStart {
+    /// Everything the recording holds (nothing collected yet).
+    All,
+    /// Chunks ending after this wall-clock time (ns since the epoch): the end
+    /// of the newest chunk collected.
+    After(i64),
+    /// The JVM refused `begin=` (a JDK without it): every dump is whole.
+    Unsupported,
+}
+
+/// Margin past the newest collected chunk's end: a chunk already collected is
+/// never asked for again, any later chunk (it ends at a later dump) is.
+const BEGIN_MARGIN_NANOS: i64 = 1_000_000;
+
+/// The `begin=` option of a dump at wall-clock time `now_nanos`, if one
+/// applies: none before the first collect, after a refusal, or when the
+/// wall clock is not past the last chunk's end (it stepped back: chunks
+/// recorded since would end "before" it and be left out, so the dump is whole).
+fn begin_option(start: DumpStart, now_nanos: i64) -> Option<String> {
+    let DumpStart::After(end) = start else {
+        return None;
+    };
+    let begin = end.checked_add(BEGIN_MARGIN_NANOS)?;
+    if now_nanos <= begin.saturating_add(1_000_000_000) {
+        return None;
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(begin).ok()?);
+    // `Instant::parse` form, UTC: no dependence on the target's time zone.
+    Some(format!("begin={}", humantime::format_rfc3339_nanos(at)))
 }
 
 /// Dump files remembered for later deletion; older names are given up on.
@@ -102,6 +140,7 @@ impl JfrRecorder {
             sampler: CpuSampler::Execution,
             notice: None,
             seen: VecDeque::new(),
+            dump_start: DumpStart::All,
             dumps: 0,
             unclaimed: VecDeque::new(),
             slots: CollectSlots::default(),
@@ -320,6 +359,9 @@ impl Recorder for JfrRecorder {
         }
         self.sampler = CpuSampler::Execution;
         self.notice = None;
+        if self.dump_start != DumpStart::Unsupported {
+            self.dump_start = DumpStart::All;
+        }
         let version = crate::jdk_version::feature_version(&self.target)?;
         if version.is_some_and(|v| v >= CPU_TIME_SAMPLER_JDK) {
             self.start_cpu_time()
@@ -370,11 +412,33 @@ impl JfrRecorder {
         // The pid keeps JVMs that share a /tmp (processes of one host or pod)
         // from writing each other's dump files.
         let file = format!("/tmp/{}-{}-{}.jfr", self.name, self.target.pid, self.dumps);
-        let reply = self
-            .target
-            .jcmd(&format!("JFR.dump name={} filename={file}", self.name))
-            .map_err(RecorderError::from)
-            .and_then(|r| Ok(r.expect("Dumped recording")?));
+        let command = format!("JFR.dump name={} filename={file}", self.name);
+        let now_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let dump = |command: &str| {
+            self.target
+                .jcmd(command)
+                .map_err(RecorderError::from)
+                .and_then(|r| Ok(r.expect("Dumped recording")?))
+        };
+        let mut reply = match begin_option(self.dump_start, now_nanos) {
+            Some(begin) => dump(&format!("{command} {begin}")),
+            None => dump(&command),
+        };
+        if let Err(RecorderError::Attach(AttachError::Failed { message, .. })) = &reply
+            && self.dump_start != DumpStart::All
+            && message.contains("begin")
+        {
+            // A JDK whose JFR.dump has no `begin`: whole dumps from now on.
+            tracing::warn!(
+                pid = self.target.pid,
+                %message,
+                "JFR.dump refused begin=; dumping the whole recording each window"
+            );
+            self.dump_start = DumpStart::Unsupported;
+            reply = dump(&command);
+        }
         if let Err(e) = reply {
             // A stalled JVM may finish this dump after we gave up on it.
             self.unclaim(file);
@@ -400,6 +464,18 @@ impl JfrRecorder {
         };
         let bytes = take_file(&self.target.in_target(file), self.settings.max_dump_bytes)?;
         let (chunks, error) = scan_chunks(&bytes);
+        if self.dump_start != DumpStart::Unsupported
+            && let Some(end) = chunks
+                .iter()
+                .map(|c| c.start_nanos.saturating_add(c.duration_nanos))
+                .max()
+        {
+            let newest = match self.dump_start {
+                DumpStart::After(before) => before.max(end),
+                _ => end,
+            };
+            self.dump_start = DumpStart::After(newest);
+        }
         let new_chunks: Vec<ChunkInfo> = chunks
             .into_iter()
             .filter(|c| !self.seen.contains(&c.start_nanos))
@@ -457,6 +533,26 @@ impl JfrRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dumps_begin_just_past_the_newest_collected_chunk_unless_the_clock_stepped_back() {
+        // 2026-11-30T10:00:00.5Z, the newest chunk's end.
+        let end = 1_796_032_800_500_000_000;
+        let later = end + 5_000_000_000;
+        assert_eq!(begin_option(DumpStart::All, later), None);
+        assert_eq!(begin_option(DumpStart::Unsupported, later), None);
+        assert_eq!(
+            begin_option(DumpStart::After(end), later).as_deref(),
+            Some("begin=2026-11-30T10:00:00.501000000Z")
+        );
+        // The wall clock not clearly past the end: a whole dump.
+        assert_eq!(begin_option(DumpStart::After(end), end + 500_000_000), None);
+        assert_eq!(
+            begin_option(DumpStart::After(end), end - 60_000_000_000),
+            None
+        );
+        assert_eq!(begin_option(DumpStart::After(i64::MAX), i64::MAX), None);
+    }
 
     fn recorder() -> JfrRecorder {
         let target = AttachTarget {
