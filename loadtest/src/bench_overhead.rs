@@ -1395,7 +1395,9 @@ fn summarize(args: &BenchOverheadArgs, runs: &[Run]) -> Vec<Summary> {
                     (r.jvm_rss_kib as f64 - n.jvm_rss_kib as f64) / 1024.0
                 }),
                 agent_window_parts_in_measure: agent(&|a| a.window_parts_in_measure),
-                agent_dump_mib_per_jvm_hour: per_hour(&|a| a.dump_bytes_in_measure),
+                // An agent without the dump-bytes metric reads 0: not a measurement.
+                agent_dump_mib_per_jvm_hour: per_hour(&|a| a.dump_bytes_in_measure)
+                    .filter(|d| d.max > 0.0),
                 agent_parsed_mib_per_jvm_hour: per_hour(&|a| a.jfr_bytes_in_measure),
                 jvm_cpu_per_sec: Spread::of(
                     &cell.iter().map(|r| r.jvm_cpu_per_sec).collect::<Vec<_>>(),

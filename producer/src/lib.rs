@@ -20,6 +20,7 @@ pub mod jvm_options;
 pub mod kubernetes;
 pub mod kubernetes_api;
 pub mod metrics;
+pub mod polled_producer;
 pub mod publish;
 pub mod recorder;
 pub mod rootfs;

@@ -9,8 +9,8 @@ use javelin_schema::trace_context;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
+use crate::polled_producer::PolledProducer;
 use crate::spool::Destination;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,7 @@ pub struct Publisher {
     /// restarted without its idempotent-producer state answers every send with
     /// an error): a new producer gets a new producer id. Duplicates this may
     /// cause are harmless downstream (windows are idempotent in ClickHouse).
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<PolledProducer>>,
     rejections: AtomicU32,
     config: PublisherConfig,
 }
@@ -186,7 +186,7 @@ impl Publisher {
         })
     }
 
-    fn create(config: &PublisherConfig) -> Result<FutureProducer, PublishError> {
+    fn create(config: &PublisherConfig) -> Result<PolledProducer, PublishError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)
@@ -204,7 +204,7 @@ impl Publisher {
         for (k, v) in &config.properties {
             client.set(k, v);
         }
-        client.create().map_err(PublishError::Create)
+        PolledProducer::create(&client).map_err(PublishError::Create)
     }
 
     /// Sends one encoded message to the topic of `destination`, with its trace
@@ -234,21 +234,22 @@ impl Publisher {
             Ok(p) => p.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
-        if let Some(value) = traceparent {
-            record = record.headers(OwnedHeaders::new().insert(Header {
+        let headers = traceparent.map(|value| {
+            OwnedHeaders::new().insert(Header {
                 key: trace_context::TRACEPARENT,
                 value: Some(value),
-            }));
-        }
-        let result = producer.send(record, self.config.send_timeout).await;
+            })
+        });
+        let result = producer
+            .send(topic, key, payload, headers, self.config.send_timeout)
+            .await;
         match result {
             Ok(_) => {
                 self.rejections.store(0, Ordering::Relaxed);
                 Ok(())
             }
-            Err((source, _)) => {
-                let fatal = producer.client().fatal_error().is_some();
+            Err(source) => {
+                let fatal = producer.fatal_error().is_some();
                 if fatal || rejected_by_broker(&source) {
                     let n = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
                     if fatal || n >= REJECTIONS_BEFORE_RESET {
@@ -282,14 +283,14 @@ impl Publisher {
     }
 
     /// Replaces `broken` with a new producer (unless another send already did).
-    fn reset(&self, broken: &Arc<FutureProducer>, why: &KafkaError) {
+    fn reset(&self, broken: &Arc<PolledProducer>, why: &KafkaError) {
         self.replace(
             broken,
             &format!("the broker keeps rejecting this producer ({why}); recreating it"),
         );
     }
 
-    fn replace(&self, broken: &Arc<FutureProducer>, why: &str) {
+    fn replace(&self, broken: &Arc<PolledProducer>, why: &str) {
         let Ok(mut current) = self.producer.write() else {
             return;
         };

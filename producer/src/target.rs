@@ -413,7 +413,6 @@ pub async fn run(
                 continue;
             }
         };
-        reporter.metrics.dump_read(collected.bytes.len());
         let (window_start, window_end) = clock.close(now, wall_ms);
         let parse_error =
             publish_windows(collected, window_start, window_end, &config, &mut reporter).await;
@@ -460,6 +459,7 @@ async fn publish_windows(
     config: &TargetConfig,
     reporter: &mut Reporter,
 ) -> Option<String> {
+    reporter.metrics.dump_read(collected.bytes.len());
     let pid = reporter.identity.pid;
     let identity = reporter.identity.clone();
     let (cfg_bounds, cpu_period) = (config.bounds, config.jfr.cpu_period);

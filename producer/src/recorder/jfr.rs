@@ -97,32 +97,56 @@ pub struct JfrRecorder {
 enum DumpStart {
     /// Everything the recording holds (nothing collected yet).
     All,
-    /// Chunks ending after this wall-clock time (ns since the epoch): the end
-    /// of the newest chunk collected.
-    After(i64),
+    /// Chunks ending after `end` (wall clock, ns since the epoch): the end of
+    /// the newest chunk collected, learnt when the wall clock read
+    /// `seen_wall` (ns) and the monotonic clock `seen_at`.
+    After {
+        end: i64,
+        seen_wall: i64,
+        seen_at: Instant,
+    },
     /// The JVM refused `begin=` (a JDK without it): every dump is whole.
     Unsupported,
 }
 
-/// Margin past the newest collected chunk's end: a chunk already collected is
-/// never asked for again, any later chunk (it ends at a later dump) is.
-const BEGIN_MARGIN_NANOS: i64 = 1_000_000;
+/// Past the newest collected chunk's end: the JVM keeps chunks whose end is
+/// not before `begin`, and its chunk end is the next chunk's start to the
+/// nanosecond, so the collected chunk is left out and any later one is kept.
+const BEGIN_MARGIN_NANOS: i64 = 1;
 
-/// The `begin=` option of a dump at wall-clock time `now_nanos`, if one
-/// applies: none before the first collect, after a refusal, or when the
-/// wall clock is not past the last chunk's end (it stepped back: chunks
-/// recorded since would end "before" it and be left out, so the dump is whole).
-fn begin_option(start: DumpStart, now_nanos: i64) -> Option<String> {
-    let DumpStart::After(end) = start else {
+/// How far the wall clock may fall behind the monotonic clock between two
+/// dumps before it counts as stepped back (NTP slews far less than this).
+const CLOCK_STEP_NANOS: i64 = 100_000_000;
+
+/// Chunk ends further in the future than this are not believed (a corrupt
+/// header would otherwise turn every later dump whole).
+const FUTURE_END_NANOS: i64 = 60_000_000_000;
+
+/// The `begin=` option of a dump at wall-clock time `now_nanos`, `since_nanos`
+/// of monotonic time after `start` was learnt, if one applies: none before
+/// the first collect, after a refusal, or when the wall clock stepped back
+/// since (it then fell behind the monotonic clock): chunks rotated after the
+/// step could end "before" `begin` and be left out, so the dump is whole and
+/// de-duplicated by chunk start.
+fn begin_option(start: DumpStart, now_nanos: i64, since_nanos: i64) -> Option<String> {
+    let DumpStart::After { end, seen_wall, .. } = start else {
         return None;
     };
     let begin = end.checked_add(BEGIN_MARGIN_NANOS)?;
-    if now_nanos <= begin.saturating_add(1_000_000_000) {
+    let wall_elapsed = now_nanos.saturating_sub(seen_wall);
+    if now_nanos <= begin || wall_elapsed < since_nanos.saturating_sub(CLOCK_STEP_NANOS) {
         return None;
     }
     let at = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(begin).ok()?);
     // `Instant::parse` form, UTC: no dependence on the target's time zone.
     Some(format!("begin={}", humantime::format_rfc3339_nanos(at)))
+}
+
+/// Wall-clock nanoseconds since the epoch.
+fn wall_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Dump files remembered for later deletion; older names are given up on.
@@ -413,31 +437,41 @@ impl JfrRecorder {
         // from writing each other's dump files.
         let file = format!("/tmp/{}-{}-{}.jfr", self.name, self.target.pid, self.dumps);
         let command = format!("JFR.dump name={} filename={file}", self.name);
-        let now_nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let since_nanos = match self.dump_start {
+            DumpStart::After { seen_at, .. } => {
+                i64::try_from(seen_at.elapsed().as_nanos()).unwrap_or(i64::MAX)
+            }
+            _ => 0,
+        };
+        let begin = begin_option(self.dump_start, wall_nanos(), since_nanos);
         let dump = |command: &str| {
             self.target
                 .jcmd(command)
                 .map_err(RecorderError::from)
                 .and_then(|r| Ok(r.expect("Dumped recording")?))
         };
-        let mut reply = match begin_option(self.dump_start, now_nanos) {
+        let mut reply = match &begin {
             Some(begin) => dump(&format!("{command} {begin}")),
             None => dump(&command),
         };
         if let Err(RecorderError::Attach(AttachError::Failed { message, .. })) = &reply
-            && self.dump_start != DumpStart::All
-            && message.contains("begin")
+            && begin.is_some()
         {
-            // A JDK whose JFR.dump has no `begin`: whole dumps from now on.
-            tracing::warn!(
-                pid = self.target.pid,
-                %message,
-                "JFR.dump refused begin=; dumping the whole recording each window"
-            );
-            self.dump_start = DumpStart::Unsupported;
-            reply = dump(&command);
+            if message.contains("No data found") {
+                // Nothing ended after `begin` by the JVM's clock (the dump
+                // rotates, so it should have): this once, the whole recording.
+                tracing::warn!(pid = self.target.pid, %message, "JFR.dump begin= found no data");
+                reply = dump(&command);
+            } else if message.contains("Unknown argument") && message.contains("begin") {
+                // A JDK whose JFR.dump has no `begin`: whole dumps from now on.
+                tracing::warn!(
+                    pid = self.target.pid,
+                    %message,
+                    "JFR.dump refused begin=; dumping the whole recording each window"
+                );
+                self.dump_start = DumpStart::Unsupported;
+                reply = dump(&command);
+            }
         }
         if let Err(e) = reply {
             // A stalled JVM may finish this dump after we gave up on it.
@@ -464,17 +498,23 @@ impl JfrRecorder {
         };
         let bytes = take_file(&self.target.in_target(file), self.settings.max_dump_bytes)?;
         let (chunks, error) = scan_chunks(&bytes);
+        let (now_wall, now) = (wall_nanos(), Instant::now());
         if self.dump_start != DumpStart::Unsupported
             && let Some(end) = chunks
                 .iter()
                 .map(|c| c.start_nanos.saturating_add(c.duration_nanos))
+                .filter(|end| *end <= now_wall.saturating_add(FUTURE_END_NANOS))
                 .max()
         {
-            let newest = match self.dump_start {
-                DumpStart::After(before) => before.max(end),
+            let end = match self.dump_start {
+                DumpStart::After { end: before, .. } => before.max(end),
                 _ => end,
             };
-            self.dump_start = DumpStart::After(newest);
+            self.dump_start = DumpStart::After {
+                end,
+                seen_wall: now_wall,
+                seen_at: now,
+            };
         }
         let new_chunks: Vec<ChunkInfo> = chunks
             .into_iter()
@@ -536,22 +576,28 @@ mod tests {
 
     #[test]
     fn dumps_begin_just_past_the_newest_collected_chunk_unless_the_clock_stepped_back() {
-        // 2026-11-30T10:00:00.5Z, the newest chunk's end.
+        // 2026-11-30T10:00:00.5Z, the newest chunk's end, learnt 10 ms later.
         let end = 1_796_032_800_500_000_000;
-        let later = end + 5_000_000_000;
-        assert_eq!(begin_option(DumpStart::All, later), None);
-        assert_eq!(begin_option(DumpStart::Unsupported, later), None);
+        let after = |end: i64| DumpStart::After {
+            end,
+            seen_wall: end.saturating_add(10_000_000),
+            seen_at: Instant::now(),
+        };
+        let (later, since) = (end + 5_010_000_000, 5_000_000_000);
+        assert_eq!(begin_option(DumpStart::All, later, since), None);
+        assert_eq!(begin_option(DumpStart::Unsupported, later, since), None);
         assert_eq!(
-            begin_option(DumpStart::After(end), later).as_deref(),
-            Some("begin=2026-11-30T10:00:00.501000000Z")
+            begin_option(after(end), later, since).as_deref(),
+            Some("begin=2026-11-30T10:00:00.500000001Z")
         );
-        // The wall clock not clearly past the end: a whole dump.
-        assert_eq!(begin_option(DumpStart::After(end), end + 500_000_000), None);
-        assert_eq!(
-            begin_option(DumpStart::After(end), end - 60_000_000_000),
-            None
-        );
-        assert_eq!(begin_option(DumpStart::After(i64::MAX), i64::MAX), None);
+        // 1-s windows keep `begin`.
+        assert!(begin_option(after(end), end + 1_010_000_000, 1_000_000_000).is_some());
+        // The wall clock fell 2 s behind the monotonic clock: a whole dump,
+        // even when it is past the end again.
+        assert_eq!(begin_option(after(end), later, since + 2_000_000_000), None);
+        // Not past the end at all: a whole dump.
+        assert_eq!(begin_option(after(end), end, 0), None);
+        assert_eq!(begin_option(after(i64::MAX), i64::MAX, 0), None);
     }
 
     fn recorder() -> JfrRecorder {

@@ -1,0 +1,202 @@
+//! A Kafka producer whose delivery reports are collected by one thread that
+//! waits up to [`POLL_WAIT`] per poll, with an async `send` that resolves when
+//! the broker acknowledged the message (or librdkafka gave up on it).
+//!
+//! Why not rdkafka's `FutureProducer`: its thread polls every 100 ms, and each
+//! poll re-polls with the time left rounded down to whole milliseconds, so the
+//! last fraction of a millisecond of every poll is spent spinning with a zero
+//! timeout. On an idle agent that thread alone used 0.8 % of a core (25 CPU
+//! ticks in 30 s), nearly all of the agent's CPU per JVM-hour
+//! (docs/benchmarks.md, "Profiling overhead"). Waiting a second per poll keeps
+//! the spin to at most a millisecond a second (5 ticks in 65 s measured, was
+//! 50 in 60 s); reports still arrive at once (a poll returns as soon as there
+//! is an event).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use tokio::sync::oneshot;
+
+/// Longest wait of one poll of delivery reports: each poll ends with up to a
+/// millisecond of spinning (see above), and a dropped producer's thread
+/// lingers this long. A second keeps both small (0.1 % of a core at most; a
+/// producer replaced during an outage is gone within a second).
+const POLL_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a send retries while librdkafka's own queue is full.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(100);
+
+/// Where a delivery report goes: the sender's future.
+type Report = oneshot::Sender<KafkaResult<()>>;
+
+/// Hands each delivery report to the future of its send.
+#[derive(Debug)]
+pub struct DeliveryContext;
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<Report>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, report: Box<Report>) {
+        // The sender may have stopped waiting (its task was cancelled): fine.
+        let _ = report.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+    }
+}
+
+/// The producer and its polling thread; the thread stops (and the producer
+/// is flushed and destroyed on it) within [`POLL_WAIT`] of the drop.
+pub struct PolledProducer {
+    inner: Arc<BaseProducer<DeliveryContext>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl PolledProducer {
+    pub fn create(config: &ClientConfig) -> KafkaResult<PolledProducer> {
+        let inner = Arc::new(BaseProducer::from_config_and_context(
+            config,
+            DeliveryContext,
+        )?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (producer, stopped) = (Arc::clone(&inner), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("kafka-delivery".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    producer.poll(POLL_WAIT);
+                }
+            })
+            .map_err(|e| KafkaError::ClientCreation(format!("delivery thread: {e}")))?;
+        Ok(PolledProducer { inner, stop })
+    }
+
+    /// Queues one message and waits for its delivery report. A full
+    /// librdkafka queue is retried until `timeout`; the report itself comes
+    /// within `message.timeout.ms`.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        timeout: Duration,
+    ) -> KafkaResult<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx))
+            .key(key)
+            .payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() + QUEUE_FULL_RETRY < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_RETRY).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        // A dropped report means librdkafka dropped the message unreported.
+        rx.await.unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// The client's fatal error, if it has one (an idempotent producer's
+    /// state the broker refuses for good).
+    pub fn fatal_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.inner.client().fatal_error()
+    }
+}
+
+impl std::fmt::Debug for PolledProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolledProducer").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PolledProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process with the delivery thread's name.
+    fn delivery_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "kafka-delivery")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits (deadline 3 s) until `n` delivery threads run.
+    async fn until_delivery_threads(n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while delivery_threads() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} threads",
+                delivery_threads()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_nobody_acknowledges_fails_in_time_and_a_dropped_producer_leaves_no_thread() {
+        let mut config = ClientConfig::new();
+        // Nothing listens on port 1.
+        config
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "700");
+        let producer = PolledProducer::create(&config).expect("producer");
+        // (The thread names itself once it runs.)
+        until_delivery_threads(1, "the producer's delivery thread").await;
+        let started = Instant::now();
+        let sent = producer
+            .send("t", "k", b"payload", None, Duration::from_secs(5))
+            .await;
+        assert_eq!(
+            sent,
+            Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            ))
+        );
+        // The report arrives when librdkafka gives up, not a poll later.
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(producer);
+        let deadline = Instant::now() + POLL_WAIT * 3;
+        while delivery_threads() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the delivery thread outlived its producer"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
