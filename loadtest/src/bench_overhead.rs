@@ -33,6 +33,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::probe::{http_get, metric_sum, status_kib};
 use clap::{CommandFactory, Parser};
 use javelin_agent::attach::AttachTarget;
 use javelin_agent::config::AgentArgs;
@@ -1061,12 +1063,17 @@ impl Jvm {
     }
 }
 
+/// Kills and reaps a child of ours.
+fn reap(child: &mut Child, pid: u32) {
+    let _ = child.kill();
+    // Before the wait: until reaped, the pid cannot name another process.
+    disown(pid);
+    let _ = child.wait();
+}
+
 impl Drop for Jvm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        // Before the wait: until reaped, the pid cannot name another process.
-        disown(self.pid);
-        let _ = self.child.wait();
+        reap(&mut self.child, self.pid);
     }
 }
 
@@ -1165,10 +1172,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        // Before the wait: until reaped, the pid cannot name another process.
-        disown(self.pid);
-        let _ = self.child.wait();
+        reap(&mut self.child, self.pid);
     }
 }
 
@@ -1246,43 +1250,6 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
             .context("/proc/<pid>/stat")
     };
     Ok(field(14)? + field(15)?)
-}
-
-/// A field of /proc/<pid>/status in KiB.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// A plain HTTP/1.0 GET on loopback (the metrics endpoint).
-fn http_get(url: &str) -> anyhow::Result<String> {
-    let rest = url.strip_prefix("http://").context("an http:// URL")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map_or(body.clone(), |(_, b)| b.to_string()))
-}
-
-/// Sum of a metric's samples whose line contains `label`.
-fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        // An empty sum is -0.0.
-        + 0.0
 }
 
 fn command_output(program: &str, args: &[&str]) -> anyhow::Result<String> {

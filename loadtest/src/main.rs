@@ -6,6 +6,7 @@ mod bench_agent;
 mod bench_consumer;
 mod bench_overhead;
 mod bench_query;
+mod probe;
 
 use std::time::Duration;
 
