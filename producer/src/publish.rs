@@ -323,6 +323,8 @@ fn rejected_by_broker(error: &KafkaError) -> bool {
                 | C::NotLeaderForPartition
                 | C::LeaderNotAvailable
                 | C::UnknownTopicOrPartition
+                // librdkafka's own "topic not (yet) known": waiting fixes it too.
+                | C::UnknownTopic
                 | C::NotEnoughReplicas
                 | C::NotEnoughReplicasAfterAppend
                 // Refusals of one message, not of the producer: the spool drops it.
