@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use javelin_agent::attach::AttachTarget;
+use javelin_agent::discovery::ProcFs;
+use javelin_agent::session::{self, Marker};
 use javelin_schema::testkit::{
     DemoJvm, Reaped, TopicLog, create_topics, kafka_brokers, unique_name, wait_for,
 };
@@ -225,6 +227,67 @@ async fn a_foreign_async_profiler_is_an_external_conflict_and_left_untouched() {
             .iter()
             .any(|s| s.state == TargetState::Profiling as i32)
     );
+}
+
+/// Host JVMs share the host's /tmp, where a marker outlives a JVM that was
+/// killed, and pids come round again (pid_max is 32768 on many hosts): a
+/// marker written for an earlier process with this pid must not keep the new
+/// JVM unprofiled, while a marker of this very JVM by another live
+/// installation still does, and says so in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
+    let setup = Setup::new().await;
+    let status_log = TopicLog::follow(&setup.status);
+    let jvm = DemoJvm::start(&[]);
+    let target = ProcFs::new("/proc")
+        .expect("/proc")
+        .inspect(jvm.pid)
+        .expect("the demo is a HotSpot JVM");
+    // This test process stands in for another installation's live agent.
+    let marker = |jvm_start_ms| Marker {
+        installation: format!("{}-other", setup.run),
+        recorder: "jfr".into(),
+        recording: "theirs".into(),
+        agent_pid: std::process::id(),
+        agent_start_ms: session::own_start_ms(),
+        jvm_start_ms: Some(jvm_start_ms),
+    };
+    let theirs = marker(target.start_ms);
+    theirs.write(jvm.pid, target.nspid).expect("their marker");
+    let agent = setup.agent(jvm.pid);
+    let status = wait_for_state(&status_log, jvm.pid, TargetState::ExternalConflict).await;
+    assert!(
+        status.last_error.contains("-other"),
+        "{}",
+        status.last_error
+    );
+    let log = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/e2e-logs/{}.agent.log", setup.run));
+    wait_for("the agent to log why", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let said = text.contains("not profiling this JVM") && text.contains("-other");
+        async move { said.then_some(()) }
+    })
+    .await;
+    drop(agent);
+    assert_eq!(
+        Marker::read(jvm.pid, target.nspid).expect("read"),
+        Some(theirs),
+        "a conflicting marker was touched"
+    );
+
+    // The same marker, but written for a process that started a minute
+    // earlier: stale. The agent profiles and the marker becomes ours.
+    marker(target.start_ms - 60_000)
+        .write(jvm.pid, target.nspid)
+        .expect("the stale marker");
+    let _agent = setup.agent(jvm.pid);
+    wait_for_state(&status_log, jvm.pid, TargetState::Profiling).await;
+    let ours = Marker::read(jvm.pid, target.nspid)
+        .expect("read")
+        .expect("a marker");
+    assert_eq!(ours.installation, setup.run);
+    assert_eq!(ours.jvm_start_ms, Some(target.start_ms));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,10 +9,16 @@
 //!   new one started under our name, so the JVM never carries two;
 //! - our installation, and the agent it names still runs (a second agent on the
 //!   node): `external_conflict`, left alone;
-//! - another installation: `external_conflict`, left alone.
+//! - another installation: `external_conflict`, left alone;
+//! - a marker written for an earlier process with the same pid (its JVM start
+//!   time differs): stale, a fresh target.
 //!
 //! The marker lives in the target's /tmp (reached through `/proc/<pid>/root`), so
-//! it dies with the container, and a restarted JVM starts clean. It is read,
+//! it dies with the container, and a restarted JVM starts clean. A JVM on the
+//! host shares the host's /tmp, where a marker outlives its JVM (a JVM killed
+//! before its session stopped): pids are reused (pid_max is often 32768), so
+//! the marker names the JVM's start time, and a marker of another start is
+//! ignored and replaced. It is read,
 //! written and removed only through [`Marker::read`], [`Marker::write`] and
 //! [`Marker::remove`] ([`crate::rootfs`]: no link followed, /tmp owned by root or
 //! the JVM's user, the marker itself a small regular file owned by the agent's
@@ -47,6 +53,9 @@ pub struct Marker {
     pub recording: String,
     pub agent_pid: u32,
     pub agent_start_ms: i64,
+    /// Start time (ms since the epoch) of the JVM the marker was written for;
+    /// `None` in markers of agents before it was recorded.
+    pub jvm_start_ms: Option<i64>,
 }
 
 /// Who owns the target, as far as the marker tells.
@@ -121,10 +130,14 @@ impl Marker {
     }
 
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "installation={}\nrecorder={}\nrecording={}\nagent_pid={}\nagent_start_ms={}\n",
             self.installation, self.recorder, self.recording, self.agent_pid, self.agent_start_ms
-        )
+        );
+        if let Some(start) = self.jvm_start_ms {
+            text.push_str(&format!("jvm_start_ms={start}\n"));
+        }
+        text
     }
 
     /// Parses a marker; `None` for anything that is not one (treated as foreign by callers).
@@ -140,6 +153,10 @@ impl Marker {
             recording: field("recording")?.to_string(),
             agent_pid: field("agent_pid")?.parse().ok()?,
             agent_start_ms: field("agent_start_ms")?.parse().ok()?,
+            jvm_start_ms: match field("jvm_start_ms") {
+                Some(v) => Some(v.parse().ok()?),
+                None => None,
+            },
         })
     }
 
@@ -153,6 +170,11 @@ impl Marker {
         let Some(existing) = existing else {
             return Ownership::Fresh;
         };
+        if let (Some(then), Some(now)) = (existing.jvm_start_ms, me.jvm_start_ms)
+            && !same_start(then, now)
+        {
+            return Ownership::Fresh;
+        }
         if existing.installation != me.installation {
             return Ownership::Foreign(existing.clone());
         }
@@ -180,7 +202,14 @@ pub fn process_alive(pid: u32, start_ms: i64) -> bool {
     crate::discovery::ProcFs::new("/proc")
         .ok()
         .and_then(|p| p.start_ms(pid))
-        .is_some_and(|s| (s - start_ms).abs() < 1000)
+        .is_some_and(|s| same_start(s, start_ms))
+}
+
+/// Whether two start times computed from `/proc` name the same process start:
+/// they are derived from clock ticks and the boot time, so they may differ by
+/// rounding, never by a second.
+fn same_start(a: i64, b: i64) -> bool {
+    (a - b).abs() < 1000
 }
 
 #[cfg(test)]
@@ -194,14 +223,26 @@ mod tests {
             recording: "javelin".into(),
             agent_pid: pid,
             agent_start_ms: 1000,
+            jvm_start_ms: Some(50_000),
         }
     }
 
     #[test]
     fn markers_round_trip() {
         let m = marker("prod", 42);
-        assert_eq!(Marker::parse(&m.render()), Some(m));
+        assert_eq!(Marker::parse(&m.render()), Some(m.clone()));
         assert_eq!(Marker::parse("garbage"), None);
+        // An older agent's marker names no JVM start.
+        let old = Marker {
+            jvm_start_ms: None,
+            ..m
+        };
+        assert_eq!(Marker::parse(&old.render()), Some(old.clone()));
+        assert!(!old.render().contains("jvm_start_ms"));
+        assert_eq!(
+            Marker::parse(&format!("{}jvm_start_ms=soon\n", old.render())),
+            None
+        );
     }
 
     #[test]
@@ -224,7 +265,48 @@ mod tests {
         let other = marker("staging", 5);
         assert_eq!(
             Marker::ownership(Some(&other), &me, |_, _| false),
-            Ownership::Foreign(other)
+            Ownership::Foreign(other.clone())
+        );
+    }
+
+    #[test]
+    fn a_marker_of_an_earlier_process_with_the_same_pid_is_stale() {
+        let me = marker("prod", 7);
+        // Another installation's live agent wrote it, but for a JVM that
+        // started a minute before this one: the pid was reused.
+        let earlier = Marker {
+            jvm_start_ms: Some(-10_000),
+            ..marker("staging", 5)
+        };
+        assert_eq!(
+            Marker::ownership(Some(&earlier), &me, |_, _| true),
+            Ownership::Fresh
+        );
+        let ours_earlier = Marker {
+            jvm_start_ms: Some(-10_000),
+            ..marker("prod", 5)
+        };
+        assert_eq!(
+            Marker::ownership(Some(&ours_earlier), &me, |_, _| false),
+            Ownership::Fresh
+        );
+        // The same JVM (start times agree within rounding) keeps the rules.
+        let same = Marker {
+            jvm_start_ms: Some(50_400),
+            ..marker("staging", 5)
+        };
+        assert_eq!(
+            Marker::ownership(Some(&same), &me, |_, _| false),
+            Ownership::Foreign(same.clone())
+        );
+        // An older agent's marker names no start: the rules as before.
+        let unknown = Marker {
+            jvm_start_ms: None,
+            ..marker("staging", 5)
+        };
+        assert_eq!(
+            Marker::ownership(Some(&unknown), &me, |_, _| false),
+            Ownership::Foreign(unknown.clone())
         );
     }
 }

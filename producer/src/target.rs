@@ -225,17 +225,17 @@ pub async fn run(
         losses: Losses::default(),
     };
     let pid = jvm.pid;
+    // Every way of leaving a JVM unprofiled says why in the log, too: the
+    // status reaches the UI, the log reaches whoever reads the agent's pod.
     if jvm.attach_disabled {
-        reporter
-            .status(
-                TargetState::Disabled,
-                "started with -XX:+DisableAttachMechanism",
-            )
-            .await;
+        let message = "started with -XX:+DisableAttachMechanism";
+        tracing::warn!(pid, reason = message, "not profiling this JVM");
+        reporter.status(TargetState::Disabled, message).await;
         return TargetEnd::Disabled;
     }
     if let Some(foreign) = &jvm.foreign_profiler {
         let (state, message) = conflict(foreign);
+        tracing::warn!(pid, reason = %message, "not profiling this JVM");
         reporter.status(state, &message).await;
         return TargetEnd::Conflict(message);
     }
@@ -245,6 +245,7 @@ pub async fn run(
         recording: config.recording_name.clone(),
         agent_pid: std::process::id(),
         agent_start_ms: session::own_start_ms(),
+        jvm_start_ms: Some(jvm.start_ms),
     };
     let nspid = jvm.nspid;
     let marker_path = Marker::path(pid, nspid);
@@ -254,6 +255,7 @@ pub async fn run(
         // file, garbled) is someone else's file: leave the JVM alone.
         Err(e) => {
             let message = format!("{e}; not touching this JVM");
+            tracing::warn!(pid, reason = %message, "not profiling this JVM");
             reporter
                 .status(TargetState::ExternalConflict, &message)
                 .await;
@@ -267,6 +269,7 @@ pub async fn run(
             owner.agent_pid,
             marker_path.display()
         );
+        tracing::warn!(pid, reason = %message, "not profiling this JVM");
         reporter
             .status(TargetState::ExternalConflict, &message)
             .await;
@@ -308,6 +311,7 @@ pub async fn run(
     let Some((started, mut recorder)) =
         blocking(recorder, move |r| r.start(stale.as_deref())).await
     else {
+        tracing::error!(pid, "starting the recorder panicked");
         return TargetEnd::AttachFailed("recorder task panicked".into());
     };
     if let Err(e) = started {
@@ -392,6 +396,7 @@ pub async fn run(
         // The collect reads the dump under one of the agent's collect slots,
         // which travels in `Collected` until the windows are built.
         let Some((collected, back)) = blocking(recorder, |r| r.collect()).await else {
+            tracing::error!(pid, "collecting the window panicked");
             return TargetEnd::AttachFailed("recorder task panicked".into());
         };
         recorder = back;
