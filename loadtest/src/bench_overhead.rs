@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+mod paired;
+
 use crate::probe::{http_get, metric_sum, status_kib};
 use clap::{CommandFactory, Parser};
 use javelin_agent::attach::AttachTarget;
@@ -94,6 +96,14 @@ pub struct BenchOverheadArgs {
     /// older build kept to measure a change before and after.
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// Paired mode: instead of a fresh JVM per configuration and run, one JVM
+    /// per (workload, configuration) and round switches the profiler on in
+    /// this many periods between off-periods (see `paired.rs`); 0: fresh JVMs.
+    #[arg(long, default_value_t = 0)]
+    pub paired: u64,
+    /// Length of each on- and off-period in paired mode, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub period_secs: u64,
     /// Continue the interrupted run whose JSON report this is (same flags):
     /// its runs are kept, the plan resumes after them, the report is rewritten in place.
     #[arg(long)]
@@ -376,6 +386,9 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
         )
         .await?;
     }
+    if args.paired > 0 {
+        return paired::run(&bench);
+    }
     let started = command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
     let loadavg_start = loadavg();
     let plan = plan(args);
@@ -488,14 +501,20 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every round: each (workload, configuration) once, shuffled.
-fn plan(args: &BenchOverheadArgs) -> Vec<(u64, Workload, Config)> {
+/// The workloads and configurations asked for, each once, in a fixed order.
+fn cells(args: &BenchOverheadArgs) -> (Vec<Workload>, Vec<Config>) {
     let mut workloads = args.workloads.clone();
     workloads.sort();
     workloads.dedup();
     let mut configs = args.configs.clone();
     configs.sort();
     configs.dedup();
+    (workloads, configs)
+}
+
+/// Every round: each (workload, configuration) once, shuffled.
+fn plan(args: &BenchOverheadArgs) -> Vec<(u64, Workload, Config)> {
+    let (workloads, configs) = cells(args);
     let mut rng = SplitMix(args.seed);
     let mut out = Vec::new();
     for round in 0..args.rounds {
@@ -1311,12 +1330,7 @@ fn summarize(args: &BenchOverheadArgs, runs: &[Run]) -> Vec<Summary> {
         .map(|r| ((r.workload.as_str(), r.round), r))
         .collect();
     let mut out = Vec::new();
-    let mut workloads = args.workloads.clone();
-    workloads.sort();
-    workloads.dedup();
-    let mut configs = args.configs.clone();
-    configs.sort();
-    configs.dedup();
+    let (workloads, configs) = cells(args);
     for w in &workloads {
         for c in &configs {
             let Some(cell) = by_cell.get(&(w.name(), c.name())) else {

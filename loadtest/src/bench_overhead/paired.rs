@@ -1,0 +1,575 @@
+//! `bench-overhead --paired N`: the profiler switched on and off in periods of
+//! one JVM.
+//!
+//! Throughput differs by ±5–20 % between two JVMs of the same configuration on
+//! a small VM (JIT decisions, heap and code layout), more than what profiling
+//! costs; comparing fresh JVMs needs dozens of rounds to see a few percent.
+//! Here each JVM is its own baseline: after the warm-up it runs `off, on, off,
+//! on, …, off` periods of `--period-secs` (N on-periods), and every on-period
+//! is compared with the mean of the off-periods on either side of it, which
+//! also cancels a slow drift (JIT still settling, a neighbour's load).
+//!
+//! The profiler is started before an on-period and stopped after it, outside
+//! the measured time: the agent (seen profiling, then SIGTERM: it ends its
+//! session), `asprof start`/`stop`, or the JDK preset by `jcmd JFR.start
+//! settings=…`/`JFR.stop` (what a user does without restarting the JVM).
+//! An off-period after the first on-period is "profiler stopped", not "never
+//! profiled": async-profiler stays loaded and JFR keeps its threads; the first
+//! off-period is the only never-profiled one, and the report gives its ops/s
+//! beside the later ones. The agent's dump cadence is part of what an
+//! on-period measures only when the period spans windows: use periods of at
+//! least two windows (the 10-s configurations with 30-s periods).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::{
+    Agent, Bench, Config, Jvm, Spread, Workload, agent_default, check_evidence, evidence_of,
+};
+use javelin_agent::attach::AttachTarget;
+
+/// The name of the anchor's JFR recording started by `jcmd`.
+const ANCHOR_RECORDING: &str = "javelinpairedanchor";
+
+/// One measured period.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Period {
+    pub round: u64,
+    pub workload: &'static str,
+    pub config: &'static str,
+    /// 0, 1, 2, …: even periods are off, odd ones on.
+    pub index: usize,
+    pub on: bool,
+    pub ops_per_sec: f64,
+    pub measured_secs: f64,
+    /// CPU seconds per second the node spent outside the JVM (and the agent, when on).
+    pub other_cpu_per_sec: f64,
+    pub jvm_rss_kib: u64,
+}
+
+/// One (workload, configuration) over all its JVMs.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct PairedSummary {
+    pub workload: &'static str,
+    pub config: &'static str,
+    pub jvms: usize,
+    /// On-periods with both neighbouring off-periods measured.
+    pub on_periods: usize,
+    /// Per on-period: its ops/s ÷ the mean of the off-periods either side.
+    pub ratio: Option<Spread>,
+    /// Ops/s of the first (never-profiled) off-periods and of the later ones.
+    pub first_off_ops_per_sec: Option<Spread>,
+    pub later_off_ops_per_sec: Option<Spread>,
+    /// Per on-period: the JVM's RSS minus the off-period before it, MiB.
+    pub extra_rss_mib: Option<Spread>,
+}
+
+/// How the profiler of `config` is switched in one JVM.
+enum Switch<'a> {
+    Agent(Agent),
+    Asprof(&'a std::path::Path),
+    Jfr,
+}
+
+impl Bench {
+    /// The periods of one JVM running `workload`, `config` switched on in
+    /// `pairs` periods between off-periods.
+    pub(super) fn run_paired(
+        &self,
+        order: usize,
+        round: u64,
+        workload: Workload,
+        config: Config,
+        pairs: usize,
+    ) -> anyhow::Result<Vec<Period>> {
+        if config == Config::None {
+            bail!("`none` has no on-periods: the off-periods are the baseline");
+        }
+        let tag = format!("{order:03}-paired-{}-{}", workload.name(), config.name());
+        let recording =
+            std::env::temp_dir().join(format!("javelin-overhead-{}-{tag}.jfr", std::process::id()));
+        let mut jvm = Jvm::start(self, workload, &self.jvm_options, &tag)?;
+        let warm = Instant::now() + Duration::from_secs(self.args.warmup_secs);
+        self.idle_until(&mut jvm, None, warm)?;
+        let period = Duration::from_secs(self.args.period_secs);
+        let mut periods = Vec::with_capacity(2 * pairs + 1);
+        for index in 0..=2 * pairs {
+            let on = index % 2 == 1;
+            let mut switch = None;
+            if on {
+                switch = Some(self.switch_on(config, &mut jvm, &recording, &tag)?);
+                check_evidence(config, jvm.pid, &recording)?;
+            } else {
+                // Stopped means stopped: no recording open, whatever stays loaded.
+                let (files, _) = evidence_of(jvm.pid);
+                if !files.is_empty() {
+                    bail!("period {index}: the profiler still records after its stop: {files:?}");
+                }
+            }
+            let agent = match &mut switch {
+                Some(Switch::Agent(a)) => Some(a),
+                _ => None,
+            };
+            let agent_pid = agent.as_ref().map(|a| a.pid);
+            let cpu = |jvm: &Jvm| -> anyhow::Result<(u64, u64, u64)> {
+                Ok((
+                    super::cpu_ticks(jvm.pid)?,
+                    agent_pid.map(super::cpu_ticks).transpose()?.unwrap_or(0),
+                    super::node_busy_ticks()?,
+                ))
+            };
+            let before = cpu(&jvm)?;
+            let (t0, ops0) = jvm.mark()?;
+            let until = Instant::now() + period;
+            self.idle_until(&mut jvm, agent, until)?;
+            let (t1, ops1) = jvm.mark()?;
+            let after = cpu(&jvm)?;
+            let jvm_rss_kib = super::status_kib(jvm.pid, "VmRSS:").context("the JVM's VmRSS")?;
+            let measured_secs = t1.saturating_sub(t0) as f64 / 1e9;
+            let ops = ops1.saturating_sub(ops0);
+            if ops == 0 {
+                bail!("period {index}: the workload completed no operation");
+            }
+            if let Some(switch) = switch {
+                check_evidence(config, jvm.pid, &recording)?;
+                self.switch_off(switch, &jvm)?;
+            }
+            let other_ticks =
+                (after.2 - before.2).saturating_sub(after.0 - before.0 + after.1 - before.1);
+            periods.push(Period {
+                round,
+                workload: workload.name(),
+                config: config.name(),
+                index,
+                on,
+                ops_per_sec: ops as f64 / measured_secs,
+                measured_secs,
+                other_cpu_per_sec: other_ticks as f64 / self.clk_tck / measured_secs,
+                jvm_rss_kib,
+            });
+        }
+        jvm.exit()?;
+        let _ = std::fs::remove_file(&recording);
+        Ok(periods)
+    }
+
+    /// Sleeps until `until`, failing early if the JVM or the agent exits.
+    fn idle_until(
+        &self,
+        jvm: &mut Jvm,
+        mut agent: Option<&mut Agent>,
+        until: Instant,
+    ) -> anyhow::Result<()> {
+        while Instant::now() < until {
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500)),
+            );
+            jvm.alive()?;
+            if let Some(a) = agent.as_deref_mut() {
+                a.alive()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `config`'s profiler and returns once it profiles.
+    fn switch_on<'a>(
+        &self,
+        config: Config,
+        jvm: &mut Jvm,
+        recording: &'a std::path::Path,
+        tag: &str,
+    ) -> anyhow::Result<Switch<'a>> {
+        if let Some((asprof, window)) = config.agent() {
+            let args = self.agent_args(jvm.pid, asprof, window);
+            return Ok(Switch::Agent(Agent::start(self, &args, tag, jvm)?));
+        }
+        if let Some(preset) = config.jfr_preset() {
+            let reply = self.jcmd(
+                jvm.pid,
+                &format!("JFR.start name={ANCHOR_RECORDING} settings={preset}"),
+            )?;
+            if !reply.contains("Started recording") {
+                bail!("JFR.start: {}", reply.trim());
+            }
+            return Ok(Switch::Jfr);
+        }
+        let _ = std::fs::remove_file(recording);
+        self.asprof(&self.asprof_start_args(recording, jvm.pid))?;
+        let status = self.asprof(&["status".into(), jvm.pid.to_string()])?;
+        if !status.contains("running") {
+            bail!("asprof status after start: {}", status.trim());
+        }
+        Ok(Switch::Asprof(recording))
+    }
+
+    /// Stops the profiler started by [`Bench::switch_on`].
+    fn switch_off(&self, switch: Switch<'_>, jvm: &Jvm) -> anyhow::Result<()> {
+        match switch {
+            Switch::Agent(mut agent) => {
+                let metrics = agent.metrics()?;
+                let failures =
+                    super::metric_sum(&metrics, "javelin_agent_collect_failures_total", "");
+                if failures > 0.0 {
+                    bail!("the agent failed {failures} collects (see its log)");
+                }
+                agent.stop()
+            }
+            Switch::Jfr => {
+                let reply = self.jcmd(jvm.pid, &format!("JFR.stop name={ANCHOR_RECORDING}"))?;
+                if !reply.contains("Stopped recording") {
+                    bail!("JFR.stop: {}", reply.trim());
+                }
+                Ok(())
+            }
+            Switch::Asprof(recording) => {
+                self.asprof(&["stop".into(), jvm.pid.to_string()])?;
+                let size = std::fs::metadata(recording).map_or(0, |m| m.len());
+                if size == 0 {
+                    bail!("the recording {} is missing or empty", recording.display());
+                }
+                let _ = std::fs::remove_file(recording);
+                Ok(())
+            }
+        }
+    }
+
+    /// One diagnostic command to the JVM, through the agent's attach client.
+    fn jcmd(&self, pid: u32, line: &str) -> anyhow::Result<String> {
+        let target = AttachTarget::for_pid(pid, Duration::from_secs(30))
+            .with_context(|| format!("attaching to {pid}"))?;
+        let reply = target
+            .jcmd(line)
+            .with_context(|| format!("jcmd {pid} {line}"))?;
+        if reply.status != 0 {
+            bail!("jcmd {pid} {line}: {}", reply.text.trim());
+        }
+        Ok(reply.text)
+    }
+}
+
+/// Warns when an agent configuration's window is longer than half a period:
+/// its dumps then fall outside the measured periods, or once in them.
+pub(super) fn window_warning(config: Config, period_secs: u64) -> anyhow::Result<Option<String>> {
+    let Some((_, window)) = config.agent() else {
+        return Ok(None);
+    };
+    let window = match window {
+        Some(w) => w,
+        None => agent_default("window_secs")?,
+    };
+    Ok((2 * window > period_secs).then(|| {
+        format!(
+            "`{}`: {window}-s windows in {period_secs}-s periods: fewer than two dumps per \
+             on-period, so the dump cost is under-represented",
+            config.name()
+        )
+    }))
+}
+
+/// The periods grouped by (workload, configuration), in the order given.
+pub(super) fn summarize(
+    workloads: &[Workload],
+    configs: &[Config],
+    periods: &[Period],
+) -> Vec<PairedSummary> {
+    let mut out = Vec::new();
+    for w in workloads {
+        for c in configs {
+            let cell: Vec<&Period> = periods
+                .iter()
+                .filter(|p| p.workload == w.name() && p.config == c.name())
+                .collect();
+            if cell.is_empty() {
+                continue;
+            }
+            let (mut ratios, mut extra, mut first, mut later) = (vec![], vec![], vec![], vec![]);
+            let mut jvms = 0;
+            for p in &cell {
+                if p.index == 0 {
+                    jvms += 1;
+                }
+                if !p.on {
+                    if p.index == 0 {
+                        first.push(p.ops_per_sec);
+                    } else {
+                        later.push(p.ops_per_sec);
+                    }
+                    continue;
+                }
+                let off = |index: usize| {
+                    cell.iter()
+                        .find(|q| q.round == p.round && q.index == index && !q.on)
+                };
+                if let (Some(a), Some(b)) = (off(p.index - 1), off(p.index + 1)) {
+                    ratios.push(p.ops_per_sec / ((a.ops_per_sec + b.ops_per_sec) / 2.0));
+                    extra.push((p.jvm_rss_kib as f64 - a.jvm_rss_kib as f64) / 1024.0);
+                }
+            }
+            out.push(PairedSummary {
+                workload: w.name(),
+                config: c.name(),
+                jvms,
+                on_periods: ratios.len(),
+                ratio: Spread::of(&ratios),
+                first_off_ops_per_sec: Spread::of(&first),
+                later_off_ops_per_sec: Spread::of(&later),
+                extra_rss_mib: Spread::of(&extra),
+            });
+        }
+    }
+    out
+}
+
+/// The summaries as a markdown table.
+pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
+    let pct = |r: f64| format!("{:+.1} %", (r - 1.0) * 100.0);
+    let mut out = String::from(
+        "| workload | config | JVMs | on-periods | on vs neighbouring off: median [IQR] (min … max) | off ops/s: first (never profiled) / later, median | JVM RSS on − off before, MiB: median (max) |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for s in summaries {
+        let ratio = s.ratio.map_or("—".into(), |r| {
+            format!(
+                "{} [{}, {}] ({} … {})",
+                pct(r.median),
+                pct(r.q1),
+                pct(r.q3),
+                pct(r.min),
+                pct(r.max)
+            )
+        });
+        let offs = match (s.first_off_ops_per_sec, s.later_off_ops_per_sec) {
+            (Some(f), Some(l)) => format!("{:.0} / {:.0}", f.median, l.median),
+            _ => "—".into(),
+        };
+        let extra = s.extra_rss_mib.map_or("—".into(), |e| {
+            format!("{:+.1} ({:+.1})", e.median, e.max)
+        });
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {ratio} | {offs} | {extra} |\n",
+            s.workload, s.config, s.jvms, s.on_periods,
+        ));
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+struct PairedReport {
+    started: String,
+    command: String,
+    loadavg_start: String,
+    loadavg_end: String,
+    java: String,
+    agent_binary: String,
+    jvm_options: Vec<String>,
+    threads: u32,
+    rounds: u64,
+    pairs: usize,
+    warmup_secs: u64,
+    period_secs: u64,
+    seed: u64,
+    agent_jfr_start: String,
+    agent_async_profiler_start: String,
+    asprof_anchor: String,
+    warnings: Vec<String>,
+    failure: Option<String>,
+    summaries: Vec<PairedSummary>,
+    periods: Vec<Period>,
+}
+
+/// The paired benchmark: every round, one JVM per (workload, configuration)
+/// in a seeded order; prints the markdown and writes the JSON report.
+pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
+    let args = &bench.args;
+    if args.resume.is_some() {
+        bail!("--resume continues the fresh-JVM runs only; start a paired run anew");
+    }
+    let (workloads, mut configs) = super::cells(args);
+    configs.retain(|c| *c != Config::None);
+    if configs.is_empty() {
+        bail!("--paired needs a profiler configuration (the off-periods are `none`)");
+    }
+    let pairs = args.paired as usize;
+    let plan: Vec<(u64, Workload, Config)> = super::plan(args)
+        .into_iter()
+        .filter(|(_, _, c)| *c != Config::None)
+        .collect();
+    let mut report = PairedReport {
+        started: super::command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        loadavg_start: super::loadavg(),
+        loadavg_end: String::new(),
+        java: super::java_version(),
+        agent_binary: bench.agent_bin.display().to_string(),
+        jvm_options: bench.jvm_options.clone(),
+        threads: args.threads,
+        rounds: args.rounds,
+        pairs,
+        warmup_secs: args.warmup_secs,
+        period_secs: args.period_secs,
+        seed: args.seed,
+        agent_jfr_start: bench.agent_jfr_start()?,
+        agent_async_profiler_start: bench.agent_async_profiler_start()?,
+        asprof_anchor: format!(
+            "asprof {}",
+            bench
+                .asprof_start_args(std::path::Path::new("FILE.jfr"), 0)
+                .join(" ")
+        ),
+        warnings: configs
+            .iter()
+            .map(|c| window_warning(*c, args.period_secs))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+        failure: None,
+        summaries: Vec::new(),
+        periods: Vec::new(),
+    };
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(javelin_loadtest::scenario::default_report_dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!(
+        "bench-overhead-paired-{}.json",
+        javelin_loadtest::now_ms()
+    ));
+    eprintln!(
+        "bench-overhead --paired {pairs}: {} JVMs of ~{} s; report (rewritten after every JVM): {}",
+        plan.len(),
+        args.warmup_secs + (2 * args.paired + 1) * args.period_secs + 5 * args.paired,
+        path.display()
+    );
+    for (order, &(round, workload, config)) in plan.iter().enumerate() {
+        let label = format!("round {} {} {}", round + 1, workload.name(), config.name());
+        bench.wait_for_idle();
+        match bench.run_paired(order, round, workload, config, pairs) {
+            Ok(periods) => {
+                let show: Vec<String> = periods
+                    .iter()
+                    .map(|p| format!("{}{:.0}", if p.on { "on " } else { "off " }, p.ops_per_sec))
+                    .collect();
+                eprintln!(
+                    "[{}/{}] {label}: {}",
+                    order + 1,
+                    plan.len(),
+                    show.join(", ")
+                );
+                report.periods.extend(periods);
+            }
+            Err(e) => {
+                eprintln!("[{}/{}] {label}: FAILED: {e:#}", order + 1, plan.len());
+                report.failure = Some(format!("{label}: {e:#}"));
+            }
+        }
+        report.loadavg_end = super::loadavg();
+        report.summaries = summarize(&workloads, &configs, &report.periods);
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+        if report.failure.is_some() {
+            break;
+        }
+    }
+    println!("## bench-overhead --paired, {}\n", report.started);
+    println!("- command: `{}`", report.command);
+    println!(
+        "- load average at start: {}; at end: {}",
+        report.loadavg_start, report.loadavg_end
+    );
+    println!(
+        "- {}; JVM options `{}`; {} worker threads; warm-up {} s; {} on-periods of {} s per JVM between off-periods",
+        report.java,
+        report.jvm_options.join(" "),
+        report.threads,
+        report.warmup_secs,
+        pairs,
+        report.period_secs
+    );
+    println!("- agent: `{}`", report.agent_binary);
+    println!(
+        "- asprof anchor: `{}`; JDK presets by `jcmd JFR.start settings=…`",
+        report.asprof_anchor
+    );
+    for w in &report.warnings {
+        println!("- warning: {w}");
+    }
+    println!();
+    print!("{}", markdown(&report.summaries));
+    println!("report: {}", path.display());
+    if let Some(failure) = report.failure {
+        bail!("harness failure: {failure}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period(round: u64, index: usize, ops_per_sec: f64, rss_mib: u64) -> Period {
+        Period {
+            round,
+            workload: "mixed",
+            config: "asprof",
+            index,
+            on: index % 2 == 1,
+            ops_per_sec,
+            measured_secs: 30.0,
+            other_cpu_per_sec: 0.0,
+            jvm_rss_kib: rss_mib * 1024,
+        }
+    }
+
+    #[test]
+    fn each_on_period_is_compared_with_the_off_periods_either_side() {
+        // Two JVMs; the first drifts upwards (100 → 120), the second is slower
+        // as a whole: only the neighbours of each on-period count.
+        let periods = vec![
+            period(0, 0, 100.0, 300),
+            period(0, 1, 99.0, 310),
+            period(0, 2, 110.0, 305),
+            period(0, 3, 114.0, 312),
+            period(0, 4, 120.0, 306),
+            period(1, 0, 50.0, 280),
+            period(1, 1, 45.0, 290),
+            period(1, 2, 50.0, 282),
+            period(1, 3, 50.0, 283),
+        ];
+        let s = summarize(&[Workload::Mixed], &[Config::Asprof], &periods);
+        assert_eq!(s.len(), 1);
+        let s = &s[0];
+        assert_eq!((s.jvms, s.on_periods), (2, 3), "{s:?}");
+        let r = s.ratio.expect("ratios");
+        // 99/105, 114/115, 45/50; the last on-period of JVM 2 has no off after it.
+        let mut expected = [99.0 / 105.0, 114.0 / 115.0, 0.9];
+        expected.sort_by(f64::total_cmp);
+        assert!((r.min - expected[0]).abs() < 1e-9, "{r:?}");
+        assert!((r.median - expected[1]).abs() < 1e-9, "{r:?}");
+        assert!((r.max - expected[2]).abs() < 1e-9, "{r:?}");
+        let first = s.first_off_ops_per_sec.expect("first");
+        assert_eq!((first.min, first.max), (50.0, 100.0));
+        let extra = s.extra_rss_mib.expect("rss");
+        assert_eq!((extra.min, extra.max), (7.0, 10.0));
+    }
+
+    #[test]
+    fn an_agent_window_longer_than_half_a_period_is_flagged() {
+        assert!(
+            window_warning(Config::AgentJfr10s, 30)
+                .expect("known")
+                .is_none()
+        );
+        let long = window_warning(Config::AgentJfr, 30).expect("known");
+        assert!(long.is_some_and(|w| w.contains("60-s windows")));
+        assert!(window_warning(Config::Asprof, 5).expect("known").is_none());
+    }
+}
