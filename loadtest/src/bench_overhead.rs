@@ -102,8 +102,11 @@ pub struct BenchOverheadArgs {
     #[arg(long, default_value_t = 0)]
     pub paired: u64,
     /// Length of each on- and off-period in paired mode, in seconds.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u64).range(1..))]
     pub period_secs: u64,
+    /// Seconds between a switch of the profiler and the next period, in paired mode.
+    #[arg(long, default_value_t = 3)]
+    pub settle_secs: u64,
     /// Continue the interrupted run whose JSON report this is (same flags):
     /// its runs are kept, the plan resumes after them, the report is rewritten in place.
     #[arg(long)]

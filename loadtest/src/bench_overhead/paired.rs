@@ -10,15 +10,26 @@
 //! also cancels a slow drift (JIT still settling, a neighbour's load).
 //!
 //! The profiler is started before an on-period and stopped after it, outside
-//! the measured time: the agent (seen profiling, then SIGTERM: it ends its
-//! session), `asprof start`/`stop`, or the JDK preset by `jcmd JFR.start
-//! settings=…`/`JFR.stop` (what a user does without restarting the JVM).
+//! the measured time, and every period starts `--settle-secs` after the switch
+//! (start-up work, recompilation after a stop, JFR's chunk clean-up stay out of
+//! both): the agent (seen profiling, then SIGTERM: it ends its session),
+//! `asprof start`/`stop`, or the JDK preset by `jcmd JFR.start settings=…` /
+//! `JFR.stop` (what a user does without restarting the JVM; the fresh-JVM mode
+//! starts presets with `-XX:StartFlightRecording` instead, so the two modes'
+//! JFR anchors differ in start-up only).
+//!
 //! An off-period after the first on-period is "profiler stopped", not "never
 //! profiled": async-profiler stays loaded and JFR keeps its threads; the first
-//! off-period is the only never-profiled one, and the report gives its ops/s
-//! beside the later ones. The agent's dump cadence is part of what an
-//! on-period measures only when the period spans windows: use periods of at
-//! least two windows (the 10-s configurations with 30-s periods).
+//! off-period is the only never-profiled one (it also follows the warm-up
+//! directly, so it carries drift too). The JVM's memory is taken from the
+//! first off-period: the RSS at the end of the first on-period and the JVM's
+//! peak RSS over all periods, minus it (memory a profiler took is rarely given
+//! back, so later periods say nothing about it).
+//!
+//! The agent's dump cadence is part of an on-period only when the period spans
+//! windows: the agent starts its first window when profiling starts, so with
+//! a period of k windows plus half a window the k dumps fall inside it. The
+//! periods record the windows the agent built, so a reader can check.
 
 use std::time::{Duration, Instant};
 
@@ -46,7 +57,13 @@ pub(super) struct Period {
     pub measured_secs: f64,
     /// CPU seconds per second the node spent outside the JVM (and the agent, when on).
     pub other_cpu_per_sec: f64,
+    /// VmRSS at the end of the period, and VmHWM (peak) then.
     pub jvm_rss_kib: u64,
+    pub jvm_hwm_kib: u64,
+    /// On-periods with the agent: its window parts built and its CPU seconds
+    /// in the period.
+    pub agent_window_parts: Option<f64>,
+    pub agent_cpu_secs: Option<f64>,
 }
 
 /// One (workload, configuration) over all its JVMs.
@@ -57,13 +74,24 @@ pub(super) struct PairedSummary {
     pub jvms: usize,
     /// On-periods with both neighbouring off-periods measured.
     pub on_periods: usize,
-    /// Per on-period: its ops/s ÷ the mean of the off-periods either side.
+    /// Per on-period (pooled over the JVMs): its ops/s ÷ the mean of the
+    /// off-periods either side. Neighbouring ratios share an off-period: a
+    /// spread of periods, not a confidence interval.
     pub ratio: Option<Spread>,
+    /// Per JVM: the mean of its on-periods' ratios.
+    pub ratio_per_jvm: Option<Spread>,
     /// Ops/s of the first (never-profiled) off-periods and of the later ones.
     pub first_off_ops_per_sec: Option<Spread>,
     pub later_off_ops_per_sec: Option<Spread>,
-    /// Per on-period: the JVM's RSS minus the off-period before it, MiB.
-    pub extra_rss_mib: Option<Spread>,
+    /// Per JVM, MiB: RSS at the end of the first on-period, and the peak RSS
+    /// over all periods, minus the RSS of the first off-period.
+    pub first_on_extra_rss_mib: Option<Spread>,
+    pub peak_extra_rss_mib: Option<Spread>,
+    /// Agent window parts built per on-period, and its CPU s per JVM-hour.
+    pub agent_window_parts: Option<Spread>,
+    pub agent_cpu_secs_per_jvm_hour: Option<Spread>,
+    /// CPU the node spent outside the JVM and agent, per period: cores.
+    pub other_cpu_per_sec: Option<Spread>,
 }
 
 /// How the profiler of `config` is switched in one JVM.
@@ -94,12 +122,21 @@ impl Bench {
         let warm = Instant::now() + Duration::from_secs(self.args.warmup_secs);
         self.idle_until(&mut jvm, None, warm)?;
         let period = Duration::from_secs(self.args.period_secs);
+        let settle = Duration::from_secs(self.args.settle_secs);
         let mut periods = Vec::with_capacity(2 * pairs + 1);
         for index in 0..=2 * pairs {
             let on = index % 2 == 1;
             let mut switch = None;
             if on {
+                let tag = format!("{tag}-p{index}");
                 switch = Some(self.switch_on(config, &mut jvm, &recording, &tag)?);
+            }
+            let agent = match &mut switch {
+                Some(Switch::Agent(a)) => Some(a),
+                _ => None,
+            };
+            self.idle_until(&mut jvm, agent, Instant::now() + settle)?;
+            if on {
                 check_evidence(config, jvm.pid, &recording)?;
             } else {
                 // Stopped means stopped: no recording open, whatever stays loaded.
@@ -113,6 +150,7 @@ impl Bench {
                 _ => None,
             };
             let agent_pid = agent.as_ref().map(|a| a.pid);
+            let metrics_before = agent.as_ref().map(|a| a.metrics()).transpose()?;
             let cpu = |jvm: &Jvm| -> anyhow::Result<(u64, u64, u64)> {
                 Ok((
                     super::cpu_ticks(jvm.pid)?,
@@ -127,6 +165,17 @@ impl Bench {
             let (t1, ops1) = jvm.mark()?;
             let after = cpu(&jvm)?;
             let jvm_rss_kib = super::status_kib(jvm.pid, "VmRSS:").context("the JVM's VmRSS")?;
+            let jvm_hwm_kib = super::status_kib(jvm.pid, "VmHWM:").context("the JVM's VmHWM")?;
+            let mut agent_window_parts = None;
+            if let (Some(Switch::Agent(a)), Some(before)) = (&switch, &metrics_before) {
+                let now = a.metrics()?;
+                if super::metric_sum(&now, "javelin_agent_targets", "state=\"profiling\"") < 1.0 {
+                    bail!("period {index}: the agent no longer profiles the JVM at its end");
+                }
+                let name = "javelin_agent_windows_total";
+                agent_window_parts =
+                    Some(super::metric_sum(&now, name, "") - super::metric_sum(before, name, ""));
+            }
             let measured_secs = t1.saturating_sub(t0) as f64 / 1e9;
             let ops = ops1.saturating_sub(ops0);
             if ops == 0 {
@@ -138,6 +187,7 @@ impl Bench {
             }
             let other_ticks =
                 (after.2 - before.2).saturating_sub(after.0 - before.0 + after.1 - before.1);
+            let agent_cpu_secs = agent_pid.map(|_| (after.1 - before.1) as f64 / self.clk_tck);
             periods.push(Period {
                 round,
                 workload: workload.name(),
@@ -148,6 +198,9 @@ impl Bench {
                 measured_secs,
                 other_cpu_per_sec: other_ticks as f64 / self.clk_tck / measured_secs,
                 jvm_rss_kib,
+                jvm_hwm_kib,
+                agent_window_parts,
+                agent_cpu_secs,
             });
         }
         jvm.exit()?;
@@ -262,11 +315,14 @@ pub(super) fn window_warning(config: Config, period_secs: u64) -> anyhow::Result
         Some(w) => w,
         None => agent_default("window_secs")?,
     };
-    Ok((2 * window > period_secs).then(|| {
+    // The k dumps of a period of k windows fall at its very end, half of them
+    // after it: k windows and a half hold k dumps.
+    Ok((2 * period_secs < 5 * window).then(|| {
         format!(
             "`{}`: {window}-s windows in {period_secs}-s periods: fewer than two dumps per \
-             on-period, so the dump cost is under-represented",
-            config.name()
+             on-period, so the dump cost is under-represented (use k·{window} + {} s)",
+            config.name(),
+            window / 2
         )
     }))
 }
@@ -287,38 +343,58 @@ pub(super) fn summarize(
             if cell.is_empty() {
                 continue;
             }
-            let (mut ratios, mut extra, mut first, mut later) = (vec![], vec![], vec![], vec![]);
-            let mut jvms = 0;
-            for p in &cell {
-                if p.index == 0 {
-                    jvms += 1;
-                }
-                if !p.on {
-                    if p.index == 0 {
-                        first.push(p.ops_per_sec);
-                    } else {
-                        later.push(p.ops_per_sec);
+            let mut rounds: Vec<u64> = cell.iter().map(|p| p.round).collect();
+            rounds.dedup();
+            let (mut ratios, mut per_jvm, mut first, mut later) = (vec![], vec![], vec![], vec![]);
+            let (mut first_on_rss, mut peak_rss) = (vec![], vec![]);
+            for round in &rounds {
+                let jvm: Vec<&Period> =
+                    cell.iter().copied().filter(|p| p.round == *round).collect();
+                let at = |index: usize| jvm.iter().find(|p| p.index == index);
+                let mut own = Vec::new();
+                for p in &jvm {
+                    if !p.on {
+                        if p.index == 0 {
+                            first.push(p.ops_per_sec);
+                        } else {
+                            later.push(p.ops_per_sec);
+                        }
+                    } else if let (Some(a), Some(b)) = (at(p.index - 1), at(p.index + 1)) {
+                        own.push(p.ops_per_sec / ((a.ops_per_sec + b.ops_per_sec) / 2.0));
                     }
-                    continue;
                 }
-                let off = |index: usize| {
-                    cell.iter()
-                        .find(|q| q.round == p.round && q.index == index && !q.on)
-                };
-                if let (Some(a), Some(b)) = (off(p.index - 1), off(p.index + 1)) {
-                    ratios.push(p.ops_per_sec / ((a.ops_per_sec + b.ops_per_sec) / 2.0));
-                    extra.push((p.jvm_rss_kib as f64 - a.jvm_rss_kib as f64) / 1024.0);
+                if !own.is_empty() {
+                    per_jvm.push(own.iter().sum::<f64>() / own.len() as f64);
+                }
+                ratios.extend(own);
+                if let (Some(off), Some(on)) = (at(0), at(1)) {
+                    let mib = |kib: u64| (kib as f64 - off.jvm_rss_kib as f64) / 1024.0;
+                    first_on_rss.push(mib(on.jvm_rss_kib));
+                    peak_rss.push(mib(jvm.iter().map(|p| p.jvm_hwm_kib).max().unwrap_or(0)));
                 }
             }
+            let on: Vec<&&Period> = cell.iter().filter(|p| p.on).collect();
+            let parts: Vec<f64> = on.iter().filter_map(|p| p.agent_window_parts).collect();
+            let agent_cpu: Vec<f64> = on
+                .iter()
+                .filter_map(|p| Some(p.agent_cpu_secs? / p.measured_secs * 3600.0))
+                .collect();
             out.push(PairedSummary {
                 workload: w.name(),
                 config: c.name(),
-                jvms,
+                jvms: rounds.len(),
                 on_periods: ratios.len(),
                 ratio: Spread::of(&ratios),
+                ratio_per_jvm: Spread::of(&per_jvm),
                 first_off_ops_per_sec: Spread::of(&first),
                 later_off_ops_per_sec: Spread::of(&later),
-                extra_rss_mib: Spread::of(&extra),
+                first_on_extra_rss_mib: Spread::of(&first_on_rss),
+                peak_extra_rss_mib: Spread::of(&peak_rss),
+                agent_window_parts: Spread::of(&parts),
+                agent_cpu_secs_per_jvm_hour: Spread::of(&agent_cpu),
+                other_cpu_per_sec: Spread::of(
+                    &cell.iter().map(|p| p.other_cpu_per_sec).collect::<Vec<_>>(),
+                ),
             });
         }
     }
@@ -329,9 +405,10 @@ pub(super) fn summarize(
 pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
     let pct = |r: f64| format!("{:+.1} %", (r - 1.0) * 100.0);
     let mut out = String::from(
-        "| workload | config | JVMs | on-periods | on vs neighbouring off: median [IQR] (min … max) | off ops/s: first (never profiled) / later, median | JVM RSS on − off before, MiB: median (max) |\n\
-         |---|---|---:|---:|---:|---:|---:|\n",
+        "| workload | config | JVMs | on-periods | on vs neighbouring off, per period: median [IQR] (min … max) | per JVM (mean of its periods): min … max | off ops/s: first / later, median | JVM RSS vs first off, MiB: end of first on / peak | agent window parts per on-period | agent CPU s per JVM-hour | other load, cores: median (max) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let med = |s: Option<Spread>, f: &dyn Fn(f64) -> String| s.map_or("—".into(), |s| f(s.median));
     for s in summaries {
         let ratio = s.ratio.map_or("—".into(), |r| {
             format!(
@@ -343,15 +420,25 @@ pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
                 pct(r.max)
             )
         });
+        let per_jvm = s
+            .ratio_per_jvm
+            .map_or("—".into(), |r| format!("{} … {}", pct(r.min), pct(r.max)));
         let offs = match (s.first_off_ops_per_sec, s.later_off_ops_per_sec) {
             (Some(f), Some(l)) => format!("{:.0} / {:.0}", f.median, l.median),
             _ => "—".into(),
         };
-        let extra = s.extra_rss_mib.map_or("—".into(), |e| {
-            format!("{:+.1} ({:+.1})", e.median, e.max)
-        });
+        let rss = format!(
+            "{} / {}",
+            med(s.first_on_extra_rss_mib, &|v| format!("{v:+.1}")),
+            med(s.peak_extra_rss_mib, &|v| format!("{v:+.1}"))
+        );
+        let parts = med(s.agent_window_parts, &|v| format!("{v:.0}"));
+        let cpu = med(s.agent_cpu_secs_per_jvm_hour, &|v| format!("{v:.1}"));
+        let other = s
+            .other_cpu_per_sec
+            .map_or("—".into(), |o| format!("{:.2} ({:.2})", o.median, o.max));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {ratio} | {offs} | {extra} |\n",
+            "| {} | {} | {} | {} | {ratio} | {per_jvm} | {offs} | {rss} | {parts} | {cpu} | {other} |\n",
             s.workload, s.config, s.jvms, s.on_periods,
         ));
     }
@@ -447,7 +534,9 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
     eprintln!(
         "bench-overhead --paired {pairs}: {} JVMs of ~{} s; report (rewritten after every JVM): {}",
         plan.len(),
-        args.warmup_secs + (2 * args.paired + 1) * args.period_secs + 5 * args.paired,
+        args.warmup_secs
+            + (2 * args.paired + 1) * (args.period_secs + args.settle_secs)
+            + 5 * args.paired,
         path.display()
     );
     for (order, &(round, workload, config)) in plan.iter().enumerate() {
@@ -526,6 +615,9 @@ mod tests {
             measured_secs: 30.0,
             other_cpu_per_sec: 0.0,
             jvm_rss_kib: rss_mib * 1024,
+            jvm_hwm_kib: (rss_mib + 5) * 1024,
+            agent_window_parts: None,
+            agent_cpu_secs: None,
         }
     }
 
@@ -555,10 +647,18 @@ mod tests {
         assert!((r.min - expected[0]).abs() < 1e-9, "{r:?}");
         assert!((r.median - expected[1]).abs() < 1e-9, "{r:?}");
         assert!((r.max - expected[2]).abs() < 1e-9, "{r:?}");
+        // Per JVM: the first's two periods averaged, the second's one.
+        let per_jvm = s.ratio_per_jvm.expect("per JVM");
+        assert!((per_jvm.min - 0.9).abs() < 1e-9, "{per_jvm:?}");
+        assert!((per_jvm.max - (99.0 / 105.0 + 114.0 / 115.0) / 2.0).abs() < 1e-9);
         let first = s.first_off_ops_per_sec.expect("first");
         assert_eq!((first.min, first.max), (50.0, 100.0));
-        let extra = s.extra_rss_mib.expect("rss");
-        assert_eq!((extra.min, extra.max), (7.0, 10.0));
+        // Memory against the never-profiled first off-period only: the first
+        // on-period's end (310 − 300, 290 − 280) and the peak (317 − 300, 295 − 280).
+        let end = s.first_on_extra_rss_mib.expect("rss");
+        assert_eq!((end.min, end.max), (10.0, 10.0));
+        let peak = s.peak_extra_rss_mib.expect("peak");
+        assert_eq!((peak.min, peak.max), (15.0, 17.0));
     }
 
     #[test]
