@@ -229,11 +229,11 @@ async fn a_foreign_async_profiler_is_an_external_conflict_and_left_untouched() {
     );
 }
 
-/// Host JVMs share the host's /tmp, where a marker outlives a JVM that was
-/// killed, and pids come round again (pid_max is 32768 on many hosts): a
-/// marker written for an earlier process with this pid must not keep the new
-/// JVM unprofiled, while a marker of this very JVM by another live
-/// installation still does, and says so in the log.
+/// Host JVMs share the host's /tmp, where a marker outlives a JVM that exited
+/// or was killed, and pids come round again (pid_max is 32768 on many hosts):
+/// a marker written for an earlier process with this pid must not keep the
+/// new JVM unprofiled, while a marker of this very JVM by another live
+/// installation still does, and the agent's log says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
     let setup = Setup::new().await;
@@ -244,15 +244,15 @@ async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
         .inspect(jvm.pid)
         .expect("the demo is a HotSpot JVM");
     // This test process stands in for another installation's live agent.
-    let marker = |jvm_start_ms| Marker {
+    let marker = |jvm_id: Option<String>| Marker {
         installation: format!("{}-other", setup.run),
         recorder: "jfr".into(),
         recording: "theirs".into(),
         agent_pid: std::process::id(),
         agent_start_ms: session::own_start_ms(),
-        jvm_start_ms: Some(jvm_start_ms),
+        jvm: jvm_id,
     };
-    let theirs = marker(target.start_ms);
+    let theirs = marker(Some(target.start_id.clone()));
     theirs.write(jvm.pid, target.nspid).expect("their marker");
     let agent = setup.agent(jvm.pid);
     let status = wait_for_state(&status_log, jvm.pid, TargetState::ExternalConflict).await;
@@ -265,7 +265,9 @@ async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
         .join(format!("../target/e2e-logs/{}.agent.log", setup.run));
     wait_for("the agent to log why", Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let said = text.contains("not profiling this JVM") && text.contains("-other");
+        let said = text
+            .lines()
+            .any(|l| l.contains("not profiling this JVM") && l.contains("-other"));
         async move { said.then_some(()) }
     })
     .await;
@@ -276,18 +278,58 @@ async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
         "a conflicting marker was touched"
     );
 
-    // The same marker, but written for a process that started a minute
-    // earlier: stale. The agent profiles and the marker becomes ours.
-    marker(target.start_ms - 60_000)
+    // The same marker, written for another process with this pid (same boot,
+    // other start ticks): stale. The agent profiles, the marker becomes ours.
+    let boot = target.start_id.split(':').next().expect("a boot id");
+    marker(Some(format!("{boot}:1")))
         .write(jvm.pid, target.nspid)
         .expect("the stale marker");
-    let _agent = setup.agent(jvm.pid);
+    let agent = setup.agent(jvm.pid);
     wait_for_state(&status_log, jvm.pid, TargetState::Profiling).await;
     let ours = Marker::read(jvm.pid, target.nspid)
         .expect("read")
         .expect("a marker");
     assert_eq!(ours.installation, setup.run);
-    assert_eq!(ours.jvm_start_ms, Some(target.start_ms));
+    assert_eq!(ours.jvm.as_deref(), Some(target.start_id.as_str()));
+    // Stopped the way a DaemonSet stops it: the session ends, the marker goes.
+    let mut agent = agent;
+    let term = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    wait_for("the agent to stop", Duration::from_secs(60), || {
+        let exited = agent.0.try_wait().ok().flatten().is_some();
+        async move { exited.then_some(()) }
+    })
+    .await;
+    assert_eq!(Marker::read(jvm.pid, target.nspid).expect("read"), None);
+
+    // An older agent's marker names no JVM: a file dated before the JVM
+    // started is an earlier process's.
+    let older = marker(None);
+    older
+        .write(jvm.pid, target.nspid)
+        .expect("the older agent's marker");
+    let path = PathBuf::from(format!(
+        "/proc/{}/root/tmp/.javelin-{}.session",
+        jvm.pid, target.nspid
+    ));
+    let before_the_jvm =
+        std::time::UNIX_EPOCH + Duration::from_millis((target.start_ms - 120_000).max(0) as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(before_the_jvm))
+        .expect("date the marker");
+    let agent = setup.agent(jvm.pid);
+    let agent_pid = agent.0.id();
+    wait_for("the new agent's marker", Duration::from_secs(60), || {
+        let marker = Marker::read(jvm.pid, target.nspid).ok().flatten();
+        let ours = marker.filter(|m| m.installation == setup.run && m.agent_pid == agent_pid);
+        async move { ours }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -274,13 +274,32 @@ pub async fn run(mut args: AgentArgs, shutdown: impl Future<Output = ()>) -> any
             .map(|(k, _)| *k)
             .collect();
         for key in finished {
-            if let Some(handle) = running.remove(&key)
-                && let Ok(TargetEnd::AttachFailed(_) | TargetEnd::Disabled | TargetEnd::Conflict(_)) =
-                    handle.await
-            {
-                let retry = Retry::after_failure(retries.get(&key).copied(), now_ms());
-                retries.insert(key, retry);
+            let Some(handle) = running.remove(&key) else {
+                continue;
+            };
+            let (reason, final_) = match handle.await {
+                Ok(TargetEnd::AttachFailed(reason) | TargetEnd::Conflict(reason)) => {
+                    (reason, false)
+                }
+                // The flag cannot change while the process runs: never retried.
+                Ok(TargetEnd::Disabled) => (target::DISABLED.to_string(), true),
+                _ => continue,
+            };
+            let previous = retries.get(&key).copied();
+            let mut retry = Retry::after_failure(previous, now_ms());
+            if final_ {
+                retry.at_ms = i64::MAX;
             }
+            // Why, once per JVM at warn (the target's status carries it on);
+            // the retries' repeats at debug.
+            let retry_in =
+                (!final_).then(|| Duration::from_millis((retry.at_ms - now_ms()).max(0) as u64));
+            if previous.is_none() {
+                tracing::warn!(pid = key.0, %reason, ?retry_in, "not profiling this JVM");
+            } else {
+                tracing::debug!(pid = key.0, %reason, ?retry_in, attempts = retry.attempts, "not profiling this JVM");
+            }
+            retries.insert(key, retry);
         }
         let now = now_ms();
         let jvms = proc.scan(now, Duration::from_secs(args.min_jvm_age_secs), &args.pids);
@@ -355,7 +374,11 @@ pub async fn run(mut args: AgentArgs, shutdown: impl Future<Output = ()>) -> any
                     None,
                 );
             }
-            tracing::info!(pid = jvm.pid, service = %jvm.service, "new JVM");
+            if retries.contains_key(&key) {
+                tracing::debug!(pid = jvm.pid, "trying a JVM again");
+            } else {
+                tracing::info!(pid = jvm.pid, service = %jvm.service, "new JVM");
+            }
             let task = target::run(
                 jvm,
                 config.clone(),

@@ -19,6 +19,10 @@ pub struct JvmProcess {
     pub nspid: u32,
     /// Process start, ms since the epoch.
     pub start_ms: i64,
+    /// The process's identity across pid reuse, `<boot id>:<start ticks>`:
+    /// exact, unlike `start_ms` (which moves with the wall clock's `btime`
+    /// between two readers).
+    pub start_id: String,
     pub service: String,
     /// `JAVELIN_SERVICE` from the process environment.
     pub explicit_service: Option<String>,
@@ -164,6 +168,8 @@ pub struct ProcFs {
     root: PathBuf,
     boot_time_ms: i64,
     clock_ticks: i64,
+    /// `sys/kernel/random/boot_id` (empty when unreadable, e.g. a fixture).
+    boot_id: String,
 }
 
 impl ProcFs {
@@ -179,10 +185,14 @@ impl ProcFs {
             .ok()
             .flatten()
             .map_or(100, i64::from);
+        let boot_id = std::fs::read_to_string(root.join("sys/kernel/random/boot_id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         Ok(ProcFs {
             root,
             boot_time_ms: btime * 1000,
             clock_ticks,
+            boot_id,
         })
     }
 
@@ -221,7 +231,9 @@ impl ProcFs {
             return None;
         }
         let status = std::fs::read_to_string(dir.join("status")).ok()?;
-        let start_ms = self.start_ms(pid)?;
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let start_ticks = parse_start_ticks(&stat)?;
+        let start_ms = self.boot_time_ms + start_ticks * 1000 / self.clock_ticks;
         let cmdline = read_nul_separated(&dir.join("cmdline"));
         let environ = read_nul_separated(&dir.join("environ"));
         let pod = PodIdentity::read(&dir, &environ);
@@ -229,6 +241,7 @@ impl ProcFs {
             pid,
             nspid: parse_nspid(&status).unwrap_or(pid),
             start_ms,
+            start_id: format!("{}:{start_ticks}", self.boot_id),
             service: String::new(),
             explicit_service: environ
                 .iter()
@@ -393,6 +406,7 @@ mod tests {
             pid: 42,
             nspid: 1,
             start_ms: 0,
+            start_id: "boot:0".into(),
             service: String::new(),
             explicit_service: None,
             main_name: None,

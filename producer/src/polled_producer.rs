@@ -52,10 +52,27 @@ impl ProducerContext for DeliveryContext {
 
 /// The producer and its polling thread. The thread owns the other reference
 /// to the producer and polls while anyone else holds one: after the drop it
-/// stops within [`POLL_WAIT`] and the producer is flushed and destroyed there,
-/// never on the dropping (async) side.
+/// stops within [`POLL_WAIT`] and the producer is destroyed there (librdkafka
+/// purges what is still queued and waits briefly for those reports), never on
+/// the dropping (async) side.
 pub struct PolledProducer {
     inner: Arc<BaseProducer<DeliveryContext>>,
+    /// How long a send waits for its delivery report: librdkafka reports every
+    /// message within its effective `message.timeout.ms`; `None` when that is
+    /// 0 (infinite: the operator asked to wait as long as it takes).
+    report_wait: Option<Duration>,
+}
+
+/// The longest `message.timeout.ms` the configuration sets (its alias
+/// `delivery.timeout.ms` may be set too, through `--kafka-property`); 0 means
+/// none. librdkafka's default when neither is set: 300 s.
+fn message_timeout(config: &ClientConfig) -> Option<Duration> {
+    let ms = ["message.timeout.ms", "delivery.timeout.ms"]
+        .iter()
+        .filter_map(|k| config.get(k)?.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(300_000);
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 impl PolledProducer {
@@ -74,12 +91,17 @@ impl PolledProducer {
                 }
             })
             .map_err(|e| KafkaError::ClientCreation(format!("delivery thread: {e}")))?;
-        Ok(PolledProducer { inner })
+        // Past its timeout librdkafka reports on its 1-s timer; the margin
+        // keeps a late report from being taken for a lost one (a send given
+        // up while librdkafka still holds the message would be sent twice).
+        let report_wait = message_timeout(config).map(|t| t * 2 + Duration::from_secs(1));
+        Ok(PolledProducer { inner, report_wait })
     }
 
     /// Queues one message and waits for its delivery report. A full
     /// librdkafka queue is retried until `timeout`; the report itself comes
-    /// within `message.timeout.ms`.
+    /// within the effective `message.timeout.ms` (waited for twice that and a
+    /// second, then given up as timed out).
     pub async fn send(
         &self,
         topic: &str,
@@ -108,10 +130,12 @@ impl PolledProducer {
                 Err((e, _)) => return Err(e),
             }
         }
-        // librdkafka reports every message within `message.timeout.ms` (the
-        // send timeout); a report that never comes (a property setting that
-        // timeout to infinite, a dead delivery thread) must not stall the spool.
-        match tokio::time::timeout(timeout * 2 + Duration::from_secs(1), rx).await {
+        // A report that never comes (a dead delivery thread) must not stall
+        // the spool for good.
+        let Some(wait) = self.report_wait else {
+            return rx.await.unwrap_or(Err(KafkaError::Canceled));
+        };
+        match tokio::time::timeout(wait, rx).await {
             Ok(report) => report.unwrap_or(Err(KafkaError::Canceled)),
             Err(_) => Err(KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageTimedOut,
@@ -199,5 +223,19 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    #[test]
+    fn the_report_wait_follows_the_effective_message_timeout() {
+        let mut config = ClientConfig::new();
+        assert_eq!(message_timeout(&config), Some(Duration::from_secs(300)));
+        config.set("message.timeout.ms", "30000");
+        assert_eq!(message_timeout(&config), Some(Duration::from_secs(30)));
+        // An operator's alias raises it: a send must not give up before librdkafka.
+        config.set("delivery.timeout.ms", "900000");
+        assert_eq!(message_timeout(&config), Some(Duration::from_secs(900)));
+        config.set("delivery.timeout.ms", "0");
+        config.set("message.timeout.ms", "0");
+        assert_eq!(message_timeout(&config), None);
     }
 }

@@ -10,15 +10,17 @@
 //! - our installation, and the agent it names still runs (a second agent on the
 //!   node): `external_conflict`, left alone;
 //! - another installation: `external_conflict`, left alone;
-//! - a marker written for an earlier process with the same pid (its JVM start
-//!   time differs): stale, a fresh target.
+//! - a marker written for an earlier process with the same pid: stale, a fresh
+//!   target (see [`Marker::stale`]).
 //!
 //! The marker lives in the target's /tmp (reached through `/proc/<pid>/root`), so
 //! it dies with the container, and a restarted JVM starts clean. A JVM on the
-//! host shares the host's /tmp, where a marker outlives its JVM (a JVM killed
-//! before its session stopped): pids are reused (pid_max is often 32768), so
-//! the marker names the JVM's start time, and a marker of another start is
-//! ignored and replaced. It is read,
+//! host shares the host's /tmp, where a marker outlives its JVM (the agent
+//! cannot reach a JVM's /tmp once it exited, and a killed agent removes
+//! nothing): pids are reused (pid_max is often 32768), so the marker names the
+//! JVM (boot id and start ticks), and a marker of another JVM is ignored and
+//! replaced. Leftovers in the host's /tmp are small (≈ 150 bytes, one per pid
+//! at most) and go with the host's /tmp clean-up. It is read,
 //! written and removed only through [`Marker::read`], [`Marker::write`] and
 //! [`Marker::remove`] ([`crate::rootfs`]: no link followed, /tmp owned by root or
 //! the JVM's user, the marker itself a small regular file owned by the agent's
@@ -53,10 +55,15 @@ pub struct Marker {
     pub recording: String,
     pub agent_pid: u32,
     pub agent_start_ms: i64,
-    /// Start time (ms since the epoch) of the JVM the marker was written for;
+    /// The JVM the marker was written for ([`crate::discovery::JvmProcess::start_id`]);
     /// `None` in markers of agents before it was recorded.
-    pub jvm_start_ms: Option<i64>,
+    pub jvm: Option<String>,
 }
+
+/// A marker without a JVM identity (an older agent's) is taken for an earlier
+/// process's when its file is older than the JVM by more than this (a margin
+/// for clock steps; the agent writes its marker after the JVM started).
+const LEGACY_MARKER_MARGIN_MS: i64 = 60_000;
 
 /// Who owns the target, as far as the marker tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +98,16 @@ impl Marker {
     /// oversized or garbled file is an error: the JVM is someone else's.
     pub fn read(pid: u32, nspid: u32) -> Result<Option<Marker>, MarkerError> {
         Marker::read_in(&Marker::tmp_of(pid)?, nspid)
+    }
+
+    /// [`Marker::read`] with the file's modification time (ms since the epoch).
+    pub fn read_dated(pid: u32, nspid: u32) -> Result<Option<(Marker, i64)>, MarkerError> {
+        let dir = Marker::tmp_of(pid)?;
+        let Some(stat) = dir.stat(&Marker::file_name(nspid))? else {
+            return Ok(None);
+        };
+        let written_ms = stat.st_mtime * 1000 + stat.st_mtime_nsec / 1_000_000;
+        Ok(Marker::read_in(&dir, nspid)?.map(|m| (m, written_ms)))
     }
 
     /// [`Marker::read`] in a given directory.
@@ -134,8 +151,8 @@ impl Marker {
             "installation={}\nrecorder={}\nrecording={}\nagent_pid={}\nagent_start_ms={}\n",
             self.installation, self.recorder, self.recording, self.agent_pid, self.agent_start_ms
         );
-        if let Some(start) = self.jvm_start_ms {
-            text.push_str(&format!("jvm_start_ms={start}\n"));
+        if let Some(jvm) = &self.jvm {
+            text.push_str(&format!("jvm={jvm}\n"));
         }
         text
     }
@@ -153,11 +170,20 @@ impl Marker {
             recording: field("recording")?.to_string(),
             agent_pid: field("agent_pid")?.parse().ok()?,
             agent_start_ms: field("agent_start_ms")?.parse().ok()?,
-            jvm_start_ms: match field("jvm_start_ms") {
-                Some(v) => Some(v.parse().ok()?),
-                None => None,
-            },
+            jvm: field("jvm").map(str::to_string),
         })
+    }
+
+    /// Whether this marker, found at the JVM's marker path, was written for an
+    /// earlier process with the same pid: it names another JVM than `me`
+    /// does, or (an older agent's marker, naming none) its file is older than
+    /// the JVM (`jvm_start_ms`) by more than a minute.
+    pub fn stale(&self, me: &Marker, written_ms: i64, jvm_start_ms: i64) -> bool {
+        match (&self.jvm, &me.jvm) {
+            (Some(then), Some(now)) => then != now,
+            (None, _) => written_ms < jvm_start_ms - LEGACY_MARKER_MARGIN_MS,
+            (Some(_), None) => false,
+        }
     }
 
     /// Decides ownership of a target from its marker (if any) and this agent's identity.
@@ -170,11 +196,6 @@ impl Marker {
         let Some(existing) = existing else {
             return Ownership::Fresh;
         };
-        if let (Some(then), Some(now)) = (existing.jvm_start_ms, me.jvm_start_ms)
-            && !same_start(then, now)
-        {
-            return Ownership::Fresh;
-        }
         if existing.installation != me.installation {
             return Ownership::Foreign(existing.clone());
         }
@@ -205,11 +226,13 @@ pub fn process_alive(pid: u32, start_ms: i64) -> bool {
         .is_some_and(|s| same_start(s, start_ms))
 }
 
-/// Whether two start times computed from `/proc` name the same process start:
-/// they are derived from clock ticks and the boot time, so they may differ by
-/// rounding, never by a second.
+/// Whether two start times computed from `/proc` (by different processes, at
+/// different times) name the same process start: they add the start ticks to
+/// `btime`, whole seconds of a wall clock that may have been stepped between
+/// the two readings, so they may differ by a second. A pid comes round again
+/// only after the whole pid space was used.
 fn same_start(a: i64, b: i64) -> bool {
-    (a - b).abs() < 1000
+    (a - b).abs() <= 1500
 }
 
 #[cfg(test)]
@@ -223,7 +246,7 @@ mod tests {
             recording: "javelin".into(),
             agent_pid: pid,
             agent_start_ms: 1000,
-            jvm_start_ms: Some(50_000),
+            jvm: Some("boot-a:5000".into()),
         }
     }
 
@@ -233,16 +256,9 @@ mod tests {
         assert_eq!(Marker::parse(&m.render()), Some(m.clone()));
         assert_eq!(Marker::parse("garbage"), None);
         // An older agent's marker names no JVM start.
-        let old = Marker {
-            jvm_start_ms: None,
-            ..m
-        };
+        let old = Marker { jvm: None, ..m };
         assert_eq!(Marker::parse(&old.render()), Some(old.clone()));
-        assert!(!old.render().contains("jvm_start_ms"));
-        assert_eq!(
-            Marker::parse(&format!("{}jvm_start_ms=soon\n", old.render())),
-            None
-        );
+        assert!(!old.render().contains("jvm="));
     }
 
     #[test]
@@ -272,41 +288,33 @@ mod tests {
     #[test]
     fn a_marker_of_an_earlier_process_with_the_same_pid_is_stale() {
         let me = marker("prod", 7);
-        // Another installation's live agent wrote it, but for a JVM that
-        // started a minute before this one: the pid was reused.
-        let earlier = Marker {
-            jvm_start_ms: Some(-10_000),
+        let (written, jvm_start) = (1_000_000, 1_000_000 - 5_000);
+        // Another JVM (other start ticks, or another boot): stale, whoever wrote it.
+        for other in ["boot-a:4999", "boot-b:5000"] {
+            let earlier = Marker {
+                jvm: Some(other.into()),
+                ..marker("staging", 5)
+            };
+            assert!(earlier.stale(&me, written, jvm_start), "{other}");
+        }
+        // This JVM: not stale, however old the file looks (clock steps).
+        assert!(!marker("staging", 5).stale(&me, 0, jvm_start));
+        // An older agent's marker names no JVM: stale when its file is older
+        // than the JVM by more than the margin, not when written after it.
+        let legacy = Marker {
+            jvm: None,
             ..marker("staging", 5)
         };
-        assert_eq!(
-            Marker::ownership(Some(&earlier), &me, |_, _| true),
-            Ownership::Fresh
-        );
-        let ours_earlier = Marker {
-            jvm_start_ms: Some(-10_000),
-            ..marker("prod", 5)
-        };
-        assert_eq!(
-            Marker::ownership(Some(&ours_earlier), &me, |_, _| false),
-            Ownership::Fresh
-        );
-        // The same JVM (start times agree within rounding) keeps the rules.
-        let same = Marker {
-            jvm_start_ms: Some(50_400),
-            ..marker("staging", 5)
-        };
-        assert_eq!(
-            Marker::ownership(Some(&same), &me, |_, _| false),
-            Ownership::Foreign(same.clone())
-        );
-        // An older agent's marker names no start: the rules as before.
-        let unknown = Marker {
-            jvm_start_ms: None,
-            ..marker("staging", 5)
-        };
-        assert_eq!(
-            Marker::ownership(Some(&unknown), &me, |_, _| false),
-            Ownership::Foreign(unknown.clone())
-        );
+        assert!(legacy.stale(&me, jvm_start - 60_001, jvm_start));
+        assert!(!legacy.stale(&me, jvm_start - 59_000, jvm_start));
+        assert!(!legacy.stale(&me, jvm_start + 1, jvm_start));
+    }
+
+    #[test]
+    fn start_times_of_one_process_read_across_a_clock_step_agree() {
+        // btime is whole seconds: a step moves a reading by exactly a second.
+        assert!(same_start(10_000, 11_000));
+        assert!(same_start(10_000, 10_001));
+        assert!(!same_start(10_000, 12_000));
     }
 }

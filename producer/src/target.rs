@@ -173,6 +173,9 @@ impl Reporter {
     }
 }
 
+/// Why a JVM started with attach disabled is not profiled.
+pub const DISABLED: &str = "started with -XX:+DisableAttachMechanism";
+
 /// The state, and the message for the operator, a status reports.
 struct Health {
     state: TargetState,
@@ -225,17 +228,14 @@ pub async fn run(
         losses: Losses::default(),
     };
     let pid = jvm.pid;
-    // Every way of leaving a JVM unprofiled says why in the log, too: the
-    // status reaches the UI, the log reaches whoever reads the agent's pod.
+    // A JVM left unprofiled returns why; the discovery loop logs it (once per
+    // JVM) and decides when to try again.
     if jvm.attach_disabled {
-        let message = "started with -XX:+DisableAttachMechanism";
-        tracing::warn!(pid, reason = message, "not profiling this JVM");
-        reporter.status(TargetState::Disabled, message).await;
+        reporter.status(TargetState::Disabled, DISABLED).await;
         return TargetEnd::Disabled;
     }
     if let Some(foreign) = &jvm.foreign_profiler {
         let (state, message) = conflict(foreign);
-        tracing::warn!(pid, reason = %message, "not profiling this JVM");
         reporter.status(state, &message).await;
         return TargetEnd::Conflict(message);
     }
@@ -245,17 +245,29 @@ pub async fn run(
         recording: config.recording_name.clone(),
         agent_pid: std::process::id(),
         agent_start_ms: session::own_start_ms(),
-        jvm_start_ms: Some(jvm.start_ms),
+        jvm: Some(jvm.start_id.clone()),
     };
     let nspid = jvm.nspid;
     let marker_path = Marker::path(pid, nspid);
-    let ownership = match Marker::read(pid, nspid) {
-        Ok(existing) => Marker::ownership(existing.as_ref(), &me, session::process_alive),
+    let ownership = match Marker::read_dated(pid, nspid) {
+        Ok(existing) => {
+            let existing = existing.and_then(|(marker, written_ms)| {
+                if marker.stale(&me, written_ms, jvm.start_ms) {
+                    tracing::info!(
+                        pid,
+                        path = %marker_path.display(),
+                        "replacing a session marker left by an earlier process with this pid"
+                    );
+                    return None;
+                }
+                Some(marker)
+            });
+            Marker::ownership(existing.as_ref(), &me, session::process_alive)
+        }
         // A marker that cannot be read safely (a link, a FIFO, another user's
         // file, garbled) is someone else's file: leave the JVM alone.
         Err(e) => {
             let message = format!("{e}; not touching this JVM");
-            tracing::warn!(pid, reason = %message, "not profiling this JVM");
             reporter
                 .status(TargetState::ExternalConflict, &message)
                 .await;
@@ -269,7 +281,6 @@ pub async fn run(
             owner.agent_pid,
             marker_path.display()
         );
-        tracing::warn!(pid, reason = %message, "not profiling this JVM");
         reporter
             .status(TargetState::ExternalConflict, &message)
             .await;
@@ -315,9 +326,10 @@ pub async fn run(
         return TargetEnd::AttachFailed("recorder task panicked".into());
     };
     if let Err(e) = started {
-        let message = e.to_string();
-        tracing::warn!(pid, error = %message, "attach failed");
-        reporter.status(TargetState::AttachFailed, &message).await;
+        let message = format!("attach failed: {e}");
+        reporter
+            .status(TargetState::AttachFailed, &e.to_string())
+            .await;
         return TargetEnd::AttachFailed(message);
     }
     reporter.recorder = recorder.kind();
@@ -784,12 +796,14 @@ fn remove_marker(pid: u32, nspid: u32) {
 }
 
 /// The JVM as /proc shows it now, if it still runs: same pid and same start
-/// time (a recycled pid is another process).
+/// (a recycled pid is another process). Compared by boot id and start ticks:
+/// `start_ms` of a fresh read moves with the wall clock (`btime`), and a clock
+/// step would make a running JVM look exited.
 fn still_running(jvm: &JvmProcess) -> Option<JvmProcess> {
     crate::discovery::ProcFs::new("/proc")
         .ok()
         .and_then(|p| p.inspect(jvm.pid))
-        .filter(|now| now.start_ms == jvm.start_ms)
+        .filter(|now| now.start_id == jvm.start_id)
 }
 
 #[cfg(test)]

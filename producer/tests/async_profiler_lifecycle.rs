@@ -597,7 +597,7 @@ async fn async_profiler_stops_an_orphaned_jfr_recording_of_ours() {
         recording: installation.clone(),
         agent_pid: gone_pid,
         agent_start_ms: 1,
-        jvm_start_ms: None,
+        jvm: None,
     }
     .write(jvm.pid, jvm.nspid())
     .expect("the orphan's marker");

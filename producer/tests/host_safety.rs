@@ -409,7 +409,7 @@ fn session_markers_are_never_followed_through_links() {
         recording: "r".into(),
         agent_pid: pid,
         agent_start_ms: 1,
-        jvm_start_ms: None,
+        jvm: None,
     };
     me.write(pid, nspid).expect("write replaces the link");
     assert_eq!(std::fs::read_to_string(&victim).expect("victim"), text);
