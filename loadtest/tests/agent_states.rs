@@ -292,17 +292,7 @@ async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
     assert_eq!(ours.installation, setup.run);
     assert_eq!(ours.jvm.as_deref(), Some(target.start_id.as_str()));
     // Stopped the way a DaemonSet stops it: the session ends, the marker goes.
-    let mut agent = agent;
-    let term = Command::new("kill")
-        .args(["-TERM", &agent.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    wait_for("the agent to stop", Duration::from_secs(60), || {
-        let exited = agent.0.try_wait().ok().flatten().is_some();
-        async move { exited.then_some(()) }
-    })
-    .await;
+    stop_gracefully(agent).await;
     assert_eq!(Marker::read(jvm.pid, target.nspid).expect("read"), None);
 
     // An older agent's marker names no JVM: a file dated before the JVM
@@ -328,6 +318,23 @@ async fn a_marker_left_by_an_earlier_process_with_the_same_pid_is_ignored() {
         let marker = Marker::read(jvm.pid, target.nspid).ok().flatten();
         let ours = marker.filter(|m| m.installation == setup.run && m.agent_pid == agent_pid);
         async move { ours }
+    })
+    .await;
+    // No marker left behind in the host's /tmp.
+    stop_gracefully(agent).await;
+    assert_eq!(Marker::read(jvm.pid, target.nspid).expect("read"), None);
+}
+
+/// SIGTERM, then waits for the agent to end its sessions and exit.
+async fn stop_gracefully(mut agent: Reaped) {
+    let term = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    wait_for("the agent to stop", Duration::from_secs(60), || {
+        let exited = agent.0.try_wait().ok().flatten().is_some();
+        async move { exited.then_some(()) }
     })
     .await;
 }

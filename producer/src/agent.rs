@@ -159,17 +159,23 @@ fn unprofiled_status(identity: TargetIdentity, state: TargetState, message: &str
 struct Retry {
     at_ms: i64,
     attempts: u32,
+    /// A hash of the last failure's reason (a new reason is logged at warn).
+    reason: u64,
 }
 
 impl Retry {
-    fn after_failure(previous: Option<Retry>, now_ms: i64) -> Retry {
+    fn after_failure(previous: Option<Retry>, now_ms: i64, reason: &str) -> Retry {
+        use std::hash::{Hash, Hasher};
         let attempts = previous.map_or(0, |r| r.attempts) + 1;
         let delay = RETRY_FIRST
             .saturating_mul(1 << (attempts - 1).min(10))
             .min(RETRY_MAX);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        reason.hash(&mut hasher);
         Retry {
             at_ms: now_ms + delay.as_millis() as i64,
             attempts,
+            reason: hasher.finish(),
         }
     }
 }
@@ -277,24 +283,19 @@ pub async fn run(mut args: AgentArgs, shutdown: impl Future<Output = ()>) -> any
             let Some(handle) = running.remove(&key) else {
                 continue;
             };
-            let (reason, final_) = match handle.await {
-                Ok(TargetEnd::AttachFailed(reason) | TargetEnd::Conflict(reason)) => {
-                    (reason, false)
-                }
-                // The flag cannot change while the process runs: never retried.
-                Ok(TargetEnd::Disabled) => (target::DISABLED.to_string(), true),
+            // A disabled JVM is tried again too (its flag cannot change): each
+            // try republishes its status, which keeps it on the targets page.
+            let reason = match handle.await {
+                Ok(TargetEnd::AttachFailed(reason) | TargetEnd::Conflict(reason)) => reason,
+                Ok(TargetEnd::Disabled) => target::DISABLED.to_string(),
                 _ => continue,
             };
             let previous = retries.get(&key).copied();
-            let mut retry = Retry::after_failure(previous, now_ms());
-            if final_ {
-                retry.at_ms = i64::MAX;
-            }
-            // Why, once per JVM at warn (the target's status carries it on);
-            // the retries' repeats at debug.
-            let retry_in =
-                (!final_).then(|| Duration::from_millis((retry.at_ms - now_ms()).max(0) as u64));
-            if previous.is_none() {
+            let retry = Retry::after_failure(previous, now_ms(), &reason);
+            // Why, at warn once per JVM and reason (the target's status carries
+            // it on); the retries' repeats at debug.
+            let retry_in = Duration::from_millis((retry.at_ms - now_ms()).max(0) as u64);
+            if previous.is_none_or(|p| p.reason != retry.reason) {
                 tracing::warn!(pid = key.0, %reason, ?retry_in, "not profiling this JVM");
             } else {
                 tracing::debug!(pid = key.0, %reason, ?retry_in, attempts = retry.attempts, "not profiling this JVM");
@@ -490,12 +491,13 @@ mod tests {
 
     #[test]
     fn retries_back_off_exponentially_to_a_cap() {
-        let delays: Vec<i64> = std::iter::successors(Some(Retry::after_failure(None, 0)), |r| {
-            Some(Retry::after_failure(Some(*r), 0))
-        })
-        .take(8)
-        .map(|r| r.at_ms / 1000)
-        .collect();
+        let delays: Vec<i64> =
+            std::iter::successors(Some(Retry::after_failure(None, 0, "r")), |r| {
+                Some(Retry::after_failure(Some(*r), 0, "r"))
+            })
+            .take(8)
+            .map(|r| r.at_ms / 1000)
+            .collect();
         assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }

@@ -67,12 +67,18 @@ pub struct PolledProducer {
 /// `delivery.timeout.ms` may be set too, through `--kafka-property`); 0 means
 /// none. librdkafka's default when neither is set: 300 s.
 fn message_timeout(config: &ClientConfig) -> Option<Duration> {
-    let ms = ["message.timeout.ms", "delivery.timeout.ms"]
+    let set: Vec<u64> = ["message.timeout.ms", "delivery.timeout.ms"]
         .iter()
         .filter_map(|k| config.get(k)?.trim().parse::<u64>().ok())
-        .max()
-        .unwrap_or(300_000);
-    (ms > 0).then(|| Duration::from_millis(ms))
+        .collect();
+    // Which of the two librdkafka ends up with depends on the order they are
+    // applied: if either is infinite, so is the wait.
+    if set.contains(&0) {
+        return None;
+    }
+    Some(Duration::from_millis(
+        set.into_iter().max().unwrap_or(300_000),
+    ))
 }
 
 impl PolledProducer {
@@ -234,8 +240,8 @@ mod tests {
         // An operator's alias raises it: a send must not give up before librdkafka.
         config.set("delivery.timeout.ms", "900000");
         assert_eq!(message_timeout(&config), Some(Duration::from_secs(900)));
+        // Either infinite: wait as long as librdkafka does.
         config.set("delivery.timeout.ms", "0");
-        config.set("message.timeout.ms", "0");
         assert_eq!(message_timeout(&config), None);
     }
 }

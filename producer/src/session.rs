@@ -180,7 +180,7 @@ impl Marker {
     /// the JVM (`jvm_start_ms`) by more than a minute.
     pub fn stale(&self, me: &Marker, written_ms: i64, jvm_start_ms: i64) -> bool {
         match (&self.jvm, &me.jvm) {
-            (Some(then), Some(now)) => then != now,
+            (Some(then), Some(now)) => !same_jvm(then, now),
             (None, _) => written_ms < jvm_start_ms - LEGACY_MARKER_MARGIN_MS,
             (Some(_), None) => false,
         }
@@ -224,6 +224,18 @@ pub fn process_alive(pid: u32, start_ms: i64) -> bool {
         .ok()
         .and_then(|p| p.start_ms(pid))
         .is_some_and(|s| same_start(s, start_ms))
+}
+
+/// Whether two JVM identities (`<boot id>:<start ticks>`) name the same
+/// process; a reader that could not read the boot id wrote it empty, and then
+/// the start ticks alone decide (two agents must not disagree on one JVM).
+fn same_jvm(a: &str, b: &str) -> bool {
+    match (a.rsplit_once(':'), b.rsplit_once(':')) {
+        (Some((boot_a, ticks_a)), Some((boot_b, ticks_b))) => {
+            ticks_a == ticks_b && (boot_a == boot_b || boot_a.is_empty() || boot_b.is_empty())
+        }
+        _ => a == b,
+    }
 }
 
 /// Whether two start times computed from `/proc` (by different processes, at
@@ -297,8 +309,19 @@ mod tests {
             };
             assert!(earlier.stale(&me, written, jvm_start), "{other}");
         }
-        // This JVM: not stale, however old the file looks (clock steps).
+        // This JVM: not stale, however old the file looks (clock steps), also
+        // when one side could not read the boot id.
         assert!(!marker("staging", 5).stale(&me, 0, jvm_start));
+        let no_boot_id = Marker {
+            jvm: Some(":5000".into()),
+            ..marker("staging", 5)
+        };
+        assert!(!no_boot_id.stale(&me, written, jvm_start));
+        let other_ticks = Marker {
+            jvm: Some(":4000".into()),
+            ..marker("staging", 5)
+        };
+        assert!(other_ticks.stale(&me, written, jvm_start));
         // An older agent's marker names no JVM: stale when its file is older
         // than the JVM by more than the margin, not when written after it.
         let legacy = Marker {
