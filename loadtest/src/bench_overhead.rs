@@ -108,7 +108,8 @@ pub struct BenchOverheadArgs {
     #[arg(long, default_value_t = 3)]
     pub settle_secs: u64,
     /// Continue the interrupted run whose JSON report this is (same flags):
-    /// its runs are kept, the plan resumes after them, the report is rewritten in place.
+    /// its runs are kept, the plan resumes after them, the report is rewritten
+    /// in place. Paired mode: the JVMs without periods in it run (failed ones again).
     #[arg(long)]
     pub resume: Option<PathBuf>,
 }
@@ -144,6 +145,15 @@ pub enum Config {
     JfrProfile,
     JfrDefault,
     Asprof,
+    /// Paired mode only (the rest isolate what the agent's JFR mode costs):
+    /// the `profile` preset, dumped every 10 s the way the agent dumps.
+    #[value(name = "jfr-profile-dump-10s")]
+    JfrProfileDump10s,
+    /// The agent's own `JFR.start` line, started by `jcmd`, never dumped.
+    JfrAgentEvents,
+    /// The agent's own `JFR.start` line, dumped every 10 s, no agent process.
+    #[value(name = "jfr-agent-events-dump-10s")]
+    JfrAgentEventsDump10s,
 }
 
 /// The agent's window in the 10-s configurations.
@@ -160,7 +170,33 @@ impl Config {
             Config::JfrProfile => "jfr-profile",
             Config::JfrDefault => "jfr-default",
             Config::Asprof => "asprof",
+            Config::JfrProfileDump10s => "jfr-profile-dump-10s",
+            Config::JfrAgentEvents => "jfr-agent-events",
+            Config::JfrAgentEventsDump10s => "jfr-agent-events-dump-10s",
         }
+    }
+
+    /// A JFR recording started by `jcmd` in paired mode: (its settings, the
+    /// seconds between dumps if dumped).
+    fn jcmd_jfr(self) -> Option<(JcmdJfr, Option<u64>)> {
+        match self {
+            Config::JfrProfile => Some((JcmdJfr::Preset("profile"), None)),
+            Config::JfrDefault => Some((JcmdJfr::Preset("default"), None)),
+            Config::JfrProfileDump10s => {
+                Some((JcmdJfr::Preset("profile"), Some(SHORT_WINDOW_SECS)))
+            }
+            Config::JfrAgentEvents => Some((JcmdJfr::AgentEvents, None)),
+            Config::JfrAgentEventsDump10s => Some((JcmdJfr::AgentEvents, Some(SHORT_WINDOW_SECS))),
+            _ => None,
+        }
+    }
+
+    /// Only measurable in paired mode (started by `jcmd`, nothing to start a fresh JVM with).
+    fn paired_only(self) -> bool {
+        matches!(
+            self,
+            Config::JfrProfileDump10s | Config::JfrAgentEvents | Config::JfrAgentEventsDump10s
+        )
     }
 
     /// The agent's mode: (async-profiler, window override), for agent configurations.
@@ -182,6 +218,16 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// The settings of a JFR recording started by `jcmd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JcmdJfr {
+    /// A JDK preset (`settings=profile`).
+    Preset(&'static str),
+    /// The agent's own `settings=none` line with its events and periods
+    /// (`jdk.ExecutionSample`: the bench's JVMs are JDK 17).
+    AgentEvents,
 }
 
 /// What one run measured.
@@ -295,8 +341,9 @@ struct Summary {
     other_cpu_per_sec: Option<Spread>,
 }
 
+/// What a report says about its run, in either mode (flattened into it).
 #[derive(Debug, Serialize)]
-struct Report {
+struct Header {
     started: String,
     command: String,
     loadavg_start: String,
@@ -307,11 +354,61 @@ struct Report {
     threads: u32,
     rounds: u64,
     warmup_secs: u64,
-    measure_secs: u64,
     seed: u64,
     agent_jfr_start: String,
     agent_async_profiler_start: String,
     asprof_anchor: String,
+}
+
+impl Header {
+    /// The header of a run starting now; `resumed`: the report it continues,
+    /// whose start it keeps.
+    fn new(bench: &Bench, resumed: Option<&serde_json::Value>) -> anyhow::Result<Header> {
+        let args = &bench.args;
+        let mut header = Header {
+            started: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
+            java: java_version(),
+            agent_binary: bench.agent_bin.display().to_string(),
+            jvm_options: bench.jvm_options.clone(),
+            threads: args.threads,
+            rounds: args.rounds,
+            warmup_secs: args.warmup_secs,
+            seed: args.seed,
+            agent_jfr_start: bench.agent_jfr_start()?,
+            agent_async_profiler_start: bench.agent_async_profiler_start()?,
+            asprof_anchor: format!(
+                "asprof {}",
+                bench.asprof_start_args(Path::new("FILE.jfr"), 0).join(" ")
+            ),
+        };
+        if let Some(old) = resumed {
+            for (field, value) in [
+                ("started", &mut header.started),
+                ("loadavg_start", &mut header.loadavg_start),
+            ] {
+                if let Some(old) = old[field].as_str() {
+                    *value = old.to_string();
+                }
+            }
+        }
+        Ok(header)
+    }
+}
+
+/// Reads the JSON report a run resumes.
+fn read_resumed(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: Header,
+    measure_secs: u64,
     ratio: &'static str,
     failure: Option<String>,
     summaries: Vec<Summary>,
@@ -379,6 +476,14 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
         eprintln!("bench-overhead: interrupted");
         std::process::exit(143);
     });
+    if args.paired == 0
+        && let Some(c) = args.configs.iter().find(|c| c.paired_only())
+    {
+        bail!(
+            "`{}` is measured in paired mode only (--paired N): it is started by jcmd",
+            c.name()
+        );
+    }
     let bench = Bench::prepare(args)?;
     let needs_agent = args.configs.iter().any(|c| c.agent().is_some());
     if needs_agent {
@@ -392,8 +497,6 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
     if args.paired > 0 {
         return paired::run(&bench);
     }
-    let started = command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default();
-    let loadavg_start = loadavg();
     let plan = plan(args);
     eprintln!(
         "bench-overhead: {} runs of ~{} s; logs in {}",
@@ -401,25 +504,10 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
         args.warmup_secs + args.measure_secs + 5,
         bench.logs.display()
     );
+    let resumed = args.resume.as_deref().map(read_resumed).transpose()?;
     let mut report = Report {
-        started,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        loadavg_start,
-        loadavg_end: String::new(),
-        java: java_version(),
-        agent_binary: bench.agent_bin.display().to_string(),
-        jvm_options: bench.jvm_options.clone(),
-        threads: args.threads,
-        rounds: args.rounds,
-        warmup_secs: args.warmup_secs,
+        header: Header::new(&bench, resumed.as_ref())?,
         measure_secs: args.measure_secs,
-        seed: args.seed,
-        agent_jfr_start: bench.agent_jfr_start()?,
-        agent_async_profiler_start: bench.agent_async_profiler_start()?,
-        asprof_anchor: format!(
-            "asprof {}",
-            bench.asprof_start_args(Path::new("FILE.jfr"), 0).join(" ")
-        ),
         ratio: RATIO_METHOD,
         failure: None,
         summaries: Vec::new(),
@@ -430,21 +518,10 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(javelin_loadtest::scenario::default_report_dir);
     std::fs::create_dir_all(&dir)?;
-    let path = match &args.resume {
-        Some(previous) => {
-            let text = std::fs::read(previous)
-                .with_context(|| format!("reading {}", previous.display()))?;
-            let old: serde_json::Value = serde_json::from_slice(&text)?;
+    let path = match (&args.resume, &resumed) {
+        (Some(previous), Some(old)) => {
             report.runs = serde_json::from_value(old["runs"].clone())
                 .context("the runs of the report resumed")?;
-            for (field, value) in [
-                ("started", &mut report.started),
-                ("loadavg_start", &mut report.loadavg_start),
-            ] {
-                if let Some(old) = old[field].as_str() {
-                    *value = old.to_string();
-                }
-            }
             for (i, r) in report.runs.iter().enumerate() {
                 let planned = plan.get(i).map(|p| (p.0, p.1.name(), p.2.name()));
                 if planned != Some((r.round, r.workload.as_str(), r.config.as_str())) {
@@ -454,7 +531,7 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
             eprintln!("resuming after {} runs", report.runs.len());
             previous.clone()
         }
-        None => dir.join(format!(
+        _ => dir.join(format!(
             "bench-overhead-{}.json",
             javelin_loadtest::now_ms()
         )),
@@ -489,7 +566,7 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
                 report.failure = Some(format!("{label}: {e:#}"));
             }
         }
-        report.loadavg_end = loadavg();
+        report.header.loadavg_end = loadavg();
         report.summaries = summarize(args, &report.runs);
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
         if report.failure.is_some() {
@@ -1237,9 +1314,13 @@ fn check_evidence(config: Config, pid: u32, recording: &Path) -> anyhow::Result<
     let own = recording.display().to_string();
     let ok = match config {
         Config::None => files.is_empty() && libraries.is_empty(),
-        Config::AgentJfr | Config::AgentJfr10s | Config::JfrProfile | Config::JfrDefault => {
-            !files.is_empty() && libraries.is_empty()
-        }
+        Config::AgentJfr
+        | Config::AgentJfr10s
+        | Config::JfrProfile
+        | Config::JfrDefault
+        | Config::JfrProfileDump10s
+        | Config::JfrAgentEvents
+        | Config::JfrAgentEventsDump10s => !files.is_empty() && libraries.is_empty(),
         Config::AgentAsprof | Config::AgentAsprof10s => {
             libraries == [TARGET_LIBRARY]
                 && files
@@ -1396,43 +1477,44 @@ fn summarize(args: &BenchOverheadArgs, runs: &[Run]) -> Vec<Summary> {
 }
 
 fn markdown(report: &Report) -> String {
+    let h = &report.header;
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
         out.push('\n');
     };
-    line(format!("## bench-overhead, {}", report.started));
+    line(format!("## bench-overhead, {}", h.started));
     line(String::new());
-    line(format!("- command: `{}`", report.command));
+    line(format!("- command: `{}`", h.command));
     line(format!(
         "- load average (1/5/15 min) at start: {}; at end: {}",
-        report.loadavg_start, report.loadavg_end
+        h.loadavg_start, h.loadavg_end
     ));
     line(format!(
         "- {}; JVM options `{}`; {} worker threads; warm-up {} s, measured {} s; {} rounds, seed {}",
-        report.java,
-        report.jvm_options.join(" "),
-        report.threads,
-        report.warmup_secs,
+        h.java,
+        h.jvm_options.join(" "),
+        h.threads,
+        h.warmup_secs,
         report.measure_secs,
-        report.rounds,
-        report.seed
+        h.rounds,
+        h.seed
     ));
-    let debug = if report.agent_binary.contains("/debug/") {
+    let debug = if h.agent_binary.contains("/debug/") {
         " (a debug build: its CPU is not what a release agent uses)"
     } else {
         ""
     };
-    line(format!("- agent: `{}`{debug}", report.agent_binary));
+    line(format!("- agent: `{}`{debug}", h.agent_binary));
     line(format!(
         "- agent, built-in JFR mode: `{}`",
-        report.agent_jfr_start
+        h.agent_jfr_start
     ));
     line(format!(
         "- agent, async-profiler mode (per window, a new session): `{}`",
-        report.agent_async_profiler_start
+        h.agent_async_profiler_start
     ));
-    line(format!("- asprof anchor: `{}`", report.asprof_anchor));
+    line(format!("- asprof anchor: `{}`", h.asprof_anchor));
     line(format!("- vs none: {}", report.ratio));
     line(String::new());
     line("| workload | config | runs | ops/s median (min–max) | vs none: median [IQR] (min–max) | ops per JVM CPU-s vs none: median [IQR] | agent CPU s per JVM-hour, median (min–max) | agent CPU before measuring, s | agent peak RSS MiB (max) | JVM extra RSS MiB, median [IQR] | agent window parts in measured period | agent MiB read from dumps / parsed, per JVM-hour | JVM CPU s/s, median (min) | other load, cores: median (max) |".into());

@@ -30,26 +30,38 @@
 //! windows: the agent starts its first window when profiling starts, so with
 //! a period of k windows plus half a window the k dumps fall inside it. The
 //! periods record the windows the agent built, so a reader can check.
+//!
+//! Three configurations exist here only, to take the agent's built-in JFR mode
+//! apart (each started by `jcmd`, no agent process): `jfr-agent-events` (the
+//! agent's own `JFR.start` line, never dumped), `jfr-agent-events-dump-10s`
+//! (the same, `JFR.dump`ed every 10 s like the agent's 10-s windows) and
+//! `jfr-profile-dump-10s` (the `profile` preset, dumped the same way).
+//!
+//! A JVM that fails is reported and the run goes on (three in a row end it);
+//! `--resume <report>` runs the JVMs the report has no periods of.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
 use super::{
-    Agent, Bench, Config, Jvm, Spread, Workload, agent_default, check_evidence, evidence_of,
+    Agent, Bench, Config, JcmdJfr, Jvm, Spread, Workload, agent_default, check_evidence,
+    evidence_of,
 };
 use javelin_agent::attach::AttachTarget;
+use javelin_agent::recorder::jfr::{CpuSampler, JfrRecorder, JfrSettings};
 
 /// The name of the anchor's JFR recording started by `jcmd`.
 const ANCHOR_RECORDING: &str = "javelinpairedanchor";
 
 /// One measured period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(super) struct Period {
     pub round: u64,
-    pub workload: &'static str,
-    pub config: &'static str,
+    pub workload: String,
+    pub config: String,
     /// 0, 1, 2, …: even periods are off, odd ones on.
     pub index: usize,
     pub on: bool,
@@ -64,6 +76,10 @@ pub(super) struct Period {
     /// in the period.
     pub agent_window_parts: Option<f64>,
     pub agent_cpu_secs: Option<f64>,
+    /// The JVM's CPU per thread group (the name without its trailing digits:
+    /// `C2 CompilerThread`, `JFR Recorder Thread`, …), cores.
+    #[serde(default)]
+    pub thread_cpu: BTreeMap<String, f64>,
 }
 
 /// One (workload, configuration) over all its JVMs.
@@ -80,6 +96,10 @@ pub(super) struct PairedSummary {
     pub ratio: Option<Spread>,
     /// Per JVM: the mean of its on-periods' ratios.
     pub ratio_per_jvm: Option<Spread>,
+    /// Per JVM: its first on-period ÷ its first (never-profiled) off-period
+    /// (drift included; a JFR session leaves the JVM slower after its stop,
+    /// which the neighbour ratio then hides).
+    pub first_on_vs_never_profiled: Option<Spread>,
     /// Ops/s of the first (never-profiled) off-periods and of the later ones.
     pub first_off_ops_per_sec: Option<Spread>,
     pub later_off_ops_per_sec: Option<Spread>,
@@ -92,13 +112,42 @@ pub(super) struct PairedSummary {
     pub agent_cpu_secs_per_jvm_hour: Option<Spread>,
     /// CPU the node spent outside the JVM and agent, per period: cores.
     pub other_cpu_per_sec: Option<Spread>,
+    /// Thread groups of the JVM whose CPU differs by at least
+    /// [`THREAD_CPU_SHOWN`] cores between on-periods and the mean of their
+    /// neighbours (mean over on-periods), most added first: where the JVM's
+    /// CPU went while profiled.
+    pub thread_cpu_on_minus_off: Vec<(String, f64)>,
 }
+
+/// The smallest thread-group CPU difference a summary lists, cores.
+const THREAD_CPU_SHOWN: f64 = 0.005;
 
 /// How the profiler of `config` is switched in one JVM.
 enum Switch<'a> {
     Agent(Agent),
     Asprof(&'a std::path::Path),
-    Jfr,
+    Jfr(Option<Dumps>),
+}
+
+/// A file removed when this is dropped (a failed run leaves none behind).
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `JFR.dump`s of a `jcmd`-started recording at the agent's cadence: each one
+/// rotates the chunk and asks for the last `every` only (the agent asks with
+/// `begin=` for the chunks after the newest one it collected), into a file
+/// deleted at once.
+struct Dumps {
+    every: Duration,
+    next: Instant,
+    done: u64,
+    /// Unique per JVM and period: `<tmp>/javelin-overhead-<pid>-<tag>`.
+    prefix: String,
 }
 
 impl Bench {
@@ -116,8 +165,11 @@ impl Bench {
             bail!("`none` has no on-periods: the off-periods are the baseline");
         }
         let tag = format!("{order:03}-paired-{}-{}", workload.name(), config.name());
-        let recording =
-            std::env::temp_dir().join(format!("javelin-overhead-{}-{tag}.jfr", std::process::id()));
+        // An `asprof` recording, removed however the JVM's run ends.
+        let removed = Removed(
+            std::env::temp_dir().join(format!("javelin-overhead-{}-{tag}.jfr", std::process::id())),
+        );
+        let recording = removed.0.as_path();
         let mut jvm = Jvm::start(self, workload, &self.jvm_options, &tag)?;
         let warm = Instant::now() + Duration::from_secs(self.args.warmup_secs);
         self.idle_until(&mut jvm, None, warm)?;
@@ -129,15 +181,11 @@ impl Bench {
             let mut switch = None;
             if on {
                 let tag = format!("{tag}-p{index}");
-                switch = Some(self.switch_on(config, &mut jvm, &recording, &tag)?);
+                switch = Some(self.switch_on(config, &mut jvm, recording, &tag)?);
             }
-            let agent = match &mut switch {
-                Some(Switch::Agent(a)) => Some(a),
-                _ => None,
-            };
-            self.idle_until(&mut jvm, agent, Instant::now() + settle)?;
+            self.idle_until(&mut jvm, switch.as_mut(), Instant::now() + settle)?;
             if on {
-                check_evidence(config, jvm.pid, &recording)?;
+                check_evidence(config, jvm.pid, recording)?;
             } else {
                 // Stopped means stopped: no recording open, whatever stays loaded.
                 let (files, _) = evidence_of(jvm.pid);
@@ -145,12 +193,12 @@ impl Bench {
                     bail!("period {index}: the profiler still records after its stop: {files:?}");
                 }
             }
-            let agent = match &mut switch {
+            let agent = match &switch {
                 Some(Switch::Agent(a)) => Some(a),
                 _ => None,
             };
-            let agent_pid = agent.as_ref().map(|a| a.pid);
-            let metrics_before = agent.as_ref().map(|a| a.metrics()).transpose()?;
+            let agent_pid = agent.map(|a| a.pid);
+            let metrics_before = agent.map(|a| a.metrics()).transpose()?;
             let cpu = |jvm: &Jvm| -> anyhow::Result<(u64, u64, u64)> {
                 Ok((
                     super::cpu_ticks(jvm.pid)?,
@@ -159,11 +207,13 @@ impl Bench {
                 ))
             };
             let before = cpu(&jvm)?;
+            let threads_before = thread_ticks(jvm.pid);
             let (t0, ops0) = jvm.mark()?;
             let until = Instant::now() + period;
-            self.idle_until(&mut jvm, agent, until)?;
+            self.idle_until(&mut jvm, switch.as_mut(), until)?;
             let (t1, ops1) = jvm.mark()?;
             let after = cpu(&jvm)?;
+            let threads_after = thread_ticks(jvm.pid);
             let jvm_rss_kib = super::status_kib(jvm.pid, "VmRSS:").context("the JVM's VmRSS")?;
             let jvm_hwm_kib = super::status_kib(jvm.pid, "VmHWM:").context("the JVM's VmHWM")?;
             let mut agent_window_parts = None;
@@ -182,7 +232,7 @@ impl Bench {
                 bail!("period {index}: the workload completed no operation");
             }
             if let Some(switch) = switch {
-                check_evidence(config, jvm.pid, &recording)?;
+                check_evidence(config, jvm.pid, recording)?;
                 self.switch_off(switch, &jvm)?;
             }
             let other_ticks =
@@ -190,8 +240,8 @@ impl Bench {
             let agent_cpu_secs = agent_pid.map(|_| (after.1 - before.1) as f64 / self.clk_tck);
             periods.push(Period {
                 round,
-                workload: workload.name(),
-                config: config.name(),
+                workload: workload.name().into(),
+                config: config.name().into(),
                 index,
                 on,
                 ops_per_sec: ops as f64 / measured_secs,
@@ -201,30 +251,65 @@ impl Bench {
                 jvm_hwm_kib,
                 agent_window_parts,
                 agent_cpu_secs,
+                thread_cpu: threads_after
+                    .iter()
+                    .map(|(g, t)| {
+                        let was = threads_before.get(g).copied().unwrap_or(0);
+                        let cores = t.saturating_sub(was) as f64 / self.clk_tck / measured_secs;
+                        (g.clone(), cores)
+                    })
+                    .collect(),
             });
         }
         jvm.exit()?;
-        let _ = std::fs::remove_file(&recording);
         Ok(periods)
     }
 
-    /// Sleeps until `until`, failing early if the JVM or the agent exits.
+    /// Sleeps until `until`, failing early if the JVM or the agent exits;
+    /// dumps a dumped recording when due.
     fn idle_until(
         &self,
         jvm: &mut Jvm,
-        mut agent: Option<&mut Agent>,
+        mut switch: Option<&mut Switch<'_>>,
         until: Instant,
     ) -> anyhow::Result<()> {
         while Instant::now() < until {
+            let mut wake = until;
+            if let Some(Switch::Jfr(Some(dumps))) = switch.as_deref() {
+                wake = wake.min(dumps.next);
+            }
             std::thread::sleep(
-                until
-                    .saturating_duration_since(Instant::now())
+                wake.saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(500)),
             );
             jvm.alive()?;
-            if let Some(a) = agent.as_deref_mut() {
-                a.alive()?;
+            match switch.as_deref_mut() {
+                Some(Switch::Agent(a)) => a.alive()?,
+                Some(Switch::Jfr(Some(dumps))) if Instant::now() >= dumps.next => {
+                    self.dump(jvm.pid, dumps)?;
+                }
+                _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// One `JFR.dump` of the anchor recording; the file is deleted unread.
+    fn dump(&self, pid: u32, dumps: &mut Dumps) -> anyhow::Result<()> {
+        dumps.done += 1;
+        dumps.next += dumps.every;
+        let file = Removed(format!("{}-{}.jfr", dumps.prefix, dumps.done).into());
+        let reply = self.jcmd(
+            pid,
+            &format!(
+                "JFR.dump name={ANCHOR_RECORDING} filename={} begin=-{}s",
+                file.0.display(),
+                dumps.every.as_secs()
+            ),
+        )?;
+        let size = std::fs::metadata(&file.0).map_or(0, |m| m.len());
+        if !reply.contains("Dumped recording") || size == 0 {
+            bail!("JFR.dump wrote {size} bytes: {}", reply.trim());
         }
         Ok(())
     }
@@ -241,15 +326,32 @@ impl Bench {
             let args = self.agent_args(jvm.pid, asprof, window);
             return Ok(Switch::Agent(Agent::start(self, &args, tag, jvm)?));
         }
-        if let Some(preset) = config.jfr_preset() {
-            let reply = self.jcmd(
-                jvm.pid,
-                &format!("JFR.start name={ANCHOR_RECORDING} settings={preset}"),
-            )?;
+        if let Some((settings, dump_secs)) = config.jcmd_jfr() {
+            let line = match settings {
+                JcmdJfr::Preset(preset) => {
+                    format!("JFR.start name={ANCHOR_RECORDING} settings={preset}")
+                }
+                JcmdJfr::AgentEvents => {
+                    let target = AttachTarget::for_pid(jvm.pid, Duration::from_secs(30))
+                        .with_context(|| format!("attaching to {}", jvm.pid))?;
+                    JfrRecorder::new(target, ANCHOR_RECORDING.into(), JfrSettings::default())
+                        .start_command(CpuSampler::Execution)
+                }
+            };
+            let reply = self.jcmd(jvm.pid, &line)?;
             if !reply.contains("Started recording") {
                 bail!("JFR.start: {}", reply.trim());
             }
-            return Ok(Switch::Jfr);
+            let dumps = dump_secs.map(|secs| Dumps {
+                every: Duration::from_secs(secs),
+                next: Instant::now() + Duration::from_secs(secs),
+                done: 0,
+                prefix: std::env::temp_dir()
+                    .join(format!("javelin-overhead-{}-{tag}", std::process::id()))
+                    .display()
+                    .to_string(),
+            });
+            return Ok(Switch::Jfr(dumps));
         }
         let _ = std::fs::remove_file(recording);
         self.asprof(&self.asprof_start_args(recording, jvm.pid))?;
@@ -272,7 +374,7 @@ impl Bench {
                 }
                 agent.stop()
             }
-            Switch::Jfr => {
+            Switch::Jfr(_) => {
                 let reply = self.jcmd(jvm.pid, &format!("JFR.stop name={ANCHOR_RECORDING}"))?;
                 if !reply.contains("Stopped recording") {
                     bail!("JFR.stop: {}", reply.trim());
@@ -346,7 +448,8 @@ pub(super) fn summarize(
             let mut rounds: Vec<u64> = cell.iter().map(|p| p.round).collect();
             rounds.dedup();
             let (mut ratios, mut per_jvm, mut first, mut later) = (vec![], vec![], vec![], vec![]);
-            let (mut first_on_rss, mut peak_rss) = (vec![], vec![]);
+            let (mut first_on_rss, mut peak_rss, mut first_on) = (vec![], vec![], vec![]);
+            let mut thread_deltas: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for round in &rounds {
                 let jvm: Vec<&Period> =
                     cell.iter().copied().filter(|p| p.round == *round).collect();
@@ -361,6 +464,15 @@ pub(super) fn summarize(
                         }
                     } else if let (Some(a), Some(b)) = (at(p.index - 1), at(p.index + 1)) {
                         own.push(p.ops_per_sec / ((a.ops_per_sec + b.ops_per_sec) / 2.0));
+                        let groups: BTreeSet<&String> =
+                            [a, p, b].iter().flat_map(|q| q.thread_cpu.keys()).collect();
+                        for g in groups {
+                            let cpu = |q: &Period| q.thread_cpu.get(g).copied().unwrap_or(0.0);
+                            thread_deltas
+                                .entry(g.clone())
+                                .or_default()
+                                .push(cpu(p) - (cpu(a) + cpu(b)) / 2.0);
+                        }
                     }
                 }
                 if !own.is_empty() {
@@ -368,6 +480,7 @@ pub(super) fn summarize(
                 }
                 ratios.extend(own);
                 if let (Some(off), Some(on)) = (at(0), at(1)) {
+                    first_on.push(on.ops_per_sec / off.ops_per_sec);
                     let mib = |kib: u64| (kib as f64 - off.jvm_rss_kib as f64) / 1024.0;
                     first_on_rss.push(mib(on.jvm_rss_kib));
                     peak_rss.push(mib(jvm.iter().map(|p| p.jvm_hwm_kib).max().unwrap_or(0)));
@@ -386,6 +499,7 @@ pub(super) fn summarize(
                 on_periods: ratios.len(),
                 ratio: Spread::of(&ratios),
                 ratio_per_jvm: Spread::of(&per_jvm),
+                first_on_vs_never_profiled: Spread::of(&first_on),
                 first_off_ops_per_sec: Spread::of(&first),
                 later_off_ops_per_sec: Spread::of(&later),
                 first_on_extra_rss_mib: Spread::of(&first_on_rss),
@@ -395,18 +509,91 @@ pub(super) fn summarize(
                 other_cpu_per_sec: Spread::of(
                     &cell.iter().map(|p| p.other_cpu_per_sec).collect::<Vec<_>>(),
                 ),
+                thread_cpu_on_minus_off: thread_cpu_shown(thread_deltas),
             });
         }
     }
     out
 }
 
+/// The periods of the report resumed, checked against this run's flags:
+/// only whole JVMs of this plan with this many pairs.
+fn resumed_periods(
+    old: &serde_json::Value,
+    pairs: usize,
+    plan: &[(u64, Workload, Config)],
+) -> anyhow::Result<Vec<Period>> {
+    if old["pairs"].as_u64() != Some(pairs as u64) {
+        bail!(
+            "the report resumed has --paired {}, not {pairs}",
+            old["pairs"]
+        );
+    }
+    let periods: Vec<Period> = serde_json::from_value(old["periods"].clone())
+        .context("the periods of the report resumed")?;
+    for p in &periods {
+        let planned = plan
+            .iter()
+            .any(|(r, w, c)| *r == p.round && w.name() == p.workload && c.name() == p.config);
+        if !planned {
+            bail!(
+                "round {} {} {} of the report resumed is not in this plan: different flags?",
+                p.round + 1,
+                p.workload,
+                p.config
+            );
+        }
+    }
+    eprintln!("resuming: {} periods kept", periods.len());
+    Ok(periods)
+}
+
+/// The mean difference per thread group, the ones worth showing, most added first.
+fn thread_cpu_shown(deltas: BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
+    let mut shown: Vec<(String, f64)> = deltas
+        .into_iter()
+        .map(|(g, d)| {
+            let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
+            (g, mean)
+        })
+        .filter(|(_, mean)| mean.abs() >= THREAD_CPU_SHOWN)
+        .collect();
+    shown.sort_by(|a, b| b.1.total_cmp(&a.1));
+    shown
+}
+
+/// CPU ticks of each thread group of a process (threads that exit between
+/// the listing and the read are skipped).
+fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
+    let mut groups = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `tid (name) state …`: the name may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].trim_end_matches(|c: char| c.is_ascii_digit());
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime and stime: fields 14 and 15, the state (field 3) first here.
+        let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(u), Some(s)) = (ticks(14), ticks(15)) {
+            *groups.entry(name.to_string()).or_insert(0) += u + s;
+        }
+    }
+    groups
+}
+
 /// The summaries as a markdown table.
 pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
     let pct = |r: f64| format!("{:+.1} %", (r - 1.0) * 100.0);
     let mut out = String::from(
-        "| workload | config | JVMs | on-periods | on vs neighbouring off, per period: median [IQR] (min … max) | per JVM (mean of its periods): min … max | off ops/s: first / later, median | JVM RSS vs first off, MiB: end of first on / peak | agent window parts per on-period | agent CPU s per JVM-hour | other load, cores: median (max) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | config | JVMs | on-periods | on vs neighbouring off, per period: median [IQR] (min … max) | per JVM (mean of its periods): min … max | first on vs never-profiled, per JVM: median (min … max) | off ops/s: first / later, median | JVM RSS vs first off, MiB: end of first on / peak | agent window parts per on-period | agent CPU s per JVM-hour | other load, cores: median (max) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let med = |s: Option<Spread>, f: &dyn Fn(f64) -> String| s.map_or("—".into(), |s| f(s.median));
     for s in summaries {
@@ -423,6 +610,9 @@ pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
         let per_jvm = s
             .ratio_per_jvm
             .map_or("—".into(), |r| format!("{} … {}", pct(r.min), pct(r.max)));
+        let first_on = s.first_on_vs_never_profiled.map_or("—".into(), |r| {
+            format!("{} ({} … {})", pct(r.median), pct(r.min), pct(r.max))
+        });
         let offs = match (s.first_off_ops_per_sec, s.later_off_ops_per_sec) {
             (Some(f), Some(l)) => format!("{:.0} / {:.0}", f.median, l.median),
             _ => "—".into(),
@@ -438,8 +628,28 @@ pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
             .other_cpu_per_sec
             .map_or("—".into(), |o| format!("{:.2} ({:.2})", o.median, o.max));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {ratio} | {per_jvm} | {offs} | {rss} | {parts} | {cpu} | {other} |\n",
+            "| {} | {} | {} | {} | {ratio} | {per_jvm} | {first_on} | {offs} | {rss} | {parts} | {cpu} | {other} |\n",
             s.workload, s.config, s.jvms, s.on_periods,
+        ));
+    }
+    out.push_str(
+        "\nJVM thread groups, CPU on minus neighbouring off (cores, mean over on-periods):\n\n",
+    );
+    for s in summaries {
+        let groups: Vec<String> = s
+            .thread_cpu_on_minus_off
+            .iter()
+            .map(|(g, d)| format!("`{g}` {d:+.3}"))
+            .collect();
+        out.push_str(&format!(
+            "- {} {}: {}\n",
+            s.workload,
+            s.config,
+            if groups.is_empty() {
+                "—".into()
+            } else {
+                groups.join(", ")
+            }
         ));
     }
     out
@@ -447,35 +657,28 @@ pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
 
 #[derive(Debug, Serialize)]
 struct PairedReport {
-    started: String,
-    command: String,
-    loadavg_start: String,
-    loadavg_end: String,
-    java: String,
-    agent_binary: String,
-    jvm_options: Vec<String>,
-    threads: u32,
-    rounds: u64,
+    #[serde(flatten)]
+    header: super::Header,
     pairs: usize,
-    warmup_secs: u64,
     period_secs: u64,
-    seed: u64,
-    agent_jfr_start: String,
-    agent_async_profiler_start: String,
-    asprof_anchor: String,
+    settle_secs: u64,
     warnings: Vec<String>,
-    failure: Option<String>,
+    /// JVMs that failed (the run goes on; see [`FAILURES_IN_A_ROW`]).
+    failures: Vec<String>,
     summaries: Vec<PairedSummary>,
     periods: Vec<Period>,
 }
 
+/// Failed JVMs in a row that end the run: something systemic (no broker, a
+/// broken build), not one JVM's bad luck.
+const FAILURES_IN_A_ROW: usize = 3;
+
 /// The paired benchmark: every round, one JVM per (workload, configuration)
-/// in a seeded order; prints the markdown and writes the JSON report.
+/// in a seeded order; prints the markdown and writes the JSON report. One
+/// failed JVM is reported and the run goes on; `--resume` runs the JVMs a
+/// report has no periods of (the failed ones again).
 pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
     let args = &bench.args;
-    if args.resume.is_some() {
-        bail!("--resume continues the fresh-JVM runs only; start a paired run anew");
-    }
     let (workloads, mut configs) = super::cells(args);
     configs.retain(|c| *c != Config::None);
     if configs.is_empty() {
@@ -486,28 +689,16 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
         .into_iter()
         .filter(|(_, _, c)| *c != Config::None)
         .collect();
+    let resumed = args
+        .resume
+        .as_deref()
+        .map(super::read_resumed)
+        .transpose()?;
     let mut report = PairedReport {
-        started: super::command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        loadavg_start: super::loadavg(),
-        loadavg_end: String::new(),
-        java: super::java_version(),
-        agent_binary: bench.agent_bin.display().to_string(),
-        jvm_options: bench.jvm_options.clone(),
-        threads: args.threads,
-        rounds: args.rounds,
+        header: super::Header::new(bench, resumed.as_ref())?,
         pairs,
-        warmup_secs: args.warmup_secs,
         period_secs: args.period_secs,
-        seed: args.seed,
-        agent_jfr_start: bench.agent_jfr_start()?,
-        agent_async_profiler_start: bench.agent_async_profiler_start()?,
-        asprof_anchor: format!(
-            "asprof {}",
-            bench
-                .asprof_start_args(std::path::Path::new("FILE.jfr"), 0)
-                .join(" ")
-        ),
+        settle_secs: args.settle_secs,
         warnings: configs
             .iter()
             .map(|c| window_warning(*c, args.period_secs))
@@ -515,31 +706,50 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
             .into_iter()
             .flatten()
             .collect(),
-        failure: None,
+        failures: Vec::new(),
         summaries: Vec::new(),
         periods: Vec::new(),
     };
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    let dir = args
-        .report_dir
-        .clone()
-        .unwrap_or_else(javelin_loadtest::scenario::default_report_dir);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!(
-        "bench-overhead-paired-{}.json",
-        javelin_loadtest::now_ms()
-    ));
+    let path = match (&args.resume, &resumed) {
+        (Some(previous), Some(old)) => {
+            report.periods = resumed_periods(old, pairs, &plan)?;
+            previous.clone()
+        }
+        _ => {
+            let dir = args
+                .report_dir
+                .clone()
+                .unwrap_or_else(javelin_loadtest::scenario::default_report_dir);
+            std::fs::create_dir_all(&dir)?;
+            dir.join(format!(
+                "bench-overhead-paired-{}.json",
+                javelin_loadtest::now_ms()
+            ))
+        }
+    };
+    let done = |report: &PairedReport, (round, workload, config): (u64, Workload, Config)| {
+        report
+            .periods
+            .iter()
+            .any(|p| p.round == round && p.workload == workload.name() && p.config == config.name())
+    };
+    let todo = plan.iter().filter(|p| !done(&report, **p)).count();
     eprintln!(
-        "bench-overhead --paired {pairs}: {} JVMs of ~{} s; report (rewritten after every JVM): {}",
+        "bench-overhead --paired {pairs}: {todo} of {} JVMs to run, ~{} s each; report (rewritten after every JVM): {}",
         plan.len(),
         args.warmup_secs
             + (2 * args.paired + 1) * (args.period_secs + args.settle_secs)
             + 5 * args.paired,
         path.display()
     );
+    let mut in_a_row = 0;
     for (order, &(round, workload, config)) in plan.iter().enumerate() {
+        if done(&report, (round, workload, config)) {
+            continue;
+        }
         let label = format!("round {} {} {}", round + 1, workload.name(), config.name());
         bench.wait_for_idle();
         match bench.run_paired(order, round, workload, config, pairs) {
@@ -555,38 +765,42 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
                     show.join(", ")
                 );
                 report.periods.extend(periods);
+                in_a_row = 0;
             }
             Err(e) => {
                 eprintln!("[{}/{}] {label}: FAILED: {e:#}", order + 1, plan.len());
-                report.failure = Some(format!("{label}: {e:#}"));
+                report.failures.push(format!("{label}: {e:#}"));
+                in_a_row += 1;
             }
         }
-        report.loadavg_end = super::loadavg();
+        report.header.loadavg_end = super::loadavg();
         report.summaries = summarize(&workloads, &configs, &report.periods);
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
-        if report.failure.is_some() {
+        if in_a_row == FAILURES_IN_A_ROW {
+            eprintln!("{FAILURES_IN_A_ROW} JVMs in a row failed: stopping (see --resume)");
             break;
         }
     }
-    println!("## bench-overhead --paired, {}\n", report.started);
-    println!("- command: `{}`", report.command);
+    let h = &report.header;
+    println!("## bench-overhead --paired, {}\n", h.started);
+    println!("- command: `{}`", h.command);
     println!(
         "- load average at start: {}; at end: {}",
-        report.loadavg_start, report.loadavg_end
+        h.loadavg_start, h.loadavg_end
     );
     println!(
         "- {}; JVM options `{}`; {} worker threads; warm-up {} s; {} on-periods of {} s per JVM between off-periods",
-        report.java,
-        report.jvm_options.join(" "),
-        report.threads,
-        report.warmup_secs,
+        h.java,
+        h.jvm_options.join(" "),
+        h.threads,
+        h.warmup_secs,
         pairs,
         report.period_secs
     );
-    println!("- agent: `{}`", report.agent_binary);
+    println!("- agent: `{}`", h.agent_binary);
     println!(
         "- asprof anchor: `{}`; JDK presets by `jcmd JFR.start settings=…`",
-        report.asprof_anchor
+        h.asprof_anchor
     );
     for w in &report.warnings {
         println!("- warning: {w}");
@@ -594,8 +808,13 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
     println!();
     print!("{}", markdown(&report.summaries));
     println!("report: {}", path.display());
-    if let Some(failure) = report.failure {
-        bail!("harness failure: {failure}");
+    if !report.failures.is_empty() {
+        bail!(
+            "{} JVMs failed (rerun them with --resume {}):\n{}",
+            report.failures.len(),
+            path.display(),
+            report.failures.join("\n")
+        );
     }
     Ok(())
 }
@@ -607,8 +826,8 @@ mod tests {
     fn period(round: u64, index: usize, ops_per_sec: f64, rss_mib: u64) -> Period {
         Period {
             round,
-            workload: "mixed",
-            config: "asprof",
+            workload: "mixed".into(),
+            config: "asprof".into(),
             index,
             on: index % 2 == 1,
             ops_per_sec,
@@ -618,6 +837,14 @@ mod tests {
             jvm_hwm_kib: (rss_mib + 5) * 1024,
             agent_window_parts: None,
             agent_cpu_secs: None,
+            // The compiler works harder in on-periods (0.1 more than off ones).
+            thread_cpu: BTreeMap::from([
+                (
+                    "C2 CompilerThread".to_string(),
+                    0.05 + 0.1 * (index % 2) as f64,
+                ),
+                ("GC Thread#".to_string(), 0.02),
+            ]),
         }
     }
 
@@ -659,6 +886,14 @@ mod tests {
         assert_eq!((end.min, end.max), (10.0, 10.0));
         let peak = s.peak_extra_rss_mib.expect("peak");
         assert_eq!((peak.min, peak.max), (15.0, 17.0));
+        // First on-period vs never-profiled, per JVM: 99/100 and 45/50.
+        let first_on = s.first_on_vs_never_profiled.expect("first on");
+        assert!((first_on.min - 0.9).abs() < 1e-9 && (first_on.max - 0.99).abs() < 1e-9);
+        // Only the thread group whose CPU changed is shown.
+        assert_eq!(s.thread_cpu_on_minus_off.len(), 1, "{s:?}");
+        let (group, delta) = &s.thread_cpu_on_minus_off[0];
+        assert_eq!(group, "C2 CompilerThread");
+        assert!((delta - 0.1).abs() < 1e-9, "{delta}");
     }
 
     #[test]
