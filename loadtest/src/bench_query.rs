@@ -567,7 +567,7 @@ pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
         .map_or(0.0, |c| percentile(&c.times, 0.5));
     for c in &cases {
         let (p50, p99) = (percentile(&c.times, 0.5), percentile(&c.times, 0.99));
-        let rows = thousands(c.scanned_rows);
+        let rows = crate::bench_storage::thousands(c.scanned_rows);
         if matches!(c.request, Request::Baseline) {
             println!(
                 "| {} | {p50:.0} ms | {p99:.0} ms | {rows} | | 1.00 | |",
@@ -606,18 +606,6 @@ pub async fn run(cfg: BenchQuery) -> anyhow::Result<()> {
         "All targets met (p50 ≤ {P50_TARGET_MS} ms, p99 ≤ {P99_TARGET_MS} ms) and all cross-checks passed."
     );
     Ok(())
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Copies the rows of `table` that match `filter` with `insert_id + 1`: a

@@ -6,6 +6,7 @@ mod bench_agent;
 mod bench_consumer;
 mod bench_overhead;
 mod bench_query;
+mod bench_storage;
 mod probe;
 
 use std::time::Duration;
@@ -83,6 +84,9 @@ enum Cmd {
     /// What profiling costs the profiled JVM and the node: fixed workloads without a profiler,
     /// under the agent (built-in JFR, async-profiler) and under the JDK's and asprof's own.
     BenchOverhead(bench_overhead::BenchOverheadArgs),
+    /// Bytes per row of Javelin's tables against a Coroot-shaped anchor holding the
+    /// same rows, on ClickHouse 18.16 and 26.9 (issue 18).
+    BenchStorage(bench_storage::BenchStorageArgs),
 }
 
 /// The broker and ClickHouse a benchmark runs against (the local stack's env file sets both).
@@ -229,6 +233,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchOverhead(args) => {
             return bench_overhead::run(&args).await;
+        }
+        Cmd::BenchStorage(args) => {
+            return bench_storage::run(&args).await;
         }
     };
     let publisher = Publisher::new(PublisherConfig {
