@@ -76,8 +76,9 @@ pub(super) struct Period {
     /// in the period.
     pub agent_window_parts: Option<f64>,
     pub agent_cpu_secs: Option<f64>,
-    /// The JVM's CPU per thread group (the name without its trailing digits:
-    /// `C2 CompilerThread`, `JFR Recorder Thread`, …), cores.
+    /// The JVM's CPU per thread group (the name as the kernel keeps it, 15
+    /// characters, without trailing digits: `C2 CompilerThre`, `JFR Thread
+    /// Samp`, …; exited threads as one group), cores.
     #[serde(default)]
     pub thread_cpu: BTreeMap<String, f64>,
 }
@@ -207,13 +208,13 @@ impl Bench {
                 ))
             };
             let before = cpu(&jvm)?;
-            let threads_before = thread_ticks(jvm.pid);
+            let threads_before = thread_ticks(jvm.pid)?;
             let (t0, ops0) = jvm.mark()?;
             let until = Instant::now() + period;
             self.idle_until(&mut jvm, switch.as_mut(), until)?;
             let (t1, ops1) = jvm.mark()?;
             let after = cpu(&jvm)?;
-            let threads_after = thread_ticks(jvm.pid);
+            let threads_after = thread_ticks(jvm.pid)?;
             let jvm_rss_kib = super::status_kib(jvm.pid, "VmRSS:").context("the JVM's VmRSS")?;
             let jvm_hwm_kib = super::status_kib(jvm.pid, "VmHWM:").context("the JVM's VmHWM")?;
             let mut agent_window_parts = None;
@@ -251,13 +252,9 @@ impl Bench {
                 jvm_hwm_kib,
                 agent_window_parts,
                 agent_cpu_secs,
-                thread_cpu: threads_after
-                    .iter()
-                    .map(|(g, t)| {
-                        let was = threads_before.get(g).copied().unwrap_or(0);
-                        let cores = t.saturating_sub(was) as f64 / self.clk_tck / measured_secs;
-                        (g.clone(), cores)
-                    })
+                thread_cpu: thread_group_ticks(&threads_before, &threads_after, after.0 - before.0)
+                    .into_iter()
+                    .map(|(g, t)| (g, t as f64 / self.clk_tck / measured_secs))
                     .collect(),
             });
         }
@@ -446,6 +443,7 @@ pub(super) fn summarize(
                 continue;
             }
             let mut rounds: Vec<u64> = cell.iter().map(|p| p.round).collect();
+            rounds.sort_unstable();
             rounds.dedup();
             let (mut ratios, mut per_jvm, mut first, mut later) = (vec![], vec![], vec![], vec![]);
             let (mut first_on_rss, mut peak_rss, mut first_on) = (vec![], vec![], vec![]);
@@ -520,7 +518,8 @@ pub(super) fn summarize(
 /// only whole JVMs of this plan with this many pairs.
 fn resumed_periods(
     old: &serde_json::Value,
-    pairs: usize,
+    header: &super::Header,
+    (pairs, period_secs, settle_secs): (usize, u64, u64),
     plan: &[(u64, Workload, Config)],
 ) -> anyhow::Result<Vec<Period>> {
     if old["pairs"].as_u64() != Some(pairs as u64) {
@@ -528,6 +527,31 @@ fn resumed_periods(
             "the report resumed has --paired {}, not {pairs}",
             old["pairs"]
         );
+    }
+    // Periods measured under other settings would be summarized as this run's.
+    let now = serde_json::to_value(header)?;
+    for field in [
+        "threads",
+        "warmup_secs",
+        "seed",
+        "jvm_options",
+        "agent_binary",
+    ] {
+        if old[field] != now[field] {
+            bail!(
+                "the report resumed has {field} = {}, this run {}: resume with the same flags",
+                old[field],
+                now[field]
+            );
+        }
+    }
+    for (field, value) in [("period_secs", period_secs), ("settle_secs", settle_secs)] {
+        if old[field].as_u64() != Some(value) {
+            bail!(
+                "the report resumed has {field} = {}, this run {value}: resume with the same flags",
+                old[field]
+            );
+        }
     }
     let periods: Vec<Period> = serde_json::from_value(old["periods"].clone())
         .context("the periods of the report resumed")?;
@@ -562,14 +586,21 @@ fn thread_cpu_shown(deltas: BTreeMap<String, Vec<f64>>) -> Vec<(String, f64)> {
     shown
 }
 
-/// CPU ticks of each thread group of a process (threads that exit between
-/// the listing and the read are skipped).
-fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
-    let mut groups = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return groups;
-    };
+/// CPU ticks of each thread of a process, by tid, with its group (the name
+/// without trailing digits). Threads that exit between the listing and the
+/// read are skipped.
+fn thread_ticks(pid: u32) -> anyhow::Result<BTreeMap<u32, (String, u64)>> {
+    let mut threads = BTreeMap::new();
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))?;
     for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
@@ -582,8 +613,35 @@ fn thread_ticks(pid: u32) -> BTreeMap<String, u64> {
         // utime and stime: fields 14 and 15, the state (field 3) first here.
         let ticks = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
         if let (Some(u), Some(s)) = (ticks(14), ticks(15)) {
-            *groups.entry(name.to_string()).or_insert(0) += u + s;
+            threads.insert(tid, (name.to_string(), u + s));
         }
+    }
+    Ok(threads)
+}
+
+/// The group reporting CPU of threads that exited inside a period.
+const EXITED_THREADS: &str = "(exited threads)";
+
+/// Ticks per thread group between two readings: each thread's own change (a
+/// thread new since `before` counts in full), and what the process spent
+/// beyond its live threads (`process_ticks`: threads that exited, e.g. the
+/// compiler threads the JDK retires when idle) as [`EXITED_THREADS`].
+fn thread_group_ticks(
+    before: &BTreeMap<u32, (String, u64)>,
+    after: &BTreeMap<u32, (String, u64)>,
+    process_ticks: u64,
+) -> BTreeMap<String, u64> {
+    let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (name, ticks)) in after {
+        let was = before.get(tid).map_or(0, |(_, t)| *t);
+        *groups.entry(name.clone()).or_default() += ticks.saturating_sub(was);
+    }
+    let live: u64 = groups.values().sum();
+    // Readings of one thread are not atomic with the process's: a tick or two
+    // of difference is not an exited thread.
+    let exited = process_ticks.saturating_sub(live);
+    if exited > 2 {
+        groups.insert(EXITED_THREADS.to_string(), exited);
     }
     groups
 }
@@ -715,7 +773,12 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     let path = match (&args.resume, &resumed) {
         (Some(previous), Some(old)) => {
-            report.periods = resumed_periods(old, pairs, &plan)?;
+            report.periods = resumed_periods(
+                old,
+                &report.header,
+                (pairs, args.period_secs, args.settle_secs),
+                &plan,
+            )?;
             previous.clone()
         }
         _ => {
@@ -894,6 +957,35 @@ mod tests {
         let (group, delta) = &s.thread_cpu_on_minus_off[0];
         assert_eq!(group, "C2 CompilerThread");
         assert!((delta - 0.1).abs() < 1e-9, "{delta}");
+    }
+
+    #[test]
+    fn thread_cpu_is_taken_per_thread_and_exited_threads_are_kept() {
+        let t = |v: &[(u32, &str, u64)]| -> BTreeMap<u32, (String, u64)> {
+            v.iter()
+                .map(|(tid, n, k)| (*tid, (n.to_string(), *k)))
+                .collect()
+        };
+        // Two compiler threads, one exits inside the period (its 40 ticks
+        // before are not subtracted from the other), one new thread appears.
+        let before = t(&[
+            (1, "worker-", 1000),
+            (2, "C2 CompilerThre", 40),
+            (3, "C2 CompilerThre", 5),
+        ]);
+        let after = t(&[
+            (1, "worker-", 1200),
+            (3, "C2 CompilerThre", 15),
+            (4, "C2 CompilerThre", 7),
+        ]);
+        // The process spent 200 + 10 + 7 in live threads and 30 in the exited one.
+        let groups = thread_group_ticks(&before, &after, 247);
+        assert_eq!(groups["worker-"], 200);
+        assert_eq!(groups["C2 CompilerThre"], 17);
+        assert_eq!(groups[EXITED_THREADS], 30);
+        // Within two ticks: no exited-threads group.
+        let groups = thread_group_ticks(&before, &after, 218);
+        assert!(!groups.contains_key(EXITED_THREADS), "{groups:?}");
     }
 
     #[test]

@@ -129,6 +129,15 @@ async fn measure_on(
 
     eprintln!("{label}: filling the Coroot-shaped tables");
     let dialect = fill_anchor(server, run, modern, ctx.window_secs, &mut notes).await?;
+    // The comparison is only fair on the same rows.
+    let copied: u64 = server
+        .query(&format!("SELECT count() FROM {run}.profiling_samples"))
+        .fetch_one()
+        .await
+        .context("counting the anchor's rows")?;
+    if copied != stored {
+        bail!("the Coroot-shaped table holds {copied} rows, `samples` {stored}");
+    }
     notes.push(match dialect {
         Dialect::Current => "Coroot-shaped tables: Coroot's DDL as it is (LowCardinality, \
              DateTime64(9) with Delta + ZSTD(1), Map labels, ZSTD(1) elsewhere, TTL)"
