@@ -6,12 +6,13 @@
 //! send SIGQUIT (only when the process catches it: SIGQUIT's default action
 //! kills a non-JVM), and poll for the socket with a deadline. A socket that is
 //! there but refuses connections is stale (a previous JVM with the same nspid
-//! in a reused /tmp, or a listener that died): it is removed when it belongs to
-//! the JVM's user and the handshake starts over ([`stale_sockets_recovered`]).
+//! in a reused /tmp, or a listener that died): it is removed, whoever owns it
+//! (another user's dead socket would block the JVM's own listener for good),
+//! and the handshake starts over ([`stale_sockets_recovered`]).
 //!
 //! Host safety: the target's /tmp is opened through [`crate::rootfs`] (no link
-//! followed, owned by root or the JVM's user); the socket must be a socket owned
-//! by the JVM's user, is reached through that directory's descriptor, and the
+//! followed, owned by root or the JVM's user); a socket used must be a socket
+//! owned by the JVM's user, is reached through that directory's descriptor, and the
 //! peer's credentials (`SO_PEERCRED`) must name the target process itself, so a
 //! link swapped in at the last moment cannot point the agent at another
 //! process. Connect, request and the whole reply share one deadline
@@ -263,25 +264,36 @@ impl AttachTarget {
         deadline: Instant,
     ) -> Result<Option<UnixStream>, AttachError> {
         let name = self.socket_name();
-        if tmp
-            .check(&name, Kind::Socket, &[uid])
-            .map_err(self.files())?
-            .is_none()
-        {
+        // Any owner here: a dead socket of another user must be seen to be removed.
+        let Some(stat) = tmp.check(&name, Kind::Socket, &[]).map_err(self.files())? else {
+            return Ok(None);
+        };
+        // Connecting sends nothing: `connect` checks the peer is the target first.
+        if let Some(stream) = self.connect(tmp, deadline)? {
+            if stat.st_uid == uid {
+                return Ok(Some(stream));
+            }
+            // Alive, but not the JVM's user's: never used, refused as found
+            // (unless it was replaced by the JVM's own meanwhile: start over).
+            drop(stream);
+            tmp.check(&name, Kind::Socket, &[uid])
+                .map_err(self.files())?;
             return Ok(None);
         }
-        if let Some(stream) = self.connect(tmp, deadline)? {
-            return Ok(Some(stream));
-        }
-        // Refused: nobody listens on it. Only the JVM's user's socket is removed.
+        // Refused: nobody listens on it. Removed whoever owns it: HotSpot binds
+        // `<socket>.tmp` and renames it over this path, which a sticky /tmp
+        // refuses across users, so another user's dead socket (a root JVM
+        // killed earlier at this pid) would keep the JVM unattachable for good.
+        // Only that same entry goes: a socket, by that owner, no link followed.
         if tmp
-            .remove_if(&name, Kind::Socket, &[uid])
+            .remove_if(&name, Kind::Socket, &[stat.st_uid])
             .map_err(self.files())?
         {
             STALE_SOCKETS_RECOVERED.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 pid = self.pid,
                 socket = %name,
+                owner = stat.st_uid,
                 "removed a stale attach socket (nothing listening); starting the attach listener"
             );
         }

@@ -3,7 +3,7 @@
 //! attach listeners only to inject faults (a peer that never answers, or
 //! trickles).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -651,6 +651,48 @@ fn a_jvm_of_another_user_is_profiled_and_only_its_own_files_are_read() {
     );
     let name = unique_name("javelin_nobody");
     let target = AttachTarget::for_pid(jvm.pid(), Duration::from_secs(10)).expect("target");
+
+    // Root's socket where the JVM's goes (host /tmp keeps them when a root JVM
+    // at a recycled pid was killed). While something listens on it: refused,
+    // nothing sent, the socket kept.
+    let socket = PathBuf::from(format!(
+        "/proc/{}/root/tmp/.java_pid{}",
+        jvm.pid(),
+        target.nspid
+    ));
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let err = target
+        .jcmd("VM.version")
+        .expect_err("a live socket of another user is not the JVM's");
+    assert!(
+        matches!(
+            err,
+            AttachError::WrongPeer { .. } | AttachError::Files { .. }
+        ),
+        "{err}"
+    );
+    // If the agent connected to learn it is alive, it sent nothing.
+    listener.set_nonblocking(true).expect("nonblocking");
+    if let Ok((mut probe, _)) = listener.accept() {
+        let mut sent = Vec::new();
+        probe.read_to_end(&mut sent).expect("read");
+        assert!(sent.is_empty(), "sent to a foreign socket: {sent:?}");
+    }
+    // Dead (nobody listens): removed, and the JVM's own listener starts.
+    drop(listener);
+    assert_eq!(std::fs::symlink_metadata(&socket).expect("kept").uid(), 0);
+    let before = javelin_agent::attach::stale_sockets_recovered();
+    let reply = target
+        .jcmd("VM.version")
+        .expect("attach after another user's stale socket");
+    assert!(reply.text.contains("JDK"), "{reply:?}");
+    assert!(javelin_agent::attach::stale_sockets_recovered() > before);
+    assert_eq!(
+        std::fs::symlink_metadata(&socket).expect("live").uid(),
+        65534
+    );
+
     let mut recorder = JfrRecorder::new(target, name.clone(), JfrSettings::default());
     recorder.start(None).expect("JFR starts");
     // The dump is the JVM user's file: read and removed.
