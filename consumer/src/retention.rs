@@ -14,13 +14,14 @@ use javelin_schema::topology::Topology;
 use serde::Deserialize;
 
 /// Tables the janitor prunes (all partitioned by `toDate(...)`).
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 7] = [
     table::SAMPLES,
     table::STORED_PARTS,
     table::STACKS,
     table::INGEST_LEDGER,
     table::TARGET_STATUS,
     table::SAMPLES_RETIRED,
+    table::SAMPLES_V3,
 ];
 
 #[derive(Debug, Deserialize, clickhouse::Row)]

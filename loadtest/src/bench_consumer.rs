@@ -61,7 +61,13 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let topic = format!("{run}.profiles");
     let (server, db) =
         javelin_loadtest::servers::bench_setup(&cfg.brokers, &cfg.clickhouse_url, &run).await?;
+    // `samples` has dictionary columns of numbers (migration 7): a copy of its
+    // structure needs the setting that allows them.
+    let (setting, value) = javelin_schema::migrations::ServerFeatures::detect(&db)
+        .await?
+        .dictionary_setting();
     db.query("CREATE TABLE samples_ceiling AS samples")
+        .with_setting(setting, value)
         .execute()
         .await
         .context("ceiling table")?;

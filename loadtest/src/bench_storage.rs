@@ -33,8 +33,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use javelin_schema::testkit::chdb::ChdbServer;
 
-use engine::EngineKind;
+pub use engine::EngineKind;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchStorageArgs {
@@ -65,6 +66,10 @@ pub struct BenchStorageArgs {
     /// CPU samples per pod and window (default: 2 busy cores × 100 Hz × 60 s).
     #[arg(long, default_value_t = 12_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub samples_per_window: u32,
+    /// How each pod-window's samples enter the Coroot-shaped anchor
+    /// (`profile`: a collector's order; `sorted`: by stack hash, its best case).
+    #[arg(long, value_enum, default_value = "profile")]
+    pub anchor_order: anchor::FillOrder,
     /// Exponent of the stacks' Zipf weights.
     #[arg(long, default_value_t = 1.1)]
     pub zipf_exponent: f64,
@@ -73,6 +78,12 @@ pub struct BenchStorageArgs {
     /// Where the JSON report goes (default: target/loadtest-reports).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
+    /// Keep each engine's database for experiments instead of dropping it:
+    /// the 18.16 one stays on the server (drop it by hand), the 26.9 one is
+    /// served until the harness is interrupted (Ctrl-C), then removed with
+    /// its directory unless `JAVELIN_KEEP_SCENARIO_DIRS` is set.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 pub use report::thousands;
@@ -116,11 +127,16 @@ pub async fn run(args: &BenchStorageArgs) -> anyhow::Result<()> {
         brokers: &args.brokers,
         clickhouse_url: &args.clickhouse_url,
         window_secs: args.window_secs,
+        anchor_order: args.anchor_order,
         seeded: &seeded,
+        keep: args.keep,
     };
     let mut engines = Vec::new();
+    let mut kept = Vec::new();
     for &kind in &args.engines {
-        match engine::measure(kind, &ctx).await {
+        let (result, server) = engine::measure(kind, &ctx).await;
+        kept.extend(server);
+        match result {
             Ok(result) => engines.push(result),
             Err(e) => {
                 eprintln!("{}: FAILED: {e:#}", kind.label());
@@ -146,6 +162,7 @@ pub async fn run(args: &BenchStorageArgs) -> anyhow::Result<()> {
         shape,
         seeded,
         anchor_source: anchor::SOURCE.to_string(),
+        anchor_order: args.anchor_order,
         notes: vec![format!(
             "consumer logs: {}/{run}.<engine>.consumer.log",
             std::env::temp_dir().display()
@@ -163,8 +180,37 @@ pub async fn run(args: &BenchStorageArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     println!("{}", report::markdown(&report));
     println!("report: {}", path.display());
+    if args.keep {
+        keep_serving(&run, &args.engines, &kept).await?;
+    }
     if !failed.is_empty() {
         bail!("engine(s) failed: {}", failed.join(", "));
     }
+    Ok(())
+}
+
+/// Names what `--keep` kept; with a 26.9 engine, serves it until interrupted.
+async fn keep_serving(
+    run: &str,
+    engines: &[EngineKind],
+    kept: &[ChdbServer],
+) -> anyhow::Result<()> {
+    if engines.contains(&EngineKind::Local) {
+        eprintln!("18.16: database `{run}` kept (drop it with `DROP DATABASE {run}`)");
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    for server in kept {
+        eprintln!(
+            "26.9: database `{run}` served at {} (directory {}) until interrupted (Ctrl-C)",
+            server.url,
+            server.dir.display()
+        );
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    eprintln!("interrupted: stopping the 26.9 engine");
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_agent;
 mod bench_consumer;
+mod bench_migration;
 mod bench_overhead;
 mod bench_query;
 mod bench_storage;
@@ -87,6 +88,9 @@ enum Cmd {
     /// Bytes per row of Javelin's tables against a Coroot-shaped anchor holding the
     /// same rows, on ClickHouse 18.16 and 26.9 (issue 18).
     BenchStorage(bench_storage::BenchStorageArgs),
+    /// How long migration 7 (the samples layout of issue 18) takes per million
+    /// rows, on ClickHouse 18.16 and 26.9.
+    BenchMigration(bench_migration::BenchMigrationArgs),
 }
 
 /// The broker and ClickHouse a benchmark runs against (the local stack's env file sets both).
@@ -236,6 +240,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchStorage(args) => {
             return bench_storage::run(&args).await;
+        }
+        Cmd::BenchMigration(args) => {
+            return bench_migration::run(&args).await;
         }
     };
     let publisher = Publisher::new(PublisherConfig {

@@ -9,7 +9,9 @@
 use clickhouse::Row;
 use javelin_loadtest::cluster::{CLUSTER, PrivateCluster};
 use javelin_schema::clickhouse_error::{ErrorClass, classify};
-use javelin_schema::migrations::{MIGRATIONS, MigrateOptions, MigrationError, migrate, pending};
+use javelin_schema::migrations::{
+    MIGRATIONS, MigrateOptions, MigrationError, migrate, migrate_up_to, pending,
+};
 use javelin_schema::rows::{SampleRow, table};
 use javelin_schema::testkit::unique_name;
 use javelin_schema::topology::Topology;
@@ -40,6 +42,8 @@ fn expected_tables() -> Vec<TableEngine> {
         t("samples_local", "ReplicatedMergeTree"),
         // The pre-migration-3 layout, renamed on every node.
         t("samples_v1_local", "ReplicatedReplacingMergeTree"),
+        // Migration 3's layout, renamed by migration 7 on every node.
+        t("samples_v3_local", "ReplicatedMergeTree"),
         t(table::SCHEMA_MIGRATIONS, "ReplicatedMergeTree"),
         t(table::STACKS, "Distributed"),
         t("stacks_local", "ReplicatedReplacingMergeTree"),
@@ -198,4 +202,106 @@ async fn insert_sample(
         })
         .await?;
     insert.end().await
+}
+
+/// Migration 7 on a cluster holding rows: every shard's rows move to the new
+/// layout as they are (the old local tables kept as `samples_v3_local`), and
+/// the Distributed `samples` follows the local table's new types.
+#[tokio::test]
+async fn cluster_migration_7_keeps_every_row_on_every_shard() {
+    let name = unique_name("cluster_m7");
+    let cluster = PrivateCluster::start(&name).expect("a private cluster");
+    let database = unique_name("javelin_cluster_m7");
+    let options = MigrateOptions {
+        topology: Topology::Cluster(CLUSTER.into()),
+        ..MigrateOptions::default()
+    };
+    migrate_up_to(&node(cluster.url()), &database, options.clone(), 6)
+        .await
+        .expect("the schema of migration 6");
+    let features = javelin_schema::migrations::ServerFeatures::detect(&node(cluster.url()))
+        .await
+        .expect("version");
+    let writer = Topology::Cluster(CLUSTER.into())
+        .writer(node(cluster.url()).with_database(&database), features);
+    // 40 targets × 3 stacks, sharded by target: both shards get rows.
+    let mut insert = writer
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    let mut expected = 0;
+    for target_id in 1..=40u64 {
+        for stack_id in 1..=3u64 {
+            let value = i64::try_from(target_id * 10 + stack_id).expect("small");
+            expected += value;
+            insert
+                .write(&SampleRow {
+                    service: "svc".into(),
+                    profile_type: "cpu".into(),
+                    window_start: 1_000_000_017,
+                    cluster: String::new(),
+                    namespace: String::new(),
+                    pod: format!("pod-{target_id}"),
+                    container: String::new(),
+                    node: String::new(),
+                    target_id,
+                    window_id: target_id * 100,
+                    stack_id,
+                    value,
+                    count: 1,
+                    insert_id: 1,
+                    app_version: String::new(),
+                })
+                .await
+                .expect("row");
+        }
+    }
+    insert.end().await.expect("stored on the shards");
+    let count = |url: String, table: &'static str| {
+        let db = node(url).with_database(&database);
+        async move {
+            db.query(&format!("SELECT count() FROM {table}"))
+                .fetch_one::<u64>()
+                .await
+                .unwrap_or_else(|e| panic!("{table}: {e}"))
+        }
+    };
+    let mut before = Vec::new();
+    for url in cluster.urls() {
+        before.push(count(url.clone(), "samples_local").await);
+    }
+    assert!(
+        before.iter().all(|&n| n > 0),
+        "both shards hold rows: {before:?}"
+    );
+    assert_eq!(before.iter().sum::<u64>(), 120);
+
+    let report = migrate(&node(cluster.urls()[1].clone()), &database, options)
+        .await
+        .expect("migration 7 through node 2");
+    assert_eq!(report.applied, vec![7]);
+    for (url, rows) in cluster.urls().into_iter().zip(before) {
+        assert_eq!(count(url.clone(), "samples_local").await, rows, "{url}");
+        assert_eq!(count(url.clone(), "samples_v3_local").await, rows, "{url}");
+        let types: Vec<String> = node(url.clone())
+            .with_database(&database)
+            .query("SELECT type FROM system.columns WHERE database = currentDatabase() AND table IN ('samples', 'samples_local') AND name = 'stack_id'")
+            .fetch_all()
+            .await
+            .expect("types");
+        assert_eq!(
+            types,
+            ["LowCardinality(UInt64)", "LowCardinality(UInt64)"],
+            "{url}: the local table and the Distributed one"
+        );
+    }
+    let total: i64 = writer
+        .query("SELECT sum(value) FROM samples")
+        .fetch_one()
+        .await
+        .expect("sum");
+    assert_eq!(
+        total, expected,
+        "every row, once, through the Distributed table"
+    );
 }

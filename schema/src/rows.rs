@@ -17,6 +17,9 @@ pub mod table {
     /// The samples of the layout before migration 3 (keyed by the second),
     /// kept until retention removes them.
     pub const SAMPLES_RETIRED: &str = "samples_v1";
+    /// The samples of migration 3's layout (keyed by window part, stacks in
+    /// hash order), kept by migration 7 until retention removes them.
+    pub const SAMPLES_V3: &str = "samples_v3";
 }
 
 /// One aggregated stack of one window part, as written by one attempt.

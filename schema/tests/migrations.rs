@@ -106,7 +106,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         javelin_schema::migrations::pending(&db)
             .await
             .expect("pending"),
-        vec![1, 2, 3, 4, 5, 6],
+        vec![1, 2, 3, 4, 5, 6, 7],
         "a new database lacks every migration"
     );
     let first = migrate(&server, &database, MigrateOptions::default())
@@ -118,7 +118,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
             .expect("pending")
             .is_empty()
     );
-    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(first.applied, vec![1, 2, 3, 4, 5, 6, 7]);
     assert!(first.already_applied.is_empty());
 
     // What differs by server: the storage the features render, never the
@@ -171,7 +171,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         "second run applied {:?}",
         second.applied
     );
-    assert_eq!(second.already_applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(second.already_applied, vec![1, 2, 3, 4, 5, 6, 7]);
 
     let db = server.clone().with_database(&database);
     let recorded: u64 = db
@@ -179,7 +179,7 @@ async fn migrate_twice_is_a_no_op_and_rows_round_trip(on: Server) {
         .fetch_one()
         .await
         .expect("count");
-    assert_eq!(recorded, 6, "one bookkeeping row per migration");
+    assert_eq!(recorded, 7, "one bookkeeping row per migration");
 
     // Column order is the contract of plain RowBinary: write and read each row type.
     let sample = SampleRow {
@@ -445,7 +445,7 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{interruption}: {e}"));
-        assert_eq!(report.applied, vec![3, 4, 5, 6], "{interruption}");
+        assert_eq!(report.applied, vec![3, 4, 5, 6, 7], "{interruption}");
         let (rows, value, windows): (u64, i64, u64) = db
             .query("SELECT count(), sum(value), uniqExact(window_id) FROM samples")
             .fetch_one()
@@ -593,7 +593,11 @@ async fn migration_4_adds_the_status_counters_and_converges_after_an_interruptio
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("interrupted={interrupted}: {e}"));
-        assert_eq!(report.applied, vec![4, 5, 6], "interrupted={interrupted}");
+        assert_eq!(
+            report.applied,
+            vec![4, 5, 6, 7],
+            "interrupted={interrupted}"
+        );
         // A consumer older than migration 4 still writes (the new columns default to 0) …
         write_old(old(2, t + 1))
             .await
@@ -720,7 +724,7 @@ async fn migration_5_adds_the_app_version_and_old_writers_keep_working(on: Serve
     let report = migrate(&server, &database, MigrateOptions::default())
         .await
         .expect("migration 5");
-    assert_eq!(report.applied, vec![5, 6]);
+    assert_eq!(report.applied, vec![5, 6, 7]);
     write_one::<SampleBefore5>(&db, table::SAMPLES, &old(2)).await;
     let new = SampleRow {
         service: "svc".into(),
@@ -760,4 +764,239 @@ async fn migration_5_adds_the_app_version_and_old_writers_keep_working(on: Serve
         .execute()
         .await
         .expect("cleanup");
+}
+
+mod migration_7_keeps_every_sample_in_the_new_layout_and_converges {
+    #[tokio::test]
+    async fn on_18_16() {
+        super::migration_7_keeps_every_sample_in_the_new_layout_and_converges(
+            super::Server::stack_18_16(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn on_26_9() {
+        super::migration_7_keeps_every_sample_in_the_new_layout_and_converges(
+            super::Server::chdb_26_9("migration_7"),
+        )
+        .await
+    }
+}
+
+/// Upgrading a database of migration 6: every row moves to the new column
+/// types and codecs as it is (every write attempt's copy, recorded or not: readers choose
+/// through `stored_parts`, whose pairs must still name them), the old table is
+/// kept as `samples_v3`, a run interrupted at any step converges, and the
+/// consumer's rows go on being accepted.
+async fn migration_7_keeps_every_sample_in_the_new_layout_and_converges(on: Server) {
+    on.check_version().await;
+    let server = on.client.clone();
+    // Windows on both sides of an hour boundary, at odd seconds.
+    let hour = an_hour_ago() / 3600 * 3600;
+    let sample =
+        |target_id: u64, window_start: u32, stack_id: u64, value: i64, insert_id| SampleRow {
+            service: "svc".into(),
+            profile_type: "cpu".into(),
+            window_start,
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            pod: format!("pod-{target_id}"),
+            container: "app".into(),
+            node: "n".into(),
+            target_id,
+            window_id: u64::from(window_start) * 31 + target_id,
+            stack_id,
+            value,
+            count: value / 10,
+            insert_id,
+            app_version: if target_id == 1 { "1.4.2" } else { "" }.into(),
+        };
+    for interruption in ["none", "copy_left_behind", "between_renames"] {
+        let database = unique_name("javelin_upgrade7");
+        migrate_up_to(&server, &database, MigrateOptions::default(), 6)
+            .await
+            .expect("the schema of migration 6");
+        let db = server.clone().with_database(&database);
+        // Three inserts, as three write attempts land: target 1's window after
+        // the hour boundary twice (ids 1 and 2), and a copy nobody recorded.
+        let first = vec![
+            sample(1, hour - 23, u64::MAX - 5, 120, 1),
+            sample(1, hour + 37, 9, 70, 1),
+            sample(1, hour + 37, u64::MAX - 5, 30, 1),
+            sample(2, hour + 37, 9, 10, 1),
+        ];
+        let again = vec![
+            sample(1, hour + 37, 9, 70, 2),
+            sample(1, hour + 37, u64::MAX - 5, 30, 2),
+        ];
+        let unrecorded = vec![sample(2, hour + 37, 9, 10, 5)];
+        for rows in [&first, &again, &unrecorded] {
+            let mut insert = db
+                .insert::<SampleRow>(table::SAMPLES)
+                .await
+                .expect("insert");
+            for row in rows.iter() {
+                insert.write(row).await.expect("write");
+            }
+            insert.end().await.expect("end");
+        }
+        let read_all = |table: &'static str| {
+            let db = db.clone();
+            async move {
+                let mut rows: Vec<SampleRow> = db
+                    .query(&format!("SELECT * FROM {table}"))
+                    .fetch_all()
+                    .await
+                    .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+                rows.sort_by_key(|r| (r.window_id, r.insert_id, r.stack_id));
+                rows
+            }
+        };
+        let before = read_all(table::SAMPLES).await;
+        assert_eq!(before.len(), 7);
+        match interruption {
+            "copy_left_behind" => {
+                // A copy that stopped half-way: started over, not kept.
+                db.query("CREATE TABLE samples_next AS samples")
+                    .execute()
+                    .await
+                    .expect("half-done copy");
+                db.query("INSERT INTO samples_next SELECT * FROM samples WHERE insert_id = 1")
+                    .execute()
+                    .await
+                    .expect("half-done copy");
+            }
+            "between_renames" => {
+                // The migration ran; undo its last half-step and its bookkeeping.
+                migrate(&server, &database, MigrateOptions::default())
+                    .await
+                    .expect("migrate");
+                db.query("RENAME TABLE samples TO samples_next")
+                    .execute()
+                    .await
+                    .expect("undo the second rename");
+                db.query("ALTER TABLE schema_migrations DELETE WHERE version = 7")
+                    .execute()
+                    .await
+                    .expect("forget");
+                wait_until_forgotten(&db, 7).await;
+            }
+            _ => {}
+        }
+        let report = migrate(&server, &database, MigrateOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{interruption}: {e}"));
+        assert_eq!(report.applied, vec![7], "{interruption}");
+        assert_eq!(
+            read_all(table::SAMPLES).await,
+            before,
+            "{interruption}: every copy, as it was"
+        );
+        assert_eq!(
+            read_all(table::SAMPLES_V3).await,
+            before,
+            "{interruption}: the old table is kept"
+        );
+        let create: String = db
+            .query("SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = 'samples'")
+            .fetch_one()
+            .await
+            .expect("the new table");
+        let types: Vec<(String, String)> = db
+            .query("SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = 'samples' AND name IN ('stack_id', 'value', 'count') ORDER BY name")
+            .fetch_all()
+            .await
+            .expect("types");
+        let modern = on.version >= (20, 1);
+        let count = if modern {
+            "Int64"
+        } else {
+            "LowCardinality(Int64)"
+        };
+        assert_eq!(
+            types,
+            [
+                ("count".to_string(), count.to_string()),
+                ("stack_id".to_string(), "LowCardinality(UInt64)".to_string()),
+                ("value".to_string(), "Int64".to_string()),
+            ],
+            "{interruption}"
+        );
+        // Codecs where the server has them; where it has none, the counts
+        // are dictionaries instead.
+        assert_eq!(
+            create.contains("CODEC("),
+            modern,
+            "{interruption}: {create}"
+        );
+        // Dictionaries of numbers are experimental on 18.16: merged into one
+        // part (18.16 has no CHECK TABLE for MergeTree), it reads back the same.
+        db.query("OPTIMIZE TABLE samples FINAL")
+            .execute()
+            .await
+            .expect("merge");
+        assert_eq!(
+            read_all(table::SAMPLES).await,
+            before,
+            "{interruption}: merged"
+        );
+        let left: u64 = db
+            .query("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'samples_next'")
+            .fetch_one()
+            .await
+            .expect("tables");
+        assert_eq!(left, 0, "{interruption}: the copy is renamed into place");
+        // The consumer's rows (unchanged columns) are accepted; rows without
+        // a window id still are not.
+        write_one::<SampleRow>(&db, table::SAMPLES, &sample(3, hour + 41, 4, 10, 9)).await;
+        let mut insert = db
+            .insert::<SampleRow>(table::SAMPLES)
+            .await
+            .expect("insert");
+        insert
+            .write(&SampleRow {
+                window_id: 0,
+                insert_id: 0,
+                ..sample(3, hour + 41, 4, 10, 9)
+            })
+            .await
+            .expect("write");
+        let refused = insert.end().await.expect_err("no window id");
+        assert!(
+            refused.to_string().contains("Code: 395"),
+            "{interruption}: {refused}"
+        );
+        let again = migrate(&server, &database, MigrateOptions::default())
+            .await
+            .expect("again");
+        assert!(again.applied.is_empty(), "{interruption}");
+        server
+            .query(&format!("DROP DATABASE {database}"))
+            .execute()
+            .await
+            .expect("cleanup");
+    }
+}
+
+/// Waits until the bookkeeping row of `version` is gone (a mutation on 18.16
+/// runs in the background).
+async fn wait_until_forgotten(db: &clickhouse::Client, version: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: u64 = db
+            .query("SELECT count() FROM schema_migrations WHERE version = ?")
+            .bind(version)
+            .fetch_one()
+            .await
+            .expect("bookkeeping");
+        if n == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bookkeeping row of migration {version} is still there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

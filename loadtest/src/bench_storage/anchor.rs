@@ -8,17 +8,42 @@
 //! same rows. Labels are the label columns Javelin has (cluster, namespace,
 //! pod, container, node); `StackHash` is `stack_id`; `Stack` is `frames`.
 //!
-//! Rows enter `profiling_samples` ordered by (window, target, stack id): its
-//! sorting key ends at the window's end, so within a window rows keep the
-//! order they arrive in, and a collector storing each profile as it arrives
-//! stores its samples in the profile's own order (pprof: no particular one),
-//! for which the stack-hash order stands in.
+//! Rows enter `profiling_samples` by window and target, and within a
+//! pod-window in the [`FillOrder`] chosen: its sorting key ends at the
+//! window's end, so within a window rows keep the order they arrive in, and a
+//! collector storing each profile as it arrives stores its samples in the
+//! profile's own order (pprof: no particular one; [`FillOrder::Profile`]).
 //!
 //! ClickHouse 18.16 has no codecs, `Map`, `DateTime64` or TTL, and
 //! `LowCardinality` only behind `allow_experimental_low_cardinality_type`:
 //! there the closest physical equivalent is created ([`Dialect::Legacy`]):
 //! `Int64` nanoseconds, `Labels` as `Nested(key, value)` (two arrays sharing
 //! offsets), default LZ4, and the same sorting and partition keys.
+
+/// The order each pod-window's samples enter the anchor in. Its sorting key
+/// ties every row of a window, and merges keep tied rows in the order they
+/// arrived, so this decides how well its `StackHash` and `Value` compress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FillOrder {
+    /// In an order unrelated to the stack hash, as a collector storing each
+    /// profile in the profile's own (pprof) order writes them.
+    Profile,
+    /// Sorted by stack hash: the anchor's best case (one sorted run of hashes
+    /// per pod-window, matched by the compressor against the next).
+    Sorted,
+}
+
+impl FillOrder {
+    fn order_by(self) -> &'static str {
+        match self {
+            FillOrder::Profile => {
+                "ORDER BY window_start, target_id, cityHash64(stack_id, target_id, window_start)"
+            }
+            FillOrder::Sorted => "ORDER BY window_start, target_id, stack_id",
+        }
+    }
+}
 
 /// Where the DDL comes from, for the report.
 pub const SOURCE: &str = "Coroot's `profiling_samples` and `profiling_stacks` from coroot/coroot \
@@ -105,13 +130,13 @@ ORDER BY (ServiceName, Type, intDiv(Start, 1000000000), intDiv(End, 1000000000))
     }
 
     /// The `INSERT … SELECT` statements from the Javelin tables, stacks first.
-    pub fn fill(self, db: &str, window_secs: i64) -> [String; 2] {
+    pub fn fill(self, db: &str, window_secs: i64, order: FillOrder) -> [String; 2] {
         let labels = ["cluster", "namespace", "pod", "container", "node"];
         let values: Vec<String> = labels
             .iter()
             .map(|l| format!("CAST({l} AS String)"))
             .collect();
-        let order = "ORDER BY window_start, target_id, stack_id";
+        let order = order.order_by();
         match self {
             Dialect::Current => {
                 let map: Vec<String> = labels
@@ -168,7 +193,7 @@ mod tests {
         assert!(samples.contains(
             "ORDER BY (ServiceName, Type, toUnixTimestamp(Start), toUnixTimestamp(End))"
         ));
-        let [_, fill] = Dialect::Current.fill("db", 60);
+        let [_, fill] = Dialect::Current.fill("db", 60, FillOrder::Profile);
         assert!(fill.contains("map('cluster', CAST(cluster AS String), 'namespace'"));
         assert!(fill.contains("toDateTime64(window_start + 60, 9)"));
     }
@@ -185,7 +210,7 @@ mod tests {
             }
             assert_eq!(ddl.contains("LowCardinality"), lc);
             assert_eq!(d.setting().is_some(), lc);
-            let fill = d.fill("db", 60).join("\n");
+            let fill = d.fill("db", 60, FillOrder::Sorted).join("\n");
             assert!(fill.contains("`Labels.key`, `Labels.value`"));
             assert!(fill.contains("(toInt64(toUInt32(window_start)) + 60) * 1000000000"));
         }

@@ -2,7 +2,8 @@
 //! Javelin's migrations; the real consumer (a group of the engine's own)
 //! storing the run's topic into it; the anchor filled from its rows; every
 //! measured table optimized and measured. The database is dropped at the end,
-//! also on error; a chdb engine's directory goes with it.
+//! also on error; a chdb engine's directory goes with it (unless the run
+//! keeps them: `--keep`).
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use javelin_loadtest::servers::{ConsumerProcess, consumer_args};
 use javelin_schema::migrations::{MigrateOptions, ServerFeatures, migrate};
 use javelin_schema::testkit::chdb::ChdbServer;
 
-use super::anchor::Dialect;
+use super::anchor::{Dialect, FillOrder};
 use super::measure;
 use super::report::{EngineResult, TABLES, ratios};
 use super::seed::Seeded;
@@ -47,23 +48,33 @@ pub struct RunContext<'a> {
     pub brokers: &'a str,
     pub clickhouse_url: &'a str,
     pub window_secs: i64,
+    pub anchor_order: FillOrder,
     pub seeded: &'a Seeded,
+    /// Keep the engine's database (`--keep`).
+    pub keep: bool,
 }
 
 /// Measures the run on `kind`; the engine's database (and chdb's directory)
-/// is removed whatever happens.
-pub async fn measure(kind: EngineKind, ctx: &RunContext<'_>) -> anyhow::Result<EngineResult> {
+/// is removed whatever happens, unless `ctx.keep`: then the database stays,
+/// and a chdb engine is returned still serving it (whatever happened).
+pub async fn measure(
+    kind: EngineKind,
+    ctx: &RunContext<'_>,
+) -> (anyhow::Result<EngineResult>, Option<ChdbServer>) {
     let chdb = match kind {
         EngineKind::Local => None,
         EngineKind::Chdb => {
             let name = format!("{}_chdb", ctx.run);
             // `start` installs chdb-core once (dev/tools chdb) and panics if that
             // fails; a blocking task turns the panic into an error.
-            let server = tokio::task::spawn_blocking(move || ChdbServer::start(&name))
+            let started = tokio::task::spawn_blocking(move || ChdbServer::start(&name))
                 .await
-                .context("starting ClickHouse 26.9 (dev/tools chdb panicked)")?
-                .context("starting ClickHouse 26.9 (dev/chdb-server)")?;
-            Some(server)
+                .context("starting ClickHouse 26.9 (dev/tools chdb panicked)")
+                .and_then(|s| s.context("starting ClickHouse 26.9 (dev/chdb-server)"));
+            match started {
+                Ok(server) => Some(server),
+                Err(e) => return (Err(e), None),
+            }
         }
     };
     let url = chdb
@@ -71,6 +82,9 @@ pub async fn measure(kind: EngineKind, ctx: &RunContext<'_>) -> anyhow::Result<E
         .map_or_else(|| ctx.clickhouse_url.to_string(), |c| c.url.clone());
     let server = Client::default().with_url(&url).with_validation(false);
     let result = measure_on(kind, &server, &url, ctx).await;
+    if ctx.keep {
+        return (result, chdb);
+    }
     if let Err(e) = server
         .query(&format!("DROP DATABASE IF EXISTS {}", ctx.run))
         .execute()
@@ -79,7 +93,7 @@ pub async fn measure(kind: EngineKind, ctx: &RunContext<'_>) -> anyhow::Result<E
         eprintln!("{}: dropping database `{}`: {e}", kind.label(), ctx.run);
     }
     drop(chdb);
-    result
+    (result, None)
 }
 
 async fn measure_on(
@@ -128,7 +142,7 @@ async fn measure_on(
     }
 
     eprintln!("{label}: filling the Coroot-shaped tables");
-    let dialect = fill_anchor(server, run, modern, ctx.window_secs, &mut notes).await?;
+    let dialect = fill_anchor(server, run, modern, ctx, &mut notes).await?;
     // The comparison is only fair on the same rows.
     let copied: u64 = server
         .query(&format!("SELECT count() FROM {run}.profiling_samples"))
@@ -270,7 +284,7 @@ async fn fill_anchor(
     server: &Client,
     run: &str,
     modern: bool,
-    window_secs: i64,
+    ctx: &RunContext<'_>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Dialect> {
     let candidates: &[Dialect] = if modern {
@@ -287,7 +301,7 @@ async fn fill_anchor(
     };
     let mut last = None;
     for &dialect in candidates {
-        match create_and_fill(server, run, dialect, window_secs).await {
+        match create_and_fill(server, run, dialect, ctx.window_secs, ctx.anchor_order).await {
             Ok(()) => return Ok(dialect),
             Err(e) => {
                 notes.push(format!("anchor as {dialect:?} refused: {e:#}"));
@@ -310,6 +324,7 @@ async fn create_and_fill(
     run: &str,
     dialect: Dialect,
     window_secs: i64,
+    order: FillOrder,
 ) -> anyhow::Result<()> {
     let client = match dialect.setting() {
         Some((name, value)) => server.clone().with_setting(name, value),
@@ -322,7 +337,7 @@ async fn create_and_fill(
             .await
             .with_context(|| format!("creating: {ddl}"))?;
     }
-    for fill in dialect.fill(run, window_secs) {
+    for fill in dialect.fill(run, window_secs, order) {
         client
             .query(&fill)
             .execute()

@@ -135,6 +135,8 @@ pub struct Report {
     pub seeded: Seeded,
     /// Where the anchor's DDL comes from.
     pub anchor_source: String,
+    /// How each pod-window's samples entered the anchor.
+    pub anchor_order: super::anchor::FillOrder,
     pub notes: Vec<String>,
     pub engines: Vec<EngineResult>,
     pub wall_secs: f64,
@@ -221,7 +223,8 @@ pub fn markdown(report: &Report) -> String {
         out,
         "1 service × {} windows of {} s × {} pods; {} stacks (mean depth {:.1} frames); {} CPU samples \
          per pod and window drawn over Zipf({}) weights (value = count × 10 ms); seed {}; {} messages. \
-         Sizes after `OPTIMIZE TABLE … FINAL` of every table. Anchor: {}.\n",
+         Sizes after `OPTIMIZE TABLE … FINAL` of every table. Anchor: {}, each pod-window's \
+         samples entered in {:?} order.\n",
         shape.windows,
         shape.window_secs,
         shape.pods,
@@ -231,7 +234,8 @@ pub fn markdown(report: &Report) -> String {
         shape.zipf_exponent,
         shape.seed,
         thousands(seeded.messages),
-        report.anchor_source
+        report.anchor_source,
+        report.anchor_order
     );
     out.push_str(
         "| engine | Javelin `samples` B/row | Coroot-shaped `profiling_samples` B/row | ratio \
@@ -525,6 +529,7 @@ mod tests {
                 publish_secs: 1.0,
             },
             anchor_source: "coroot".into(),
+            anchor_order: super::super::anchor::FillOrder::Profile,
             notes: vec![],
             engines: vec![ok, EngineResult::failed("18.16", "boom".into())],
             wall_secs: 3.0,
