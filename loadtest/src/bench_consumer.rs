@@ -30,7 +30,13 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// RowBinary encoding of a sample row (String = LEB128 length + bytes; numbers little-endian).
+/// The columns [`row_binary`] writes, in its order: the ceiling's INSERT names
+/// them, so a column added to `samples` later cannot shift the others.
+const ROW_BINARY_COLUMNS: &str = "service, profile_type, window_start, cluster, namespace, pod, \
+     container, node, target_id, window_id, stack_id, value, count, insert_id, app_version";
+
+/// RowBinary encoding of a sample row (String = LEB128 length + bytes; numbers
+/// little-endian; a dictionary column is written as its plain type).
 fn row_binary(row: &SampleRowRef<'_>, out: &mut Vec<u8>) {
     let string = |s: &str, out: &mut Vec<u8>| {
         let mut n = s.len() as u64;
@@ -50,10 +56,13 @@ fn row_binary(row: &SampleRowRef<'_>, out: &mut Vec<u8>) {
     for s in [row.cluster, row.namespace, row.pod, row.container, row.node] {
         string(s, out);
     }
-    out.extend_from_slice(&row.target_id.to_le_bytes());
-    out.extend_from_slice(&row.stack_id.to_le_bytes());
+    for n in [row.target_id, row.window_id, row.stack_id] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
     out.extend_from_slice(&row.value.to_le_bytes());
     out.extend_from_slice(&row.count.to_le_bytes());
+    out.extend_from_slice(&row.insert_id.to_le_bytes());
+    string(row.app_version, out);
 }
 
 pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
@@ -85,6 +94,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let mut ceiling_file = Vec::new();
     let mut sends = Vec::new();
     let mut expected_rows = 0u64;
+    let mut expected_value = 0i64;
     for w in 0..cfg.windows {
         let pod = w % 8;
         let target = TargetIdentity {
@@ -126,6 +136,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
             for row in rows.samples(1) {
                 row_binary(&row, &mut ceiling_file);
                 expected_rows += 1;
+                expected_value += row.value;
             }
             sends.push(window.to_bytes());
         }
@@ -165,7 +176,10 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
             "--database",
             &run,
         ])
-        .args(["--query", "INSERT INTO samples_ceiling FORMAT RowBinary"])
+        .args([
+            "--query",
+            &format!("INSERT INTO samples_ceiling ({ROW_BINARY_COLUMNS}) FORMAT RowBinary"),
+        ])
         .stdin(std::fs::File::open(&file)?)
         .status()
         .context("running clickhouse-client")?;
@@ -174,12 +188,16 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     if !status.success() {
         bail!("clickhouse-client failed");
     }
-    let stored: u64 = db
-        .query("SELECT count() FROM samples_ceiling")
+    // Rows and their sum: an encoding out of step with the columns would
+    // fail the insert or shift the values.
+    let (stored, value): (u64, i64) = db
+        .query("SELECT count(), sum(value) FROM samples_ceiling")
         .fetch_one()
         .await?;
-    if stored != expected_rows {
-        bail!("the ceiling stored {stored} of {expected_rows} rows");
+    if (stored, value) != (expected_rows, expected_value) {
+        bail!(
+            "the ceiling stored {stored} rows summing to {value}, expected {expected_rows} summing to {expected_value}"
+        );
     }
     let rate = |d: Duration| expected_rows as f64 / d.as_secs_f64();
     println!(
@@ -203,11 +221,16 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     );
     if let Some(first) = first_rows {
         let steady = consumed.saturating_sub(first);
+        // Stored rows are polled every 100 ms: a shorter tail has no rate.
+        let steady_rate = if steady >= Duration::from_millis(200) {
+            format!("{:.0}", rate(steady))
+        } else {
+            "— (every row arrived within a poll or two)".to_string()
+        };
         println!(
-            "| … of which start-up and group join until the first rows: {:.2} s; from the first rows on | {:.2} s | {:.0} |",
+            "| … of which start-up and group join until the first rows: {:.2} s; from the first rows on | {:.2} s | {steady_rate} |",
             first.as_secs_f64(),
             steady.as_secs_f64(),
-            rate(steady)
         );
     }
     println!();

@@ -18,7 +18,8 @@
 //! `LowCardinality` only behind `allow_experimental_low_cardinality_type`:
 //! there the closest physical equivalent is created ([`Dialect::Legacy`]):
 //! `Int64` nanoseconds, `Labels` as `Nested(key, value)` (two arrays sharing
-//! offsets), default LZ4, and the same sorting and partition keys.
+//! offsets), the server's compression method (as for Javelin's tables), and
+//! the same sorting and partition keys.
 
 /// The order each pod-window's samples enter the anchor in. Its sorting key
 /// ties every row of a window, and merges keep tied rows in the order they

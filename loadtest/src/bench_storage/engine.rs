@@ -158,7 +158,8 @@ async fn measure_on(
             .to_string(),
         Dialect::Legacy { low_cardinality } => format!(
             "Coroot-shaped tables, 18.16 equivalent: {}; Int64 nanoseconds for DateTime64(9); \
-             `Labels` as Nested(key, value) for the Map; no codecs (default LZ4); no TTL",
+             `Labels` as Nested(key, value) for the Map; no codecs (every column in the server's \
+             compression method: LZ4 unless its config.xml names another; the local stack's names ZSTD); no TTL",
             if low_cardinality {
                 "LowCardinality(String) (allow_experimental_low_cardinality_type = 1)"
             } else {
