@@ -65,14 +65,55 @@ fn row_binary(row: &SampleRowRef<'_>, out: &mut Vec<u8>) {
     string(row.app_version, out);
 }
 
+/// Column totals of the stored sample rows, as ClickHouse sums them (64-bit,
+/// wrapping): an encoding out of step with the columns changes one.
+#[derive(Debug, Default, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+struct Totals {
+    rows: u64,
+    target_id: u64,
+    window_id: u64,
+    stack_id: u64,
+    value: i64,
+    count: i64,
+    insert_id: u64,
+}
+
+impl Totals {
+    const SELECT: &str = "SELECT count(), sum(target_id), sum(window_id), sum(stack_id), \
+         sum(value), sum(count), sum(insert_id) FROM samples_ceiling";
+
+    fn add(&mut self, row: &SampleRowRef<'_>) {
+        self.rows += 1;
+        self.target_id = self.target_id.wrapping_add(row.target_id);
+        self.window_id = self.window_id.wrapping_add(row.window_id);
+        self.stack_id = self.stack_id.wrapping_add(row.stack_id);
+        self.value = self.value.wrapping_add(row.value);
+        self.count = self.count.wrapping_add(row.count);
+        self.insert_id = self.insert_id.wrapping_add(row.insert_id);
+    }
+}
+
 pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let run = format!("bench_consumer_{}", std::process::id());
-    let topic = format!("{run}.profiles");
     let (server, db) =
         javelin_loadtest::servers::bench_setup(&cfg.brokers, &cfg.clickhouse_url, &run).await?;
+    let measured = measure(&cfg, &run, &db).await;
+    // The run's database goes whatever happened (topics stay: the broker
+    // keeps them in memory only until it restarts).
+    let dropped = server
+        .query(&format!("DROP DATABASE {run}"))
+        .execute()
+        .await
+        .context("dropping the run's database");
+    measured?;
+    dropped
+}
+
+async fn measure(cfg: &BenchConsumer, run: &str, db: &clickhouse::Client) -> anyhow::Result<()> {
+    let topic = format!("{run}.profiles");
     // `samples` has dictionary columns of numbers (migration 7): a copy of its
     // structure needs the setting that allows them.
-    let (setting, value) = javelin_schema::migrations::ServerFeatures::detect(&db)
+    let (setting, value) = javelin_schema::migrations::ServerFeatures::detect(db)
         .await?
         .dictionary_setting();
     db.query("CREATE TABLE samples_ceiling AS samples")
@@ -93,8 +134,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let base = now_ms() / 10_000 * 10_000 - 3_600_000;
     let mut ceiling_file = Vec::new();
     let mut sends = Vec::new();
-    let mut expected_rows = 0u64;
-    let mut expected_value = 0i64;
+    let mut expected = Totals::default();
     for w in 0..cfg.windows {
         let pod = w % 8;
         let target = TargetIdentity {
@@ -135,8 +175,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
                 javelin_consumer::convert::window_rows(&window.to_bytes(), &source, now_ms())?;
             for row in rows.samples(1) {
                 row_binary(&row, &mut ceiling_file);
-                expected_rows += 1;
-                expected_value += row.value;
+                expected.add(&row);
             }
             sends.push(window.to_bytes());
         }
@@ -158,10 +197,10 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     let log = std::env::temp_dir().join(format!("{run}.consumer.log"));
     eprintln!("consumer log: {}", log.display());
     let (first_rows, consumed) = javelin_loadtest::servers::consume_until_stored(
-        &db,
-        javelin_loadtest::servers::consumer_args(&cfg.clickhouse_url, &cfg.brokers, &run),
+        db,
+        javelin_loadtest::servers::consumer_args(&cfg.clickhouse_url, &cfg.brokers, run),
         log,
-        expected_rows,
+        expected.rows,
     )
     .await?;
 
@@ -174,7 +213,7 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
             "--port",
             &cfg.clickhouse_tcp_port.to_string(),
             "--database",
-            &run,
+            run,
         ])
         .args([
             "--query",
@@ -188,17 +227,11 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
     if !status.success() {
         bail!("clickhouse-client failed");
     }
-    // Rows and their sum: an encoding out of step with the columns would
-    // fail the insert or shift the values.
-    let (stored, value): (u64, i64) = db
-        .query("SELECT count(), sum(value) FROM samples_ceiling")
-        .fetch_one()
-        .await?;
-    if (stored, value) != (expected_rows, expected_value) {
-        bail!(
-            "the ceiling stored {stored} rows summing to {value}, expected {expected_rows} summing to {expected_value}"
-        );
+    let stored: Totals = db.query(Totals::SELECT).fetch_one().await?;
+    if stored != expected {
+        bail!("the ceiling stored {stored:?}, expected {expected:?}");
     }
+    let expected_rows = expected.rows;
     let rate = |d: Duration| expected_rows as f64 / d.as_secs_f64();
     println!(
         "{expected_rows} sample rows ({} windows × {} stacks, {:.1} MiB of messages)",
@@ -238,10 +271,6 @@ pub async fn run(cfg: BenchConsumer) -> anyhow::Result<()> {
         "ratio consumer / ceiling: {:.2} (target ≥ 0.80)",
         rate(consumed) / rate(ceiling)
     );
-    server
-        .query(&format!("DROP DATABASE {run}"))
-        .execute()
-        .await?;
     Ok(())
 }
 

@@ -7,8 +7,9 @@
 mod support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use javelin_schema::testkit::{clickhouse_url, kafka_brokers};
+use javelin_schema::testkit::{clickhouse_url, kafka_brokers, unique_name};
 use support::bin;
 
 #[test]
@@ -16,19 +17,41 @@ fn bench_consumer_stores_every_row_through_the_consumer_and_the_ceiling() {
     let (windows, stacks) = (16u32, 40u32);
     let tcp_port =
         std::env::var("JAVELIN_CLICKHOUSE_TCP_PORT").unwrap_or_else(|_| "19000".to_string());
-    let out = Command::new(bin("javelin-loadtest"))
+    // Output to files (no pipe to fill while waiting), the run bounded: a
+    // stuck consumer would otherwise hold the benchmark for its own 30 min.
+    let logs = std::env::temp_dir().join(unique_name("bench_consumer_test"));
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let file = |name: &str| std::fs::File::create(logs.join(name)).expect("log file");
+    let mut child = Command::new(bin("javelin-loadtest"))
         .arg("bench-consumer")
         .args(["--brokers", &kafka_brokers()])
         .args(["--clickhouse-url", &clickhouse_url()])
         .args(["--clickhouse-tcp-port", &tcp_port])
         .args(["--windows", &windows.to_string()])
         .args(["--stacks", &stacks.to_string()])
-        .output()
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
         .expect("javelin-loadtest runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    let _ = std::fs::remove_dir_all(&logs);
+    let status =
+        status.unwrap_or_else(|| panic!("bench-consumer ran past 300 s:\n{stdout}\n{stderr}"));
     assert!(
-        out.status.success(),
+        status.success(),
         "bench-consumer failed:\n{stdout}\n{stderr}"
     );
     // One CPU window of `stacks` distinct stacks each: one row per stack.

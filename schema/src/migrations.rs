@@ -172,6 +172,9 @@ pub struct Rebuild {
     pub layout: NewLayout,
     /// `CREATE TABLE {table}_next …` (rendered like any statement).
     create: &'static str,
+    /// The columns the copy fills, in `copy_select`'s order (named, so the
+    /// copy also fits a later layout with more columns: [`folded_create`]).
+    copy_columns: &'static str,
     /// The column list of the copy.
     copy_select: &'static str,
     /// Read the old table `FINAL` (a collapsing engine whose duplicates the
@@ -320,6 +323,8 @@ pub const MIGRATIONS: &[Migration] = &[
             // no reader counts and commit their offsets.
             // Rows of the old layout knew only the second their window started:
             // that second stands in for the window part (one copy each, FINAL).
+            copy_columns: "service, profile_type, window_start, cluster, namespace, pod, container, node,
+            target_id, window_id, stack_id, value, count, insert_id",
             copy_select:
                 "service, profile_type, window_start, cluster, namespace, pod, container, node,
             target_id, cityHash64(target_id, profile_type, window_start) AS window_id,
@@ -407,6 +412,8 @@ pub const MIGRATIONS: &[Migration] = &[
         {ttl:window_start}",
             // Every copy as it is: readers pick one per window part through
             // `stored_parts`, which names the same (window_id, insert_id) pairs.
+            copy_columns: "service, profile_type, window_start, cluster, namespace, pod, container, node,
+            target_id, window_id, stack_id, value, count, insert_id, app_version",
             copy_select: "service, profile_type, window_start, cluster, namespace, pod, container, node,
             target_id, window_id, stack_id, value, count, insert_id, app_version",
             copy_final: false,
@@ -733,11 +740,32 @@ async fn recreate_distributed(
     create_distributed(db, database, table, cluster).await
 }
 
+/// The `CREATE` a rebuild of `migration` runs when migrations up to `target`
+/// are applied and `done` already are: a later rebuild of the same table in
+/// the same run lends its layout, so the rows are copied once, straight into
+/// it (an upgrade from before migration 3 copies `samples` once, not in
+/// migration 3 and again in migration 7). The later rebuild then finds its
+/// layout in place and copies nothing; columns added in between exist
+/// already and are skipped (`unit tests: folding_keeps_every_column`).
+fn folded_create(migration: &Migration, target: u32, done: &[u32]) -> Option<&'static str> {
+    let own = migration.rebuild.as_ref()?;
+    let latest = MIGRATIONS
+        .iter()
+        .filter(|m| m.version > migration.version && m.version <= target)
+        .filter(|m| !done.contains(&m.version))
+        .filter_map(|m| m.rebuild.as_ref())
+        .rfind(|r| r.table == own.table)
+        .unwrap_or(own);
+    Some(latest.create)
+}
+
 impl Rebuild {
-    /// Runs the rebuild on `db`, picking up wherever an earlier run stopped.
-    async fn run(&self, db: &Client, ddl: &Ddl<'_>) -> Result<(), MigrationError> {
+    /// Runs the rebuild on `db` with the table `create` makes (its own or a
+    /// later migration's, [`folded_create`]), picking up wherever an earlier
+    /// run stopped.
+    async fn run(&self, db: &Client, ddl: &Ddl<'_>, create: &str) -> Result<(), MigrationError> {
         if let Some(cluster) = ddl.options.topology.cluster() {
-            return self.run_on_cluster(db, ddl, cluster).await;
+            return self.run_on_cluster(db, ddl, cluster, create).await;
         }
         let next = format!("{}_next", self.table);
         if self.layout.is_in(db, self.table).await? {
@@ -758,7 +786,7 @@ impl Rebuild {
         db.query(&format!("DROP TABLE IF EXISTS {next}"))
             .execute()
             .await?;
-        for step in ddl.statements(self.create)? {
+        for step in ddl.statements(create)? {
             step.run(db, ddl.database).await?;
         }
         self.copy(db, &next).await?;
@@ -776,7 +804,8 @@ impl Rebuild {
     async fn copy(&self, db: &Client, next: &str) -> Result<(), MigrationError> {
         let started = std::time::Instant::now();
         db.query(&format!(
-            "INSERT INTO {next} SELECT {} FROM {}{}",
+            "INSERT INTO {next} ({}) SELECT {} FROM {}{}",
+            self.copy_columns,
             self.copy_select,
             self.table,
             if self.copy_final { " FINAL" } else { "" }
@@ -817,6 +846,7 @@ impl Rebuild {
         db: &Client,
         ddl: &Ddl<'_>,
         cluster: &str,
+        create: &str,
     ) -> Result<(), MigrationError> {
         let database = ddl.database;
         let table = self.table;
@@ -830,7 +860,7 @@ impl Rebuild {
                         .execute()
                         .await?;
                 }
-                for step in ddl.statements(self.create)? {
+                for step in ddl.statements(create)? {
                     step.run(db, database).await.map_err(|e| {
                         let (setting, _) = ddl.features.dictionary_setting();
                         if e.to_string().contains(setting) {
@@ -1052,8 +1082,10 @@ pub async fn migrate_up_to(
         for column in migration.add_columns {
             column.run(&db, features, topology, database).await?;
         }
-        if let Some(rebuild) = &migration.rebuild {
-            rebuild.run(&db, &ddl).await?;
+        if let (Some(rebuild), Some(create)) =
+            (&migration.rebuild, folded_create(migration, version, &done))
+        {
+            rebuild.run(&db, &ddl, create).await?;
         }
         db.query(&format!(
             "INSERT INTO {} (version, name, applied_at) VALUES (?, ?, now())",
@@ -1323,5 +1355,73 @@ mod tests {
     #[test]
     fn migration_versions_are_increasing() {
         assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+    }
+
+    fn version(v: u32) -> &'static Migration {
+        MIGRATIONS
+            .iter()
+            .find(|m| m.version == v)
+            .expect("a migration")
+    }
+
+    #[test]
+    fn a_rebuild_takes_the_latest_pending_layout_of_its_table() {
+        let (three, seven) = (version(3), version(7));
+        let create = |m: &Migration| m.rebuild().map(|r| r.create);
+        // From before migration 3 to the latest: one copy, into 7's layout.
+        assert_eq!(folded_create(three, u32::MAX, &[1, 2]), create(seven));
+        // Not past migration 6 (how upgrades are tested): 3's own layout.
+        assert_eq!(folded_create(three, 6, &[1, 2]), create(three));
+        // Migration 7 already applied elsewhere: nothing to borrow.
+        assert_eq!(folded_create(three, u32::MAX, &[1, 2, 7]), create(three));
+        assert_eq!(folded_create(seven, u32::MAX, &[1, 2, 3]), create(seven));
+        assert_eq!(folded_create(version(5), u32::MAX, &[]), None);
+    }
+
+    /// The column names of a `CREATE TABLE … (…)` template or a column list.
+    fn columns(sql: &str) -> Vec<String> {
+        let body = sql.find('(').map_or(sql, |i| &sql[i + 1..]);
+        body.split(',')
+            .filter_map(|c| c.split_whitespace().next())
+            .map(|c| c.trim_matches(|ch: char| !ch.is_alphanumeric() && ch != '_'))
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A later layout borrowed by an earlier rebuild must take every column the
+    /// earlier copy fills and every column added between the two (those
+    /// migrations then find theirs present and skip it).
+    #[test]
+    fn folding_keeps_every_column() {
+        for (i, earlier) in MIGRATIONS.iter().enumerate() {
+            let Some(from) = earlier.rebuild() else {
+                continue;
+            };
+            for later in &MIGRATIONS[i + 1..] {
+                let Some(to) = later.rebuild().filter(|r| r.table == from.table) else {
+                    continue;
+                };
+                let layout = columns(to.create);
+                let between = MIGRATIONS
+                    .iter()
+                    .filter(|m| m.version > earlier.version && m.version < later.version)
+                    .flat_map(|m| m.add_columns())
+                    .filter(|c| c.table == from.table)
+                    .map(|c| c.column.to_string());
+                for column in columns(from.copy_columns).into_iter().chain(between) {
+                    assert!(
+                        layout.contains(&column),
+                        "migration {}'s layout lacks {column}, which migration {} needs",
+                        later.version,
+                        earlier.version
+                    );
+                }
+                // The earlier migration recognises the borrowed layout as done.
+                if let NewLayout::Column(marker) = from.layout {
+                    assert!(layout.iter().any(|c| c == marker));
+                }
+            }
+        }
     }
 }

@@ -365,7 +365,9 @@ mod migration_3_rebuilds_samples_and_converges_after_an_interruption {
 
 /// Upgrading a database created before migration 3: the samples move to the
 /// new layout deduplicated (an unmerged copy counts once), the old table is
-/// kept as `samples_v1`, and a run interrupted at any step converges.
+/// kept as `samples_v1`, and a run interrupted at any step converges. They
+/// are copied once, straight into migration 7's layout: one data migration for
+/// the operator, not two.
 async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Server) {
     on.check_version().await;
     let server = on.client.clone();
@@ -479,6 +481,37 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
         assert_eq!(
             attempts, 0,
             "{interruption}: retired and temporary tables are gone"
+        );
+        // One copy: into migration 7's layout, which then had nothing to do.
+        let stack_id_type: String = db
+            .query(
+                "SELECT type FROM system.columns WHERE database = currentDatabase() \
+                 AND table = 'samples' AND name = 'stack_id'",
+            )
+            .fetch_one()
+            .await
+            .expect("the layout");
+        let app_version: String = db
+            .query("SELECT any(app_version) FROM samples")
+            .fetch_one()
+            .await
+            .expect("the copied rows");
+        assert_eq!(
+            (stack_id_type.as_str(), app_version.as_str()),
+            ("LowCardinality(UInt64)", ""),
+            "{interruption}: copied into migration 7's layout"
+        );
+        let second_copy: u64 = db
+            .query(&format!(
+                "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '{}'",
+                table::SAMPLES_V3
+            ))
+            .fetch_one()
+            .await
+            .expect("tables");
+        assert_eq!(
+            second_copy, 0,
+            "{interruption}: migration 7 copied nothing (no samples_v3)"
         );
         // A consumer older than migration 3 writes the old columns only: the
         // new table refuses its rows (no reader would ever count them).
