@@ -372,7 +372,12 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
     on.check_version().await;
     let server = on.client.clone();
     let t = an_hour_ago();
-    for interruption in ["none", "copy_left_behind", "between_renames"] {
+    for interruption in [
+        "none",
+        "copy_left_behind",
+        "between_renames",
+        "after_migration_3",
+    ] {
         let database = unique_name("javelin_upgrade");
         migrate_up_to(&server, &database, MigrateOptions::default(), 2)
             .await
@@ -418,6 +423,14 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
                     .await
                     .expect("half-done copy");
             }
+            "after_migration_3" => {
+                // Stopped after migration 3's bookkeeping row: the table has
+                // migration 7's layout already, and the rest must copy nothing.
+                migrate(&server, &database, MigrateOptions::default())
+                    .await
+                    .expect("migrate");
+                forget_all_but(&db, &[1, 2, 3]).await;
+            }
             "between_renames" => {
                 // Run the migration, then undo its last half-step: samples_next not yet renamed.
                 migrate(&server, &database, MigrateOptions::default())
@@ -447,7 +460,12 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
         let report = migrate(&server, &database, MigrateOptions::default())
             .await
             .unwrap_or_else(|e| panic!("{interruption}: {e}"));
-        assert_eq!(report.applied, vec![3, 4, 5, 6, 7], "{interruption}");
+        let expected: &[u32] = if interruption == "after_migration_3" {
+            &[4, 5, 6, 7]
+        } else {
+            &[3, 4, 5, 6, 7]
+        };
+        assert_eq!(report.applied, expected, "{interruption}");
         let (rows, value, windows): (u64, i64, u64) = db
             .query("SELECT count(), sum(value), uniqExact(window_id) FROM samples")
             .fetch_one()
@@ -527,6 +545,29 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
             .execute()
             .await
             .expect("cleanup");
+    }
+}
+
+/// Rewrites the bookkeeping as if only `versions` had been applied (18.16 has
+/// no DELETE), the way a run stopped after the last of them leaves it.
+async fn forget_all_but(db: &Client, versions: &[u32]) {
+    db.query("DROP TABLE schema_migrations")
+        .execute()
+        .await
+        .expect("forget");
+    db.query(
+        "CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime) \
+         ENGINE = MergeTree ORDER BY version",
+    )
+    .execute()
+    .await
+    .expect("bookkeeping");
+    for v in versions {
+        db.query("INSERT INTO schema_migrations VALUES (?, 'x', now())")
+            .bind(v)
+            .execute()
+            .await
+            .expect("bookkeeping");
     }
 }
 
