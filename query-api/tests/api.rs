@@ -456,6 +456,93 @@ async fn a_window_part_written_twice_counts_once() {
     drop_database(&database).await;
 }
 
+/// An upgrade from before migration 3 copies `samples` once, straight into
+/// migration 7's layout: what the user then sees equals the same profiles
+/// written by a current consumer, though the old table held every row twice (a
+/// redelivery, not merged yet) and knew no window parts.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_before_migration_3_counts_every_sample_once() {
+    use javelin_schema::migrations::{MigrateOptions, migrate, migrate_up_to};
+    let server = javelin_schema::testkit::clickhouse_client();
+    // The same profiles in a current database (the reference)…
+    let current = javelin_schema::testkit::unique_name("query_fold_current");
+    migrate(&server, &current, MigrateOptions::default())
+        .await
+        .expect("the current schema");
+    let hour = (common::now_s() - 7200) / 3600 * 3600;
+    let (early, late) = (hour - 13, hour + 47);
+    let reference = server.clone().with_database(&current);
+    common::seed(&reference, early).await;
+    common::seed(&reference, late).await;
+    // …and in one of migration 2, filled from it: the old columns, twice.
+    let old = javelin_schema::testkit::unique_name("query_fold_old");
+    migrate_up_to(&server, &old, MigrateOptions::default(), 2)
+        .await
+        .expect("the schema of migration 2");
+    let columns = "service, profile_type, window_start, cluster, namespace, pod, container, \
+                   node, target_id, stack_id, value, count";
+    for statement in [
+        format!("INSERT INTO {old}.samples ({columns}) SELECT {columns} FROM {current}.samples"),
+        format!("INSERT INTO {old}.samples ({columns}) SELECT {columns} FROM {current}.samples"),
+        format!("INSERT INTO {old}.stacks SELECT * FROM {current}.stacks"),
+        format!("INSERT INTO {old}.ingest_ledger SELECT * FROM {current}.ingest_ledger"),
+    ] {
+        server
+            .query(&statement)
+            .execute()
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let report = migrate(&server, &old, MigrateOptions::default())
+        .await
+        .expect("the upgrade");
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7]);
+    let tables: Vec<String> = server
+        .query("SELECT name FROM system.tables WHERE database = ? AND name LIKE 'samples%' ORDER BY name")
+        .bind(&old)
+        .fetch_all()
+        .await
+        .expect("tables");
+    assert_eq!(tables, ["samples", "samples_v1"], "one copy, no samples_v3");
+
+    let (_reference_api, reference_base) = start_api(&current, &[]);
+    let (_upgraded_api, upgraded_base) = start_api(&old, &[]);
+    let ms = |s: u32| i64::from(s) * 1000;
+    let ranges = [
+        (ms(early - 30), ms(late + 30)),
+        (ms(hour + 5), ms(late + 30)),
+    ];
+    for (from, to) in ranges {
+        for (path, extra) in [
+            ("flamegraph", ""),
+            ("flamegraph", "&pod=pod-b"),
+            ("top", "&sort=total"),
+            ("diff", "&pod=pod-a&right_pod=pod-b"),
+            ("timeline", "&step=60"),
+        ] {
+            let query = format!("/api/v1/{path}?service=svc&type=cpu&from={from}&to={to}{extra}");
+            let (status, want) = get(&format!("{reference_base}{query}")).await;
+            assert_eq!(status, 200, "{query}: {want}");
+            let (status, got) = get(&format!("{upgraded_base}{query}")).await;
+            assert_eq!(status, 200, "{query}: {got}");
+            assert_eq!(
+                got, want,
+                "{query}: the upgraded database answers differently"
+            );
+        }
+    }
+    // What the seed makes the user see: each window 230.
+    let (_, both) = get(&format!(
+        "{upgraded_base}/api/v1/flamegraph?service=svc&type=cpu&from={}&to={}",
+        ms(early - 30),
+        ms(late + 30)
+    ))
+    .await;
+    assert_eq!(both["total"], 460, "{both}");
+    drop_database(&current).await;
+    drop_database(&old).await;
+}
+
 /// Migration 7 (samples with dictionaries and codecs) run on a database being read:
 /// every answer a user sees is the same before and after, on ranges that cut
 /// through an hour, with a redelivered copy and an unrecorded one in the data.

@@ -440,20 +440,7 @@ async fn migration_3_rebuilds_samples_and_converges_after_an_interruption(on: Se
                     .execute()
                     .await
                     .expect("undo the second rename");
-                db.query("DROP TABLE schema_migrations")
-                    .execute()
-                    .await
-                    .expect("forget");
-                db.query(
-                    "CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
-                )
-                .execute()
-                .await
-                .expect("bookkeeping");
-                db.query("INSERT INTO schema_migrations VALUES (1, 'x', now()), (2, 'y', now())")
-                    .execute()
-                    .await
-                    .expect("bookkeeping");
+                forget_all_but(&db, &[1, 2]).await;
             }
             _ => {}
         }
