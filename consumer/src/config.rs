@@ -136,6 +136,15 @@ pub struct RunArgs {
     /// Days of data kept (1–7); on servers without TTL the consumer drops older day partitions hourly.
     #[arg(long, env = "JAVELIN_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=7))]
     pub retention_days: u32,
+    /// Seconds between rollup passes (hourly rollups for long ranges; 0 = this consumer builds none).
+    #[arg(long, env = "JAVELIN_ROLLUP_INTERVAL_SECS", default_value_t = 300)]
+    pub rollup_interval_secs: u64,
+    /// Seconds after an hour's end before it is first rolled up (later writes send it back to raw reads and a rebuild).
+    #[arg(long, env = "JAVELIN_ROLLUP_GRACE_SECS", default_value_t = 300)]
+    pub rollup_grace_secs: u64,
+    /// Most hours rolled up per pass (each is one INSERT … SELECT of an hour of one service and type).
+    #[arg(long, env = "JAVELIN_ROLLUP_MAX_BUILDS", default_value_t = 48, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rollup_max_builds: u32,
     /// Rows per second for the whole consumer group (0 = unlimited); each consumer takes the share of its partitions.
     #[arg(long, env = "JAVELIN_MAX_ROWS_PER_SECOND", default_value_t = 0)]
     pub max_rows_per_second: u32,

@@ -111,6 +111,21 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         args.retention_days,
         Duration::from_secs(3600),
     ));
+    if args.rollup_interval_secs > 0 {
+        // Builds write (INSERT … SELECT) and read through `stored_parts` as the API does.
+        tokio::spawn(crate::rollup::run(
+            args.clickhouse
+                .topology()?
+                .reader(args.clickhouse.writer_client().await?),
+            crate::rollup::RollupOptions {
+                every: Duration::from_secs(args.rollup_interval_secs),
+                grace: Duration::from_secs(args.rollup_grace_secs),
+                max_builds: args.rollup_max_builds,
+                retention_days: args.retention_days,
+            },
+            crate::rollup::RollupMetrics::new(&telemetry),
+        ));
+    }
     let backoff = Backoff::standard();
     let limits = BatchLimits {
         max_rows: args.batch_max_rows,

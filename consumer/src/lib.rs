@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod replay;
 pub mod retention;
+pub mod rollup;
 pub mod sink;
 pub mod trace;
 pub mod write;

@@ -14,7 +14,7 @@ use javelin_schema::topology::Topology;
 use serde::Deserialize;
 
 /// Tables the janitor prunes (all partitioned by `toDate(...)`).
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 9] = [
     table::SAMPLES,
     table::STORED_PARTS,
     table::STACKS,
@@ -22,6 +22,8 @@ pub const TABLES: [&str; 7] = [
     table::TARGET_STATUS,
     table::SAMPLES_RETIRED,
     table::SAMPLES_V3,
+    table::SAMPLES_ROLLUP,
+    table::ROLLUP_BUILDS,
 ];
 
 #[derive(Debug, Deserialize, clickhouse::Row)]

@@ -154,7 +154,17 @@ pub enum Config {
     /// The agent's own `JFR.start` line, dumped every 10 s, no agent process.
     #[value(name = "jfr-agent-events-dump-10s")]
     JfrAgentEventsDump10s,
+    /// Paired mode only: the agent's `JFR.start` line started once after the
+    /// warm-up and kept through every period; on-periods `JFR.dump` every 2 s,
+    /// off-periods do not. What dumps alone cost a JVM that already records
+    /// (the first start's deoptimization falls in no period).
+    #[value(name = "jfr-dumps-only-2s")]
+    JfrDumpsOnly2s,
 }
+
+/// The seconds between dumps of `jfr-dumps-only-2s`: five times the 10-s
+/// windows' dumps, so a per-dump cost shows above the noise.
+const DUMPS_ONLY_SECS: u64 = 2;
 
 /// The agent's window in the 10-s configurations.
 const SHORT_WINDOW_SECS: u64 = 10;
@@ -173,6 +183,7 @@ impl Config {
             Config::JfrProfileDump10s => "jfr-profile-dump-10s",
             Config::JfrAgentEvents => "jfr-agent-events",
             Config::JfrAgentEventsDump10s => "jfr-agent-events-dump-10s",
+            Config::JfrDumpsOnly2s => "jfr-dumps-only-2s",
         }
     }
 
@@ -187,15 +198,24 @@ impl Config {
             }
             Config::JfrAgentEvents => Some((JcmdJfr::AgentEvents, None)),
             Config::JfrAgentEventsDump10s => Some((JcmdJfr::AgentEvents, Some(SHORT_WINDOW_SECS))),
+            Config::JfrDumpsOnly2s => Some((JcmdJfr::AgentEvents, Some(DUMPS_ONLY_SECS))),
             _ => None,
         }
+    }
+
+    /// The recording runs through the off-periods too: only the dumps switch.
+    fn records_throughout(self) -> bool {
+        self == Config::JfrDumpsOnly2s
     }
 
     /// Only measurable in paired mode (started by `jcmd`, nothing to start a fresh JVM with).
     fn paired_only(self) -> bool {
         matches!(
             self,
-            Config::JfrProfileDump10s | Config::JfrAgentEvents | Config::JfrAgentEventsDump10s
+            Config::JfrProfileDump10s
+                | Config::JfrAgentEvents
+                | Config::JfrAgentEventsDump10s
+                | Config::JfrDumpsOnly2s
         )
     }
 
@@ -1320,7 +1340,8 @@ fn check_evidence(config: Config, pid: u32, recording: &Path) -> anyhow::Result<
         | Config::JfrDefault
         | Config::JfrProfileDump10s
         | Config::JfrAgentEvents
-        | Config::JfrAgentEventsDump10s => !files.is_empty() && libraries.is_empty(),
+        | Config::JfrAgentEventsDump10s
+        | Config::JfrDumpsOnly2s => !files.is_empty() && libraries.is_empty(),
         Config::AgentAsprof | Config::AgentAsprof10s => {
             libraries == [TARGET_LIBRARY]
                 && files

@@ -7,6 +7,7 @@ mod bench_consumer;
 mod bench_migration;
 mod bench_overhead;
 mod bench_query;
+mod bench_query_long;
 mod bench_storage;
 mod probe;
 
@@ -91,6 +92,9 @@ enum Cmd {
     /// How long migration 7 (the samples layout of issue 18) takes per million
     /// rows, on ClickHouse 18.16 and 26.9.
     BenchMigration(bench_migration::BenchMigrationArgs),
+    /// Flamegraph / top over 24 h and 7 days of a 50-pod service, from hourly rollups
+    /// and from raw windows (issue 19); rows made by the server.
+    BenchQueryLong(bench_query_long::BenchQueryLongArgs),
 }
 
 /// The broker and ClickHouse a benchmark runs against (the local stack's env file sets both).
@@ -243,6 +247,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::BenchMigration(args) => {
             return bench_migration::run(&args).await;
+        }
+        Cmd::BenchQueryLong(args) => {
+            return bench_query_long::run(&args).await;
         }
     };
     let publisher = Publisher::new(PublisherConfig {

@@ -44,6 +44,10 @@ fn expected_tables() -> Vec<TableEngine> {
         // copies straight into migration 7's layout when both are pending
         // (one copy), so a new database has no `samples_v3_local`.
         t("samples_v1_local", "ReplicatedReplacingMergeTree"),
+        t(table::ROLLUP_BUILDS, "Distributed"),
+        t("rollup_builds_local", "ReplicatedMergeTree"),
+        t(table::SAMPLES_ROLLUP, "Distributed"),
+        t("samples_rollup_local", "ReplicatedMergeTree"),
         t(table::SCHEMA_MIGRATIONS, "ReplicatedMergeTree"),
         t(table::STACKS, "Distributed"),
         t("stacks_local", "ReplicatedReplacingMergeTree"),
@@ -279,7 +283,7 @@ async fn cluster_migration_7_keeps_every_row_on_every_shard() {
     let report = migrate(&node(cluster.urls()[1].clone()), &database, options)
         .await
         .expect("migration 7 through node 2");
-    assert_eq!(report.applied, vec![7]);
+    assert_eq!(report.applied, vec![7, 8]);
     for (url, rows) in cluster.urls().into_iter().zip(before) {
         assert_eq!(count(url.clone(), "samples_local").await, rows, "{url}");
         assert_eq!(count(url.clone(), "samples_v3_local").await, rows, "{url}");

@@ -17,7 +17,7 @@ use crate::export::{self, ValueMeaning};
 use crate::flamegraph::{CallTree, DiffFlamegraph, Flamegraph};
 use crate::params::{self, Limits, Params, Range};
 use crate::ranked_diff::{By, Order, RankedRow, ranked};
-use crate::store::{HealthBucket, Label, LedgerSummary, Selection, StackValue, Store};
+use crate::store::{HealthBucket, Label, LedgerSummary, Resolution, Selection, StackValue, Store};
 use crate::timeline::{Breakdown, Points};
 use crate::top::{SortBy, TopRow, top};
 
@@ -193,6 +193,8 @@ struct Metadata {
     /// Distinct stacks in the answer (not counted by time series).
     #[serde(skip_serializing_if = "Option::is_none")]
     stacks: Option<usize>,
+    /// Which resolution answered: hours from rollups, the rest raw windows.
+    resolution: Resolution,
     /// From the ingestion ledger: window parts in the range, and the evidence of loss.
     #[serde(flatten)]
     ledger: LedgerSummary,
@@ -205,10 +207,12 @@ async fn load(
     from: i64,
     to: i64,
 ) -> Result<(Vec<StackValue>, Metadata), ApiError> {
-    let (stacks, ledger) = tokio::try_join!(store.stacks(sel), store.ledger_summary(sel))?;
+    let ((stacks, resolution), ledger) =
+        tokio::try_join!(store.stacks(sel), store.ledger_summary(sel))?;
     let scanned_rows = stacks.iter().map(|s| s.rows).sum();
     let mut metadata = Metadata::of(sel, from, to, scanned_rows, ledger);
     metadata.stacks = Some(stacks.len());
+    metadata.resolution = resolution;
     Ok((stacks, metadata))
 }
 
@@ -234,6 +238,7 @@ impl Metadata {
             version: sel.version.clone(),
             scanned_rows,
             stacks: None,
+            resolution: Resolution::raw(sel),
             ledger,
         }
     }
@@ -368,9 +373,10 @@ struct TimelineResponse {
 async fn timeline(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TimelineResponse> {
     let (sel, from, to) = params::selection(&s.limits, &p, "")?;
     let step = series_step(&s.store, &sel, &p).await?;
-    let (buckets, ledger) =
+    let ((buckets, resolution), ledger) =
         tokio::try_join!(s.store.timeline(&sel, step), s.store.ledger_summary(&sel))?;
-    let metadata = Metadata::of(&sel, from, to, buckets.iter().map(|b| b.rows).sum(), ledger);
+    let mut metadata = Metadata::of(&sel, from, to, buckets.iter().map(|b| b.rows).sum(), ledger);
+    metadata.resolution = resolution;
     Ok(Json(TimelineResponse {
         step_seconds: step,
         points: crate::timeline::timeline(sel.from_s, sel.to_s, step, &buckets),
@@ -405,7 +411,7 @@ async fn tags(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TagsRespon
     }
     let step = series_step(&s.store, &sel, &p).await?;
     let max = s.limits.max_breakdown_pairs;
-    let (rows, ledger) = tokio::try_join!(
+    let ((rows, resolution), ledger) = tokio::try_join!(
         s.store.tag_series(&sel, label, step, max),
         s.store.ledger_summary(&sel)
     )?;
@@ -417,7 +423,8 @@ async fn tags(State(s): Shared, Query(p): Query<Params>) -> ApiResult<TagsRespon
         ),
         cause: None,
     })?;
-    let metadata = Metadata::of(&sel, from, to, rows.iter().map(|r| r.rows).sum(), ledger);
+    let mut metadata = Metadata::of(&sel, from, to, rows.iter().map(|r| r.rows).sum(), ledger);
+    metadata.resolution = resolution;
     Ok(Json(TagsResponse {
         label: label.name(),
         step_seconds: step,

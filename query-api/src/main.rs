@@ -57,6 +57,10 @@ struct Args {
     /// Most rows one query may read in ClickHouse (`max_rows_to_read`); beyond it the API answers 422.
     #[arg(long, env = "JAVELIN_MAX_ROWS_SCANNED", default_value_t = 200_000_000)]
     max_rows_scanned: u64,
+    /// Answer whole hours from the consumer's rollups where they are current (false: every
+    /// read is of raw windows, as before migration 8).
+    #[arg(long, env = "JAVELIN_READ_ROLLUPS", default_value_t = true, action = clap::ArgAction::Set)]
+    read_rollups: bool,
     /// Most (label value, time bucket) pairs one tag breakdown (`/api/v1/tags`) reads into the API
     /// (its memory bound); beyond it the API answers 422 (narrow the range, filter or use a longer step).
     #[arg(long, env = "JAVELIN_MAX_BREAKDOWN_PAIRS", default_value_t = 200_000)]
@@ -132,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     let state = AppState {
-        store: Store::new(client),
+        store: Store::new(client).read_rollups(args.read_rollups),
         limits: Limits {
             default_max_nodes: args.default_max_nodes,
             max_nodes_limit: args.max_nodes_limit,

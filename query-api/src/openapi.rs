@@ -320,7 +320,7 @@ pub fn document() -> Value {
                 labels,
                 listing_response(json!({ "label": { "type": "string" }, "values": { "type": "array", "items": { "type": "string" } }, "truncated": { "type": "boolean" } }), &["label", "values", "truncated"])
             ),
-            "/api/v1/flamegraph": get("Flamegraph (names + levels) with metadata", flamegraph, json_object()),
+            "/api/v1/flamegraph": get("Flamegraph (names + levels) with metadata (`metadata.resolution`: hours answered from rollups, seconds read raw)", flamegraph, json_object()),
             "/api/v1/top": get("Top functions by self or total", top, json_object()),
             "/api/v1/diff": get("Diff of two selections, normalised by their totals", diff, json_object()),
             "/api/v1/diff/functions": get("The diff as a table: functions ranked by the change of their share (self or total) between the left (baseline) and right selections", ranked, json_object()),

@@ -5,12 +5,9 @@
 //! (`max_rows_to_read`, `max_execution_time`).
 
 use clickhouse::{Client, Row};
+use javelin_schema::rollup::{self, RESOLUTION_S};
 use javelin_schema::rows::TargetStatusRow;
 use serde::{Deserialize, Serialize};
-
-/// `stored_parts` rows of one service, type and range, bound like the
-/// first four values of [`Selection::clauses`].
-const SCOPE: &str = "service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)";
 
 /// A validated selection of samples.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -160,6 +157,8 @@ struct Name {
 #[derive(Debug, Clone)]
 pub struct Store {
     client: Client,
+    /// Whether whole hours are read from rollups (`--read-rollups`).
+    rollups: bool,
 }
 
 impl Selection {
@@ -182,8 +181,13 @@ impl Selection {
     /// `service = ? AND profile_type = ? AND window_start … [AND label = ?]…`,
     /// bound by [`bind_selection`].
     fn clauses(&self) -> String {
-        let mut sql = String::from(
-            "service = ? AND profile_type = ? AND window_start >= toDateTime(?) AND window_start < toDateTime(?)",
+        self.clauses_on("window_start")
+    }
+
+    /// [`Selection::clauses`] with the range on `time` (a fixed identifier).
+    fn clauses_on(&self, time: &str) -> String {
+        let mut sql = format!(
+            "service = ? AND profile_type = ? AND {time} >= toDateTime(?) AND {time} < toDateTime(?)",
         );
         for (column, _) in self.label_filters() {
             sql.push_str(" AND ");
@@ -196,7 +200,15 @@ impl Selection {
 
 impl Store {
     pub fn new(client: Client) -> Store {
-        Store { client }
+        Store {
+            client,
+            rollups: true,
+        }
+    }
+
+    /// Reads rollups where they are current (`true`, the default) or raw windows only.
+    pub fn read_rollups(self, rollups: bool) -> Store {
+        Store { rollups, ..self }
     }
 
     /// `sql` (which starts its `?` with [`Selection::clauses`]) with the selection bound.
@@ -262,40 +274,44 @@ impl Store {
         Ok(rows.into_iter().map(|r| r.name).collect())
     }
 
-    /// Summed value per stack in the selection, with the stack's frames.
+    /// Summed value per stack in the selection, with the stack's frames, and
+    /// the resolution that answered.
     ///
-    /// Exactly once without `FINAL`: every write attempt of a window part
-    /// keeps its own copy with its own `insert_id` (never collapsed, so no
-    /// merge can change the choice), each copy is named in `stored_parts` only
-    /// once it is stored in full, and only the part's smallest named id is
-    /// counted, in one query. Ids are ordered by the time of the attempt, so a
-    /// copy that lands while the query runs is never the one chosen over an
-    /// older one; a copy whose record is missing (a writer that records
-    /// nothing, a crash between the two inserts) is never counted.
-    /// Parts copied by migration 3 (`insert_id` 0, window id made from the
-    /// start second) win over any later copy of the same target, type and
-    /// second (a redelivery or replay of a range ingested before the upgrade
-    /// carries the real window id).
-    /// Samples are read once; the frames of the stacks found are fetched by id
-    /// in a second, small query.
+    /// Exactly once without `FINAL` ([`javelin_schema::exactly_once`]): whole
+    /// hours whose newest rollup build is current are read from
+    /// `samples_rollup` (built from that same read), the rest of the range
+    /// from raw samples, and the two sums added per stack. Samples are read
+    /// once; the frames of the stacks found are fetched by id in a second,
+    /// small query.
     pub async fn stacks(
         &self,
         sel: &Selection,
-    ) -> Result<Vec<StackValue>, clickhouse::error::Error> {
-        let sums = self
-            .exactly_once(
-                "stack_id, sum(value) AS value, count() AS rows",
-                "GROUP BY stack_id",
+    ) -> Result<(Vec<StackValue>, Resolution), clickhouse::error::Error> {
+        let cover = self.cover(sel).await?;
+        let (raw_sums, rolled_sums, resolution) = self
+            .raw_and_rolled::<StackSum>(
                 sel,
+                &cover,
+                ["stack_id, sum(value) AS value, count() AS rows"; 2],
+                "GROUP BY stack_id",
             )
-            .fetch_all::<StackSum>()
             .await?;
-        // GROUP BY returns groups in no fixed order (it differs between
-        // servers and runs); ordering by id makes every answer built from the
-        // stacks (names table, ties in the tree, exports) the same bytes for
-        // the same stored data.
-        let mut sums = sums;
-        sums.sort_unstable_by_key(|s| s.stack_id);
+        // Raw and rolled-up sums of one stack, added; GROUP BY returns groups
+        // in no fixed order (it differs between servers and runs): ordering by
+        // id makes every answer built from the stacks (names table, ties in
+        // the tree, exports) the same bytes for the same stored data.
+        let mut merged: std::collections::BTreeMap<u64, StackSum> =
+            std::collections::BTreeMap::new();
+        for sum in raw_sums.into_iter().chain(rolled_sums) {
+            let entry = merged.entry(sum.stack_id).or_insert(StackSum {
+                stack_id: sum.stack_id,
+                value: 0,
+                rows: 0,
+            });
+            entry.value += sum.value;
+            entry.rows += sum.rows;
+        }
+        let sums: Vec<StackSum> = merged.into_values().collect();
         let mut frames: std::collections::HashMap<u64, Vec<String>> =
             std::collections::HashMap::new();
         // `IN (SELECT arrayJoin(…))` builds a set once; `has(ids, stack_id)`
@@ -318,7 +334,7 @@ impl Store {
                 .await?;
             frames.extend(rows.into_iter().map(|r| (r.stack_id, r.frames)));
         }
-        Ok(sums
+        let stacks = sums
             .into_iter()
             .map(|s| StackValue {
                 stack_id: s.stack_id,
@@ -329,15 +345,145 @@ impl Store {
                     .remove(&s.stack_id)
                     .unwrap_or_else(|| vec![format!("[unknown stack {:016x}]", s.stack_id)]),
             })
-            .collect())
+            .collect();
+        Ok((stacks, resolution))
     }
 
-    /// `SELECT {columns} FROM samples WHERE <selection> AND <each window
-    /// part's copy counted once> {tail}`, bound. Every profile answer reads
-    /// samples through this, so all of them count the same rows (see
-    /// [`Store::stacks`] for why this is exact without `FINAL`).
-    fn exactly_once(&self, columns: &str, tail: &str, sel: &Selection) -> clickhouse::query::Query {
-        self.bind_once(&once_sql(columns, tail, sel), sel)
+    /// The whole hours of the selection's range whose newest rollup build is
+    /// current: built from as many `stored_parts` rows as the hour has now.
+    /// An hour written to since its build (a redelivery, a replay, a late
+    /// window) or never built is left to the raw read.
+    pub async fn cover(&self, sel: &Selection) -> Result<Cover, clickhouse::error::Error> {
+        let first = sel
+            .from_s
+            .div_ceil(RESOLUTION_S)
+            .saturating_mul(RESOLUTION_S);
+        let end = rollup::bucket_of(sel.to_s);
+        if !self.rollups || end <= first {
+            return Ok(Cover::default());
+        }
+        #[derive(Debug, Row, Deserialize)]
+        struct Build {
+            bucket: u32,
+            newest: u64,
+            source_parts: u64,
+        }
+        #[derive(Debug, Row, Deserialize)]
+        struct Parts {
+            bucket: u32,
+            parts: u64,
+        }
+        let bound = |sql: &str| {
+            self.client
+                .query(sql)
+                .bind(&sel.service)
+                .bind(&sel.profile_type)
+                .bind(first)
+                .bind(end)
+        };
+        let (builds, parts) = match tokio::try_join!(
+            bound(rollup::NEWEST_BUILDS).fetch_all::<Build>(),
+            bound(rollup::PARTS_PER_BUCKET).fetch_all::<Parts>()
+        ) {
+            Ok(found) => found,
+            // A database before migration 8 (a query API upgraded before
+            // `migrate`, against the runbook's order): raw reads, as before.
+            Err(e) if javelin_schema::clickhouse_error::code_of(&e) == Some(UNKNOWN_TABLE) => {
+                tracing::warn!(error = %e, "no rollup tables (run `javelin-consumer migrate`); reading raw windows");
+                return Ok(Cover::default());
+            }
+            Err(e) => return Err(e),
+        };
+        let parts: std::collections::HashMap<u32, u64> =
+            parts.into_iter().map(|p| (p.bucket, p.parts)).collect();
+        let mut rolled: Vec<(u32, u64)> = builds
+            .into_iter()
+            .filter(|b| parts.get(&b.bucket) == Some(&b.source_parts))
+            .map(|b| (b.bucket, b.newest))
+            .collect();
+        rolled.sort_unstable();
+        Ok(Cover { rolled })
+    }
+
+    /// [`Store::cover`] for a series in steps of `step_s`: whole hours only
+    /// add up to whole steps when the step is a whole number of hours.
+    async fn cover_in_steps(
+        &self,
+        sel: &Selection,
+        step_s: u32,
+    ) -> Result<Cover, clickhouse::error::Error> {
+        if step_s.is_multiple_of(RESOLUTION_S) {
+            self.cover(sel).await
+        } else {
+            Ok(Cover::default())
+        }
+    }
+
+    /// `SELECT {columns} … {tail}` over the raw windows of the selection
+    /// outside `cover`'s hours (counted once, `columns[0]`) and over those
+    /// hours' rollups (`columns[1]`), concurrently. Both tables have `value`,
+    /// `stack_id` and the labels; time is `window_start` in one and
+    /// `bucket_start` in the other.
+    async fn raw_and_rolled<T>(
+        &self,
+        sel: &Selection,
+        cover: &Cover,
+        columns: [&str; 2],
+        tail: &str,
+    ) -> Result<(Vec<T>, Vec<T>, Resolution), clickhouse::error::Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let raw = cover.raw_ranges(sel.from_s, sel.to_s);
+        let (raw_rows, rolled_rows) = tokio::try_join!(
+            async {
+                if raw.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = once_sql(columns[0], tail, sel, &within(&raw, cover.is_empty()));
+                self.bind_once(&sql, sel).fetch_all::<T>().await
+            },
+            async {
+                match self.rolled_up(sel, cover, columns[1], tail) {
+                    Some(query) => query.fetch_all::<T>().await,
+                    None => Ok(Vec::new()),
+                }
+            }
+        )?;
+        Ok((raw_rows, rolled_rows, cover.resolution(&raw)))
+    }
+
+    /// `SELECT {columns} FROM samples_rollup WHERE <the selection on the
+    /// rolled-up hours> AND <exactly the builds found current> {tail}`, bound
+    /// (build ids and hours are numbers we read, spliced as literals); `None`
+    /// when no hour is rolled up.
+    fn rolled_up(
+        &self,
+        sel: &Selection,
+        cover: &Cover,
+        columns: &str,
+        tail: &str,
+    ) -> Option<clickhouse::query::Query> {
+        let (first, last) = (cover.rolled.first()?, cover.rolled.last()?);
+        let builds = cover
+            .rolled
+            .iter()
+            .map(|(bucket, build)| format!("({bucket}, {build})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hours = Selection {
+            from_s: first.0,
+            to_s: last.0 + RESOLUTION_S,
+            ..sel.clone()
+        };
+        let sql = format!(
+            "SELECT {columns} FROM samples_rollup
+             WHERE {} AND resolution = {RESOLUTION_S}
+               AND (toUInt32(bucket_start), build_id) IN ({builds})
+             {tail}",
+            hours.clauses_on("bucket_start")
+        );
+        Some(bind_selection(self.client.query(&sql), &hours))
     }
 
     /// `sql` holding one [`once_sql`] (and no `?` before it), bound.
@@ -359,17 +505,34 @@ impl Store {
         &self,
         sel: &Selection,
         step_s: u32,
-    ) -> Result<Vec<Bucket>, clickhouse::error::Error> {
-        // The step is a number we computed, not user text.
-        self.exactly_once(
-            &format!(
-                "toUInt32(intDiv(toUInt32(window_start), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
-            ),
-            "GROUP BY time ORDER BY time",
-            sel,
-        )
-        .fetch_all::<Bucket>()
-        .await
+    ) -> Result<(Vec<Bucket>, Resolution), clickhouse::error::Error> {
+        let cover = self.cover_in_steps(sel, step_s).await?;
+        // The step is a number we computed, not user text; the time column
+        // is the window's start in raw rows and the hour's in rollups.
+        let time = |column: &str| {
+            format!(
+                "toUInt32(intDiv(toUInt32({column}), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
+            )
+        };
+        let (raw_rows, rolled_rows, resolution) = self
+            .raw_and_rolled::<Bucket>(
+                sel,
+                &cover,
+                [&time("window_start"), &time("bucket_start")],
+                "GROUP BY time ORDER BY time",
+            )
+            .await?;
+        let mut merged: std::collections::BTreeMap<u32, Bucket> = std::collections::BTreeMap::new();
+        for b in raw_rows.into_iter().chain(rolled_rows) {
+            let entry = merged.entry(b.time).or_insert(Bucket {
+                time: b.time,
+                value: 0,
+                rows: 0,
+            });
+            entry.value += b.value;
+            entry.rows += b.rows;
+        }
+        Ok((merged.into_values().collect(), resolution))
     }
 
     /// The selection's summed value per value of `label` and `step_s`
@@ -384,39 +547,60 @@ impl Store {
         label: Label,
         step_s: u32,
         max_pairs: u64,
-    ) -> Result<Option<Vec<TagBucket>>, clickhouse::error::Error> {
+    ) -> Result<(Option<Vec<TagBucket>>, Resolution), clickhouse::error::Error> {
         let column = label.column();
-        // Labels are constant per window part (one message, one target), so
-        // the rows are first summed per part on integer keys and the label
-        // read once per part: grouping 4.5 M rows by (label text, bucket)
-        // directly took 1.5x as long (18.16, 50 pods × 1 h).
-        let per_part = once_sql(
-            &format!(
-                "window_id, any(window_start) AS ws, any({column}) AS tag, sum(value) AS v, count() AS r"
-            ),
-            "GROUP BY window_id",
-            sel,
-        );
-        let mut cursor = self
-            .bind_once(
+        let cover = self.cover_in_steps(sel, step_s).await?;
+        let raw = cover.raw_ranges(sel.from_s, sel.to_s);
+        let resolution = cover.resolution(&raw);
+        // The server stops sending past the bound (its aggregation is bounded
+        // by its own max_memory_usage).
+        let limit = max_pairs.saturating_add(1);
+        let mut pairs: std::collections::HashMap<(String, u32), TagBucket> =
+            std::collections::HashMap::new();
+        if !raw.is_empty() {
+            // Labels are constant per window part (one message, one target), so
+            // the rows are first summed per part on integer keys and the label
+            // read once per part: grouping 4.5 M rows by (label text, bucket)
+            // directly took 1.5x as long (18.16, 50 pods × 1 h).
+            let per_part = once_sql(
                 &format!(
-                    "SELECT tag, toUInt32(intDiv(toUInt32(ws), {step_s}) * {step_s}) AS time, sum(v) AS value, toUInt64(sum(r)) AS rows
-                     FROM ({per_part}) GROUP BY tag, time LIMIT {}",
-                    // The server stops sending past the bound (its
-                    // aggregation is bounded by its own max_memory_usage).
-                    max_pairs.saturating_add(1)
+                    "window_id, any(window_start) AS ws, any({column}) AS tag, sum(value) AS v, count() AS r"
                 ),
+                "GROUP BY window_id",
                 sel,
-            )
-            .fetch::<TagBucket>()?;
-        let mut rows = Vec::new();
-        while let Some(row) = cursor.next().await? {
-            if rows.len() as u64 >= max_pairs {
-                return Ok(None);
+                &within(&raw, cover.is_empty()),
+            );
+            let mut cursor = self
+                .bind_once(
+                    &format!(
+                        "SELECT tag, toUInt32(intDiv(toUInt32(ws), {step_s}) * {step_s}) AS time, sum(v) AS value, toUInt64(sum(r)) AS rows
+                         FROM ({per_part}) GROUP BY tag, time LIMIT {limit}"
+                    ),
+                    sel,
+                )
+                .fetch::<TagBucket>()?;
+            while let Some(row) = cursor.next().await? {
+                if !add_pair(&mut pairs, row, max_pairs) {
+                    return Ok((None, resolution));
+                }
             }
-            rows.push(row);
         }
-        Ok(Some(rows))
+        if let Some(query) = self.rolled_up(
+            sel,
+            &cover,
+            &format!(
+                "{column} AS tag, toUInt32(intDiv(toUInt32(bucket_start), {step_s}) * {step_s}) AS time, sum(value) AS value, count() AS rows"
+            ),
+            &format!("GROUP BY tag, time LIMIT {limit}"),
+        ) {
+            let mut cursor = query.fetch::<TagBucket>()?;
+            while let Some(row) = cursor.next().await? {
+                if !add_pair(&mut pairs, row, max_pairs) {
+                    return Ok((None, resolution));
+                }
+            }
+        }
+        Ok((Some(pairs.into_values().collect()), resolution))
     }
 
     /// The longest window stored for the selection's service and type in
@@ -532,26 +716,123 @@ impl Store {
 /// The longest window the consumer accepts (`consumer::convert::MAX_WINDOW_MS`).
 const MAX_WINDOW_MS: i64 = 86_400_000;
 
+/// ClickHouse's code for a table that does not exist.
+const UNKNOWN_TABLE: u32 = 60;
+
 /// Stack ids per frames lookup.
 const FRAME_LOOKUP_CHUNK: usize = 8_000;
 
-/// `SELECT {columns} FROM samples WHERE <selection> AND <each window part's
-/// copy counted once> {tail}`, its `?` bound by [`Store::bind_once`]: only
-/// the part's smallest insert id recorded in `stored_parts` counts, and parts
-/// copied by migration 3 win over later copies of the same target and second.
-fn once_sql(columns: &str, tail: &str, sel: &Selection) -> String {
+/// `SELECT {columns} FROM samples WHERE <selection>{within} AND <each window
+/// part's copy counted once> {tail}`, its `?` bound by [`Store::bind_once`]
+/// ([`javelin_schema::exactly_once`]); `within` is a condition of our own
+/// numbers, no `?`. Every profile answer reads samples through this, so all of
+/// them count the same rows.
+fn once_sql(columns: &str, tail: &str, sel: &Selection, within: &str) -> String {
     format!(
         "SELECT {columns} FROM samples
-         WHERE {} AND (window_id, insert_id) IN (
-             SELECT window_id, min(insert_id) FROM stored_parts
-             WHERE {SCOPE}
-               AND NOT (insert_id != 0 AND (target_id, window_start) IN (
-                   SELECT target_id, window_start FROM stored_parts
-                   WHERE {SCOPE} AND insert_id = 0))
-             GROUP BY window_id)
+         WHERE {}{within} AND {}
          {tail}",
-        sel.clauses()
+        sel.clauses(),
+        javelin_schema::exactly_once::filter()
     )
+}
+
+/// ` AND (window_start in one of `ranges`)`, or nothing when the whole range
+/// is read raw. A range condition on the sorting key's third column, so the
+/// rolled-up hours' raw rows are never read.
+fn within(ranges: &[(u32, u32)], whole: bool) -> String {
+    if whole {
+        return String::new();
+    }
+    let ranges = ranges
+        .iter()
+        .map(|(from, to)| {
+            format!("(window_start >= toDateTime({from}) AND window_start < toDateTime({to}))")
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!(" AND ({ranges})")
+}
+
+/// Adds `row` into `pairs` (summing a (tag, time) pair seen before); false
+/// when that makes more than `max_pairs` pairs.
+fn add_pair(
+    pairs: &mut std::collections::HashMap<(String, u32), TagBucket>,
+    row: TagBucket,
+    max_pairs: u64,
+) -> bool {
+    match pairs.entry((row.tag.clone(), row.time)) {
+        std::collections::hash_map::Entry::Occupied(mut e) => {
+            e.get_mut().value += row.value;
+            e.get_mut().rows += row.rows;
+        }
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(row);
+        }
+    }
+    pairs.len() as u64 <= max_pairs
+}
+
+/// Which hours of a range rollups answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cover {
+    /// (bucket start, build id) of every rolled-up hour, ascending.
+    pub rolled: Vec<(u32, u64)>,
+}
+
+impl Cover {
+    fn is_empty(&self) -> bool {
+        self.rolled.is_empty()
+    }
+
+    /// The parts of [from_s, to_s) not rolled up, as merged [from, to) ranges.
+    pub fn raw_ranges(&self, from_s: u32, to_s: u32) -> Vec<(u32, u32)> {
+        let mut ranges = Vec::new();
+        let mut start = from_s;
+        for &(bucket, _) in &self.rolled {
+            if bucket > start {
+                ranges.push((start, bucket));
+            }
+            start = start.max(bucket + RESOLUTION_S);
+        }
+        if start < to_s {
+            ranges.push((start, to_s));
+        }
+        ranges
+    }
+
+    /// What the response says about it.
+    fn resolution(&self, raw: &[(u32, u32)]) -> Resolution {
+        Resolution {
+            rollup_seconds: (!self.is_empty()).then_some(RESOLUTION_S),
+            rollup_buckets: self.rolled.len(),
+            raw_seconds: raw.iter().map(|(from, to)| u64::from(to - from)).sum(),
+        }
+    }
+}
+
+/// Which resolution answered a selection: whole hours from rollups, the rest
+/// from raw windows.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Resolution {
+    /// The rollup's step (3600) where any hour came from rollups; null when
+    /// every row read was a raw window's.
+    pub rollup_seconds: Option<u32>,
+    /// Hours answered from rollups.
+    pub rollup_buckets: usize,
+    /// Seconds of the range read from raw windows.
+    pub raw_seconds: u64,
+}
+
+impl Resolution {
+    /// A selection read raw in full.
+    pub fn raw(sel: &Selection) -> Resolution {
+        Resolution {
+            rollup_seconds: None,
+            rollup_buckets: 0,
+            raw_seconds: u64::from(sel.to_s.saturating_sub(sel.from_s)),
+        }
+    }
 }
 
 /// Binds service, type, range and the label filters in force, in the order of

@@ -496,14 +496,18 @@ async fn an_upgrade_from_before_migration_3_counts_every_sample_once() {
     let report = migrate(&server, &old, MigrateOptions::default())
         .await
         .expect("the upgrade");
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7]);
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8]);
     let tables: Vec<String> = server
         .query("SELECT name FROM system.tables WHERE database = ? AND name LIKE 'samples%' ORDER BY name")
         .bind(&old)
         .fetch_all()
         .await
         .expect("tables");
-    assert_eq!(tables, ["samples", "samples_v1"], "one copy, no samples_v3");
+    assert_eq!(
+        tables,
+        ["samples", "samples_rollup", "samples_v1"],
+        "one copy, no samples_v3"
+    );
 
     let (_reference_api, reference_base) = start_api(&current, &[]);
     let (_upgraded_api, upgraded_base) = start_api(&old, &[]);
@@ -632,7 +636,7 @@ async fn an_upgrade_to_migration_7_changes_no_answer() {
     let report = migrate(&server, &database, MigrateOptions::default())
         .await
         .expect("migration 7");
-    assert_eq!(report.applied, vec![7]);
+    assert_eq!(report.applied, vec![7, 8]);
     let stack_id: String = db
         .query("SELECT type FROM system.columns WHERE database = currentDatabase() AND table = 'samples' AND name = 'stack_id'")
         .fetch_one()

@@ -6,6 +6,10 @@
 //!   units, deterministic window ids, encode / decode.
 //! - [`stack_id`]: the stable 64-bit stack hash every agent computes identically.
 //! - [`rows`]: the ClickHouse row types written by the consumer and read by the query API.
+//! - [`exactly_once`]: the read that counts every window part once (the query
+//!   API's answers and the rollups' builds).
+//! - [`rollup`]: hourly rollups: the bucket, and the reads that say whether a
+//!   bucket's newest build is current.
 //! - [`clickhouse_error`]: what a ClickHouse error means (data, limit, outage), for every stage.
 //! - [`migrations`]: the versioned ClickHouse DDL and the code that applies it,
 //!   choosing server features by `SELECT version()`.
@@ -14,7 +18,9 @@
 //! - [`topics`]: default Kafka topic names.
 
 pub mod clickhouse_error;
+pub mod exactly_once;
 pub mod migrations;
+pub mod rollup;
 pub mod rows;
 pub mod stack_id;
 pub mod topics;

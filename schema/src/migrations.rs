@@ -421,6 +421,41 @@ pub const MIGRATIONS: &[Migration] = &[
             retired: table::SAMPLES_V3,
         }),
     },
+    Migration {
+        version: 8,
+        name: "samples_rollup and rollup_builds: exact hourly rollups for long ranges",
+        statements: &[
+            // One build of one (service, type, hour): the samples of the hour
+            // counted once (the query API's read), summed per labels and stack.
+            // A rebuilt hour keeps its older builds' rows until retention:
+            // readers take the newest recorded build (docs/clickhouse-schema.md).
+            "CREATE TABLE IF NOT EXISTS samples_rollup (
+            service {lc} {codec:ZSTD(3)}, profile_type {lc} {codec:ZSTD(3)},
+            resolution UInt32 {codec:ZSTD(3)}, bucket_start DateTime {codec:Delta, ZSTD(3)},
+            build_id UInt64 {codec:ZSTD(3)},
+            namespace {lc} {codec:ZSTD(3)}, pod String {codec:ZSTD(3)},
+            container {lc} {codec:ZSTD(3)}, node {lc} {codec:ZSTD(3)},
+            app_version String {codec:ZSTD(3)},
+            stack_id UInt64 {codec:ZSTD(3)}, value Int64 {codec:ZSTD(1)}, count Int64 {codec:ZSTD(1)}
+        ) ENGINE = MergeTree
+        PARTITION BY toDate(bucket_start)
+        ORDER BY (service, profile_type, resolution, bucket_start, build_id, stack_id)
+        {ttl:bucket_start}",
+            // A build is named here once its rows are stored in full, with the
+            // `stored_parts` rows of its hour counted before it read them: an
+            // hour whose count has grown since (a redelivery, a replay, a late
+            // window) is read raw until it is rebuilt.
+            "CREATE TABLE IF NOT EXISTS rollup_builds (
+            service {lc}, profile_type {lc}, resolution UInt32, bucket_start DateTime,
+            build_id UInt64, source_parts UInt64, built_at DateTime
+        ) ENGINE = MergeTree
+        PARTITION BY toDate(bucket_start)
+        ORDER BY (service, profile_type, resolution, bucket_start, build_id)
+        {ttl:bucket_start}",
+        ],
+        add_columns: &[],
+        rebuild: None,
+    },
 ];
 
 impl Migration {
@@ -936,7 +971,7 @@ fn render(template: &str, features: ServerFeatures, options: &MigrateOptions) ->
         "String"
     };
     let mut sql = template.replace("{lc}", lc);
-    for column in ["window_start", "last_seen", "observed_at"] {
+    for column in ["window_start", "last_seen", "observed_at", "bucket_start"] {
         let ttl = if features.ttl {
             format!("TTL {column} + INTERVAL {} DAY", options.retention_days)
         } else {

@@ -20,6 +20,10 @@ pub mod table {
     /// The samples of migration 3's layout (keyed by window part, stacks in
     /// hash order), kept by migration 7 until retention removes them.
     pub const SAMPLES_V3: &str = "samples_v3";
+    /// Samples summed per hour, labels and stack (migration 8).
+    pub const SAMPLES_ROLLUP: &str = "samples_rollup";
+    /// The builds of `samples_rollup` (migration 8).
+    pub const ROLLUP_BUILDS: &str = "rollup_builds";
 }
 
 /// One aggregated stack of one window part, as written by one attempt.

@@ -186,6 +186,11 @@ pub fn shard_key(table: &str) -> Option<&'static str> {
         | table::TARGET_STATUS
         | "insert_attempts" => Some("cityHash64(service, target_id)"),
         table::STACKS => Some("cityHash64(service, stack_id)"),
+        // An hour's rows and its builds on one shard: readers choose a build
+        // with a local `IN`, as they choose a window part's copy.
+        table::SAMPLES_ROLLUP | table::ROLLUP_BUILDS => {
+            Some("cityHash64(service, profile_type, bucket_start)")
+        }
         _ => None,
     }
 }

@@ -35,7 +35,12 @@
 //! apart (each started by `jcmd`, no agent process): `jfr-agent-events` (the
 //! agent's own `JFR.start` line, never dumped), `jfr-agent-events-dump-10s`
 //! (the same, `JFR.dump`ed every 10 s like the agent's 10-s windows) and
-//! `jfr-profile-dump-10s` (the `profile` preset, dumped the same way).
+//! `jfr-profile-dump-10s` (the `profile` preset, dumped the same way). A
+//! fourth, `jfr-dumps-only-2s`, starts the agent's line once after the warm-up
+//! and keeps it through every period, dumping every 2 s in on-periods only:
+//! the dumps' own cost, with JFR's start-up (and the deoptimization of the
+//! first `JFR.start`) outside every period. Its first off-period records too,
+//! so its "never profiled" column does not mean that.
 //!
 //! A JVM that fails is reported and the run goes on (three in a row end it);
 //! `--resume <report>` runs the JVMs the report has no periods of.
@@ -128,6 +133,8 @@ enum Switch<'a> {
     Agent(Agent),
     Asprof(&'a std::path::Path),
     Jfr(Option<Dumps>),
+    /// Dumps of a recording that runs through the off-periods too.
+    DumpsOnly(Dumps),
 }
 
 /// A file removed when this is dropped (a failed run leaves none behind).
@@ -174,6 +181,10 @@ impl Bench {
         let mut jvm = Jvm::start(self, workload, &self.jvm_options, &tag)?;
         let warm = Instant::now() + Duration::from_secs(self.args.warmup_secs);
         self.idle_until(&mut jvm, None, warm)?;
+        if config.records_throughout() {
+            // Started a settle before the first period, as an on-switch is.
+            self.start_jcmd_recording(config, jvm.pid)?;
+        }
         let period = Duration::from_secs(self.args.period_secs);
         let settle = Duration::from_secs(self.args.settle_secs);
         let mut periods = Vec::with_capacity(2 * pairs + 1);
@@ -185,7 +196,7 @@ impl Bench {
                 switch = Some(self.switch_on(config, &mut jvm, recording, &tag)?);
             }
             self.idle_until(&mut jvm, switch.as_mut(), Instant::now() + settle)?;
-            if on {
+            if on || config.records_throughout() {
                 check_evidence(config, jvm.pid, recording)?;
             } else {
                 // Stopped means stopped: no recording open, whatever stays loaded.
@@ -258,6 +269,9 @@ impl Bench {
                     .collect(),
             });
         }
+        if config.records_throughout() {
+            self.stop_jcmd_recording(jvm.pid)?;
+        }
         jvm.exit()?;
         Ok(periods)
     }
@@ -272,7 +286,7 @@ impl Bench {
     ) -> anyhow::Result<()> {
         while Instant::now() < until {
             let mut wake = until;
-            if let Some(Switch::Jfr(Some(dumps))) = switch.as_deref() {
+            if let Some(Switch::Jfr(Some(dumps)) | Switch::DumpsOnly(dumps)) = switch.as_deref() {
                 wake = wake.min(dumps.next);
             }
             std::thread::sleep(
@@ -282,7 +296,9 @@ impl Bench {
             jvm.alive()?;
             match switch.as_deref_mut() {
                 Some(Switch::Agent(a)) => a.alive()?,
-                Some(Switch::Jfr(Some(dumps))) if Instant::now() >= dumps.next => {
+                Some(Switch::Jfr(Some(dumps)) | Switch::DumpsOnly(dumps))
+                    if Instant::now() >= dumps.next =>
+                {
                     self.dump(jvm.pid, dumps)?;
                 }
                 _ => {}
@@ -323,21 +339,9 @@ impl Bench {
             let args = self.agent_args(jvm.pid, asprof, window);
             return Ok(Switch::Agent(Agent::start(self, &args, tag, jvm)?));
         }
-        if let Some((settings, dump_secs)) = config.jcmd_jfr() {
-            let line = match settings {
-                JcmdJfr::Preset(preset) => {
-                    format!("JFR.start name={ANCHOR_RECORDING} settings={preset}")
-                }
-                JcmdJfr::AgentEvents => {
-                    let target = AttachTarget::for_pid(jvm.pid, Duration::from_secs(30))
-                        .with_context(|| format!("attaching to {}", jvm.pid))?;
-                    JfrRecorder::new(target, ANCHOR_RECORDING.into(), JfrSettings::default())
-                        .start_command(CpuSampler::Execution)
-                }
-            };
-            let reply = self.jcmd(jvm.pid, &line)?;
-            if !reply.contains("Started recording") {
-                bail!("JFR.start: {}", reply.trim());
+        if let Some((_, dump_secs)) = config.jcmd_jfr() {
+            if !config.records_throughout() {
+                self.start_jcmd_recording(config, jvm.pid)?;
             }
             let dumps = dump_secs.map(|secs| Dumps {
                 every: Duration::from_secs(secs),
@@ -348,7 +352,10 @@ impl Bench {
                     .display()
                     .to_string(),
             });
-            return Ok(Switch::Jfr(dumps));
+            return Ok(match dumps {
+                Some(dumps) if config.records_throughout() => Switch::DumpsOnly(dumps),
+                dumps => Switch::Jfr(dumps),
+            });
         }
         let _ = std::fs::remove_file(recording);
         self.asprof(&self.asprof_start_args(recording, jvm.pid))?;
@@ -371,13 +378,9 @@ impl Bench {
                 }
                 agent.stop()
             }
-            Switch::Jfr(_) => {
-                let reply = self.jcmd(jvm.pid, &format!("JFR.stop name={ANCHOR_RECORDING}"))?;
-                if !reply.contains("Stopped recording") {
-                    bail!("JFR.stop: {}", reply.trim());
-                }
-                Ok(())
-            }
+            Switch::Jfr(_) => self.stop_jcmd_recording(jvm.pid),
+            // The recording goes on: the off-period only stops dumping.
+            Switch::DumpsOnly(_) => Ok(()),
             Switch::Asprof(recording) => {
                 self.asprof(&["stop".into(), jvm.pid.to_string()])?;
                 let size = std::fs::metadata(recording).map_or(0, |m| m.len());
@@ -388,6 +391,48 @@ impl Bench {
                 Ok(())
             }
         }
+    }
+
+    /// `JFR.start`s the anchor recording of a `jcmd` configuration.
+    fn start_jcmd_recording(&self, config: Config, pid: u32) -> anyhow::Result<()> {
+        let Some((settings, dump_secs)) = config.jcmd_jfr() else {
+            bail!("`{}` is not started by jcmd", config.name());
+        };
+        let line = match settings {
+            JcmdJfr::Preset(preset) => {
+                format!("JFR.start name={ANCHOR_RECORDING} settings={preset}")
+            }
+            JcmdJfr::AgentEvents => {
+                let target = AttachTarget::for_pid(pid, Duration::from_secs(30))
+                    .with_context(|| format!("attaching to {pid}"))?;
+                // The agent's `maxage`: three windows, at least 60 s (an
+                // undumped recording stands for the default window).
+                let window = match dump_secs {
+                    Some(secs) => secs,
+                    None => agent_default("window_secs")?,
+                };
+                let settings = JfrSettings {
+                    max_age: Duration::from_secs((3 * window).max(60)),
+                    ..JfrSettings::default()
+                };
+                JfrRecorder::new(target, ANCHOR_RECORDING.into(), settings)
+                    .start_command(CpuSampler::Execution)
+            }
+        };
+        let reply = self.jcmd(pid, &line)?;
+        if !reply.contains("Started recording") {
+            bail!("JFR.start: {}", reply.trim());
+        }
+        Ok(())
+    }
+
+    /// `JFR.stop`s the anchor recording.
+    fn stop_jcmd_recording(&self, pid: u32) -> anyhow::Result<()> {
+        let reply = self.jcmd(pid, &format!("JFR.stop name={ANCHOR_RECORDING}"))?;
+        if !reply.contains("Stopped recording") {
+            bail!("JFR.stop: {}", reply.trim());
+        }
+        Ok(())
     }
 
     /// One diagnostic command to the JVM, through the agent's attach client.

@@ -1,0 +1,473 @@
+//! Hourly rollups against the real ClickHouse, through the query API: two
+//! databases get the same windows (odd milliseconds, a gap, two pods, a
+//! ragged range), the consumer's builder rolls one of them up, and every
+//! answer (flamegraph, pod-filtered flamegraph, top, hourly timeline and tag
+//! breakdown, diff)
+//! must equal the other database's raw one, also after a redelivery and a
+//! replay into a closed hour, before and after the rebuild.
+
+mod common;
+
+use common::{get, start_api_at};
+use javelin_consumer::rollup::{BuildIds, Due, RollupOptions, pass};
+use javelin_schema::migrations::{MigrateOptions, migrate};
+use javelin_schema::rollup::RESOLUTION_S;
+use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, StoredPartRow, table};
+use javelin_schema::stack_id_of_names;
+use javelin_schema::testkit::chdb::ChdbServer;
+use javelin_schema::testkit::{clickhouse_client, clickhouse_url, unique_name};
+use serde_json::Value;
+
+const SERVICE: &str = "roll";
+
+/// One window part of one pod: its start (ms), window id, insert id and stacks.
+#[derive(Clone)]
+struct Part {
+    pod: &'static str,
+    target_id: u64,
+    start_ms: i64,
+    window_id: u64,
+    insert_id: u64,
+    stacks: Vec<(Vec<&'static str>, i64)>,
+}
+
+/// Windows every 7 min 13.417 s from 40 min before `base` for 4 h, two pods,
+/// none in the hour from `base` + 1 h 20 min (a gap inside one hour), values
+/// that differ per window.
+fn windows(base: u32) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let first = i64::from(base) * 1000 - 40 * 60_000 + 417;
+    let mut k = 0;
+    loop {
+        let start_ms = first + k * 433_417;
+        if start_ms > i64::from(base) * 1000 + 4 * 3_600_000 {
+            break;
+        }
+        let offset = start_ms - i64::from(base) * 1000;
+        let in_gap = (80 * 60_000..110 * 60_000).contains(&offset);
+        for (target_id, pod) in [(1u64, "pod-a"), (2, "pod-b")] {
+            if in_gap || (pod == "pod-b" && k % 3 == 0) {
+                continue;
+            }
+            let v = 10 + k * 7 + target_id as i64;
+            parts.push(Part {
+                pod,
+                target_id,
+                start_ms,
+                window_id: javelin_schema::wire::window_id(
+                    target_id,
+                    javelin_schema::wire::ProfileType::Cpu,
+                    start_ms,
+                    0,
+                ),
+                insert_id: 1,
+                stacks: vec![
+                    (vec!["main", "serve", "parse"], v),
+                    (vec!["main", "serve", "render"], 2 * v + 1),
+                    (vec!["main", "gc"], (k % 5) + 1),
+                ],
+            });
+        }
+        k += 1;
+    }
+    parts
+}
+
+/// Writes `parts` as the consumer does: samples, stacks, ledger, then each
+/// copy named in `stored_parts`.
+async fn write(db: &clickhouse::Client, parts: &[Part]) {
+    let mut samples = db
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    let mut stacks = db.insert::<StackRow>(table::STACKS).await.expect("insert");
+    let mut ledger = db
+        .insert::<LedgerRow>(table::INGEST_LEDGER)
+        .await
+        .expect("insert");
+    for part in parts {
+        let window_start = u32::try_from(part.start_ms / 1000).expect("start");
+        for (frames, value) in &part.stacks {
+            let names: Vec<String> = frames.iter().map(|f| f.to_string()).collect();
+            let id = stack_id_of_names(&names);
+            samples
+                .write(&SampleRow {
+                    service: SERVICE.into(),
+                    profile_type: "cpu".into(),
+                    window_start,
+                    cluster: "c".into(),
+                    namespace: "ns".into(),
+                    pod: part.pod.into(),
+                    container: "app".into(),
+                    node: "n".into(),
+                    target_id: part.target_id,
+                    window_id: part.window_id,
+                    stack_id: id,
+                    value: *value,
+                    count: 1,
+                    insert_id: part.insert_id,
+                    app_version: "1.2".into(),
+                })
+                .await
+                .expect("sample");
+            stacks
+                .write(&StackRow {
+                    service: SERVICE.into(),
+                    stack_id: id,
+                    frames: names,
+                    lines: vec![],
+                    frame_types: vec![],
+                    last_seen: window_start,
+                })
+                .await
+                .expect("stack");
+        }
+        ledger
+            .write(&LedgerRow {
+                window_id: part.window_id,
+                service: SERVICE.into(),
+                profile_type: "cpu".into(),
+                window_start,
+                window_start_ms: part.start_ms,
+                window_end_ms: part.start_ms + 60_000,
+                target_id: part.target_id,
+                pod: part.pod.into(),
+                part_index: 0,
+                part_count: 1,
+                raw_events: 10,
+                parsed_events: 10,
+                stacks: part.stacks.len() as u64,
+                dropped_events: u64::from(part.target_id == 2),
+                dropped_stacks: 0,
+                truncated: 0,
+                jfr_bytes: 0,
+                parse_micros: 0,
+                topic: "t".into(),
+                partition: 0,
+                offset: 0,
+                status: "accepted".into(),
+                reason: String::new(),
+                ingested_at: window_start + 70,
+                ingest_latency_ms: 1000,
+            })
+            .await
+            .expect("ledger");
+    }
+    samples.end().await.expect("samples");
+    stacks.end().await.expect("stacks");
+    ledger.end().await.expect("ledger");
+    let mut stored = db
+        .insert::<StoredPartRow>(table::STORED_PARTS)
+        .await
+        .expect("insert");
+    for part in parts {
+        let window_start = u32::try_from(part.start_ms / 1000).expect("start");
+        stored
+            .write(&StoredPartRow {
+                service: SERVICE.into(),
+                profile_type: "cpu".into(),
+                window_start,
+                target_id: part.target_id,
+                window_id: part.window_id,
+                insert_id: part.insert_id,
+                stored_at: window_start + 70,
+            })
+            .await
+            .expect("stored part");
+    }
+    stored.end().await.expect("stored parts");
+}
+
+/// An answer without what differs by design between a rolled-up and a raw
+/// read: rows read and the resolution.
+fn answer(mut v: Value) -> Value {
+    for key in ["metadata", "left", "right"] {
+        if let Some(m) = v.get_mut(key).and_then(Value::as_object_mut) {
+            m.remove("scanned_rows");
+            m.remove("resolution");
+        }
+    }
+    v
+}
+
+/// The queries a user makes of the range, by name.
+fn queries(from: i64, to: i64) -> Vec<(&'static str, String)> {
+    let scope = format!("service={SERVICE}&type=cpu&from={from}&to={to}");
+    let half = from + (to - from) / 2;
+    vec![
+        ("flamegraph", format!("flamegraph?{scope}")),
+        ("flamegraph pod-b", format!("flamegraph?{scope}&pod=pod-b")),
+        ("top", format!("top?{scope}&sort=total")),
+        ("timeline", format!("timeline?{scope}&step=3600")),
+        ("tags", format!("tags?{scope}&label=pod&step=3600")),
+        (
+            "diff",
+            format!(
+                "diff?service={SERVICE}&type=cpu&from={from}&to={half}&right_from={half}&right_to={to}"
+            ),
+        ),
+    ]
+}
+
+/// Asks both APIs every query; they must agree. Returns the rolled-up side's
+/// flamegraph resolution and total.
+async fn agree(rolled: &str, raw: &str, from: i64, to: i64, when: &str) -> (Value, i64) {
+    let mut resolution = Value::Null;
+    let mut total = 0;
+    for (name, query) in queries(from, to) {
+        let (status_a, a) = get(&format!("{rolled}/api/v1/{query}")).await;
+        let (status_b, b) = get(&format!("{raw}/api/v1/{query}")).await;
+        assert_eq!(
+            (status_a, status_b),
+            (200, 200),
+            "{when}: {name}: {a} / {b}"
+        );
+        for side in ["metadata", "left", "right"] {
+            if let Some(m) = b.get(side) {
+                assert!(
+                    m["resolution"]["rollup_seconds"].is_null()
+                        && m["resolution"]["raw_seconds"].is_u64(),
+                    "{when}: {name}: the database without rollups answers raw: {m}"
+                );
+            }
+        }
+        if name == "flamegraph" {
+            resolution = a["metadata"]["resolution"].clone();
+            total = a["total"].as_i64().expect("total");
+        }
+        assert_eq!(
+            answer(a),
+            answer(b),
+            "{when}: {name} differs from the raw answer"
+        );
+    }
+    (resolution, total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolled_up_hours_answer_exactly_as_raw_windows_on_18_16() {
+    exactly_as_raw(&clickhouse_client(), &clickhouse_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolled_up_hours_answer_exactly_as_raw_windows_on_26_9() {
+    let chdb = ChdbServer::start(&unique_name("rollups_chdb")).expect("chdb-server starts");
+    exactly_as_raw(&chdb.client(), &chdb.url).await;
+}
+
+/// The whole drill on the ClickHouse at `url`: built, written to after the
+/// build (a redelivery and a replay), rebuilt; every answer equal to the raw one.
+async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
+    let rolled_db = unique_name("rollup_on");
+    let raw_db = unique_name("rollup_off");
+    for db in [&rolled_db, &raw_db] {
+        migrate(server, db, MigrateOptions::default())
+            .await
+            .expect("migrate");
+    }
+    let rolled = server.clone().with_database(&rolled_db);
+    let raw = server.clone().with_database(&raw_db);
+    let now = common::now_s();
+    // Six hours back: every hour of the range is closed.
+    let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
+    let parts = windows(base);
+    let expected: i64 = parts
+        .iter()
+        .filter(|p| {
+            let s = p.start_ms / 1000;
+            s >= i64::from(base) - 1235 && s < i64::from(base) + 3 * 3600 + 778
+        })
+        .flat_map(|p| p.stacks.iter().map(|(_, v)| *v))
+        .sum();
+    write(&rolled, &parts).await;
+    write(&raw, &parts).await;
+    // A range at odd milliseconds: 20 min 34.567 s before the first whole
+    // hour to 12 min 57.123 s after the third.
+    let from = i64::from(base) * 1000 - 1_234_567;
+    let to = i64::from(base + 3 * 3600) * 1000 + 777_123;
+    let (_api_a, rolled_api, _) = start_api_at(url, &rolled_db, &[]);
+    let (_api_b, raw_api, _) = start_api_at(url, &raw_db, &[]);
+
+    let (resolution, total) = agree(&rolled_api, &raw_api, from, to, "nothing built").await;
+    assert_eq!(total, expected, "the seeded total");
+    assert_eq!(resolution["rollup_buckets"], 0);
+
+    let options = RollupOptions {
+        every: std::time::Duration::from_secs(60),
+        grace: std::time::Duration::ZERO,
+        max_builds: 100,
+        retention_days: 7,
+    };
+    let mut ids = BuildIds::default();
+    // A pass builds at most `max_builds` hours, newest first, and says more are due.
+    let bounded = RollupOptions {
+        max_builds: 2,
+        ..options.clone()
+    };
+    let first = pass(&rolled, &bounded, now, &mut ids).await.expect("pass");
+    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    assert!(first.more && !report.more, "{first:?} / {report:?}");
+    // Every hour with windows (the first window is 40 min before `base`).
+    let hours: Vec<u32> = first
+        .built
+        .iter()
+        .chain(&report.built)
+        .map(|d| d.bucket)
+        .collect();
+    assert_eq!(
+        hours,
+        (0..5)
+            .rev()
+            .map(|h| base - 3600 + h * 3600)
+            .collect::<Vec<_>>(),
+        "every closed hour with windows, newest first"
+    );
+    let again = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    assert!(
+        again.built.is_empty() && !again.more,
+        "nothing is due again: {again:?}"
+    );
+    let (resolution, total) = agree(&rolled_api, &raw_api, from, to, "built").await;
+    assert_eq!(total, expected);
+    assert_eq!(resolution["rollup_seconds"], 3600);
+    assert_eq!(resolution["rollup_buckets"], 3, "the three whole hours");
+    assert_eq!(
+        resolution["raw_seconds"],
+        1235 + 778,
+        "the ragged edges only: {resolution}"
+    );
+
+    // A redelivery into a closed hour: a second copy of a part, a later attempt.
+    let again: Vec<Part> = parts
+        .iter()
+        .filter(|p| {
+            p.start_ms / 1000 >= i64::from(base + 3600)
+                && p.start_ms / 1000 < i64::from(base + 7200)
+        })
+        .take(1)
+        .map(|p| Part {
+            insert_id: 2,
+            ..p.clone()
+        })
+        .collect();
+    assert_eq!(again.len(), 1);
+    // A replay of a window the hour never had (pod-b, in the second hour).
+    let replayed = Part {
+        pod: "pod-b",
+        target_id: 2,
+        start_ms: i64::from(base + 2 * 3600) * 1000 + 1_999_001,
+        window_id: 0x5eed,
+        insert_id: 3,
+        stacks: vec![(vec!["main", "serve", "replayed"], 1000)],
+    };
+    for db in [&rolled, &raw] {
+        write(db, &again).await;
+        write(db, std::slice::from_ref(&replayed)).await;
+    }
+    let (resolution, total) = agree(
+        &rolled_api,
+        &raw_api,
+        from,
+        to,
+        "written to after the build",
+    )
+    .await;
+    assert_eq!(
+        total,
+        expected + 1000,
+        "the replayed window counts, the redelivery does not"
+    );
+    assert_eq!(
+        resolution["rollup_buckets"], 1,
+        "the two hours written to are read raw"
+    );
+
+    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    assert_eq!(
+        report.built,
+        vec![
+            Due {
+                service: SERVICE.into(),
+                profile_type: "cpu".into(),
+                bucket: base + 2 * 3600
+            },
+            Due {
+                service: SERVICE.into(),
+                profile_type: "cpu".into(),
+                bucket: base + 3600
+            },
+        ],
+        "exactly the hours written to are rebuilt"
+    );
+    let (resolution, total) = agree(&rolled_api, &raw_api, from, to, "rebuilt").await;
+    assert_eq!(total, expected + 1000);
+    assert_eq!(resolution["rollup_buckets"], 3);
+    // The ledger's account of a rolled-up range: every part in it (the
+    // redelivery is the same part), pod-b's one dropped event per part.
+    let in_range: Vec<&Part> = parts
+        .iter()
+        .chain(std::iter::once(&replayed))
+        .filter(|p| {
+            let s = p.start_ms / 1000;
+            s >= i64::from(base) - 1235 && s < i64::from(base) + 3 * 3600 + 778
+        })
+        .collect();
+    let (_, fg) = get(&format!(
+        "{rolled_api}/api/v1/flamegraph?service={SERVICE}&type=cpu&from={from}&to={to}"
+    ))
+    .await;
+    assert_eq!(fg["metadata"]["window_parts"], in_range.len());
+    assert_eq!(
+        fg["metadata"]["dropped_events"],
+        in_range.iter().filter(|p| p.target_id == 2).count()
+    );
+
+    // A range inside one hour is read raw.
+    let inside = (
+        i64::from(base) * 1000 + 60_000,
+        i64::from(base) * 1000 + 1_800_000,
+    );
+    let (resolution, _) = agree(&rolled_api, &raw_api, inside.0, inside.1, "inside an hour").await;
+    assert_eq!(resolution["rollup_seconds"], Value::Null);
+    for db in [&rolled_db, &raw_db] {
+        server
+            .query(&format!("DROP DATABASE {db}"))
+            .execute()
+            .await
+            .expect("drop");
+    }
+}
+
+/// A query API of this release against a database before migration 8 (upgraded
+/// before `migrate`, against the runbook's order) answers from raw windows and
+/// says why in its log, rather than failing every long read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_before_migration_8_is_read_raw() {
+    let database = unique_name("rollup_before8");
+    javelin_schema::migrations::migrate_up_to(
+        &clickhouse_client(),
+        &database,
+        MigrateOptions::default(),
+        7,
+    )
+    .await
+    .expect("the schema of migration 7");
+    let start = common::now_s() / 10 * 10 - 1800;
+    common::seed(&clickhouse_client().with_database(&database), start).await;
+    let (_api, base, log) = start_api_at(&clickhouse_url(), &database, &[]);
+    // Two hours and more: whole hours the API would read from rollups.
+    let (from, to) = (i64::from(start - 3 * 3600) * 1000, i64::from(start + 60) * 1000);
+    let (status, fg) = get(&format!(
+        "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
+    ))
+    .await;
+    assert_eq!(status, 200, "{fg}");
+    assert_eq!(fg["total"], 230, "every seeded sample, read raw");
+    assert!(fg["metadata"]["resolution"]["rollup_seconds"].is_null());
+    assert!(
+        !log.lines_with("no rollup tables").is_empty(),
+        "the log says why: {}",
+        log.text()
+    );
+    common::drop_database(&database).await;
+}
