@@ -188,7 +188,7 @@ struct Metadata {
     container: String,
     node: String,
     version: String,
-    /// Sample rows read.
+    /// Rows read: raw sample rows, plus rollup rows for hours answered from rollups.
     scanned_rows: u64,
     /// Distinct stacks in the answer (not counted by time series).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -61,6 +61,10 @@ struct Args {
     /// read is of raw windows, as before migration 8).
     #[arg(long, env = "JAVELIN_READ_ROLLUPS", default_value_t = true, action = clap::ArgAction::Set)]
     read_rollups: bool,
+    /// Days of data the database keeps (the consumer's and `migrate`'s `--retention-days`):
+    /// hours within an hour of it are read raw, not from rollups that may be expiring.
+    #[arg(long, env = "JAVELIN_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=7))]
+    retention_days: u32,
     /// Most (label value, time bucket) pairs one tag breakdown (`/api/v1/tags`) reads into the API
     /// (its memory bound); beyond it the API answers 422 (narrow the range, filter or use a longer step).
     #[arg(long, env = "JAVELIN_MAX_BREAKDOWN_PAIRS", default_value_t = 200_000)]
@@ -136,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     let state = AppState {
-        store: Store::new(client).read_rollups(args.read_rollups),
+        store: Store::new(client).read_rollups(args.read_rollups, args.retention_days),
         limits: Limits {
             default_max_nodes: args.default_max_nodes,
             max_nodes_limit: args.max_nodes_limit,

@@ -159,6 +159,10 @@ pub struct Store {
     client: Client,
     /// Whether whole hours are read from rollups (`--read-rollups`).
     rollups: bool,
+    /// The database's retention (`--retention-days`): rollups near its edge are not read.
+    retention_days: u32,
+    /// Whether the missing rollup tables were logged (once per process).
+    told_no_rollups: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Selection {
@@ -203,12 +207,19 @@ impl Store {
         Store {
             client,
             rollups: true,
+            retention_days: 7,
+            told_no_rollups: std::sync::Arc::default(),
         }
     }
 
-    /// Reads rollups where they are current (`true`, the default) or raw windows only.
-    pub fn read_rollups(self, rollups: bool) -> Store {
-        Store { rollups, ..self }
+    /// Reads rollups where they are current (`true`, the default) or raw
+    /// windows only; `retention_days`: the database's retention.
+    pub fn read_rollups(self, rollups: bool, retention_days: u32) -> Store {
+        Store {
+            rollups,
+            retention_days,
+            ..self
+        }
     }
 
     /// `sql` (which starts its `?` with [`Selection::clauses`]) with the selection bound.
@@ -354,19 +365,10 @@ impl Store {
     /// An hour written to since its build (a redelivery, a replay, a late
     /// window) or never built is left to the raw read.
     pub async fn cover(&self, sel: &Selection) -> Result<Cover, clickhouse::error::Error> {
-        let first = sel
-            .from_s
-            .div_ceil(RESOLUTION_S)
-            .saturating_mul(RESOLUTION_S);
+        let first = rollup::first_readable_bucket(sel.from_s, now_s(), self.retention_days);
         let end = rollup::bucket_of(sel.to_s);
         if !self.rollups || end <= first {
             return Ok(Cover::default());
-        }
-        #[derive(Debug, Row, Deserialize)]
-        struct Build {
-            bucket: u32,
-            newest: u64,
-            source_parts: u64,
         }
         #[derive(Debug, Row, Deserialize)]
         struct Parts {
@@ -382,27 +384,28 @@ impl Store {
                 .bind(end)
         };
         let (builds, parts) = match tokio::try_join!(
-            bound(rollup::NEWEST_BUILDS).fetch_all::<Build>(),
+            bound(rollup::BUILDS).fetch_all::<rollup::Build>(),
             bound(rollup::PARTS_PER_BUCKET).fetch_all::<Parts>()
         ) {
             Ok(found) => found,
             // A database before migration 8 (a query API upgraded before
             // `migrate`, against the runbook's order): raw reads, as before.
             Err(e) if javelin_schema::clickhouse_error::code_of(&e) == Some(UNKNOWN_TABLE) => {
-                tracing::warn!(error = %e, "no rollup tables (run `javelin-consumer migrate`); reading raw windows");
+                if !self
+                    .told_no_rollups
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(error = %e, "no rollup tables (run `javelin-consumer migrate`); reading raw windows");
+                }
                 return Ok(Cover::default());
             }
             Err(e) => return Err(e),
         };
         let parts: std::collections::HashMap<u32, u64> =
             parts.into_iter().map(|p| (p.bucket, p.parts)).collect();
-        let mut rolled: Vec<(u32, u64)> = builds
-            .into_iter()
-            .filter(|b| parts.get(&b.bucket) == Some(&b.source_parts))
-            .map(|b| (b.bucket, b.newest))
-            .collect();
-        rolled.sort_unstable();
-        Ok(Cover { rolled })
+        Ok(Cover {
+            rolled: rollup::current_builds(&builds, &parts),
+        })
     }
 
     /// [`Store::cover`] for a series in steps of `step_s`: whole hours only
@@ -715,6 +718,12 @@ impl Store {
 
 /// The longest window the consumer accepts (`consumer::convert::MAX_WINDOW_MS`).
 const MAX_WINDOW_MS: i64 = 86_400_000;
+
+fn now_s() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
 
 /// ClickHouse's code for a table that does not exist.
 const UNKNOWN_TABLE: u32 = 60;

@@ -30,8 +30,10 @@ fn nice(at_least: u32) -> u32 {
 
 /// The step for [from_s, to_s): the asked one (≥ 1 s), or by default a nice
 /// step of at least span / [`TARGET_POINTS`] and at least the longest window
-/// (a bucket shorter than a window shows gaps that are not there); raised to a
-/// nice step when it would give more than [`MAX_POINTS`] points.
+/// (a bucket shorter than a window shows gaps that are not there), and at
+/// least an hour for ranges longer than a day (the hourly rollups answer
+/// those; a finer step would read every raw window); raised to a nice step
+/// when it would give more than [`MAX_POINTS`] points.
 pub fn step(from_s: u32, to_s: u32, asked: Option<u32>, longest_window_ms: i64) -> u32 {
     let span = to_s.saturating_sub(from_s).max(1);
     let window_s =
@@ -40,7 +42,10 @@ pub fn step(from_s: u32, to_s: u32, asked: Option<u32>, longest_window_ms: i64) 
         Some(s) => s.max(1),
         // A window longer than the range (or a bogus length) must not
         // stretch one bucket past it.
-        None => nice((span / TARGET_POINTS).max(window_s.min(span)).max(1)),
+        None => {
+            let step = nice((span / TARGET_POINTS).max(window_s.min(span)).max(1));
+            if span > 86_400 { step.max(3_600) } else { step }
+        }
     };
     if points_in(from_s, to_s, step) > MAX_POINTS {
         // One step more than span / MAX_POINTS covers the misaligned first bucket.
@@ -202,6 +207,9 @@ mod tests {
         assert_eq!(step(1_000_000, 1_000_900, None, 5_000), 10);
         // A day: 360 s per point → 10 min.
         assert_eq!(step(1_000_000, 1_000_000 + 24 * hour, None, 60_000), 600);
+        // Longer than a day: whole hours, which rollups answer (1800 otherwise).
+        assert_eq!(step(1_000_000, 1_000_000 + 48 * hour, None, 60_000), 3_600);
+        assert_eq!(step(1_000_000, 1_000_000 + 168 * hour, None, 60_000), 3_600);
         // Seven days of one-second buckets asked: raised to fit 1,000 points.
         let s = step(1_000_000, 1_000_000 + 7 * 24 * hour, Some(1), 0);
         assert_eq!(s, 900);

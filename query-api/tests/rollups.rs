@@ -9,7 +9,7 @@
 mod common;
 
 use common::{get, start_api_at};
-use javelin_consumer::rollup::{BuildIds, Due, RollupOptions, pass};
+use javelin_consumer::rollup::{BuildIds, Due, RollupOptions, build, pass};
 use javelin_schema::migrations::{MigrateOptions, migrate};
 use javelin_schema::rollup::RESOLUTION_S;
 use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, StoredPartRow, table};
@@ -31,9 +31,11 @@ struct Part {
     stacks: Vec<(Vec<&'static str>, i64)>,
 }
 
-/// Windows every 7 min 13.417 s from 40 min before `base` for 4 h, two pods,
-/// none in the hour from `base` + 1 h 20 min (a gap inside one hour), values
-/// that differ per window.
+/// Windows every 7 min 13.417 s from 40 min before `base` for 4 h, two pods
+/// with their own namespace, container, node and version, none from `base` +
+/// 1 h 20 min to + 1 h 50 min (a gap inside one hour), values that differ per
+/// window; and three windows on edges: exactly on an hour, on the first second
+/// of the range and in its last millisecond.
 fn windows(base: u32) -> Vec<Part> {
     let mut parts = Vec::new();
     let first = i64::from(base) * 1000 - 40 * 60_000 + 417;
@@ -70,7 +72,40 @@ fn windows(base: u32) -> Vec<Part> {
         }
         k += 1;
     }
+    for (n, start_ms) in [
+        i64::from(base + 3600) * 1000,
+        i64::from(base - 1235) * 1000,
+        i64::from(base + 3 * 3600 + 777) * 1000 + 999,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        parts.push(Part {
+            pod: "pod-a",
+            target_id: 1,
+            start_ms,
+            window_id: 0xed9e + n as u64,
+            insert_id: 1,
+            stacks: vec![(vec!["main", "edge"], 100 + n as i64)],
+        });
+    }
     parts
+}
+
+/// The labels of a target: (namespace, container, version).
+fn labels(target_id: u64) -> (&'static str, &'static str, &'static str) {
+    if target_id == 1 {
+        ("ns-a", "app", "1.2")
+    } else {
+        ("ns-b", "sidecar", "1.3")
+    }
+}
+
+/// The hours of some builds, ascending.
+fn hours_of(built: &[Due]) -> Vec<u32> {
+    let mut hours: Vec<u32> = built.iter().map(|d| d.bucket).collect();
+    hours.sort_unstable();
+    hours
 }
 
 /// Writes `parts` as the consumer does: samples, stacks, ledger, then each
@@ -87,6 +122,7 @@ async fn write(db: &clickhouse::Client, parts: &[Part]) {
         .expect("insert");
     for part in parts {
         let window_start = u32::try_from(part.start_ms / 1000).expect("start");
+        let (namespace, container, version) = labels(part.target_id);
         for (frames, value) in &part.stacks {
             let names: Vec<String> = frames.iter().map(|f| f.to_string()).collect();
             let id = stack_id_of_names(&names);
@@ -96,17 +132,17 @@ async fn write(db: &clickhouse::Client, parts: &[Part]) {
                     profile_type: "cpu".into(),
                     window_start,
                     cluster: "c".into(),
-                    namespace: "ns".into(),
+                    namespace: namespace.into(),
                     pod: part.pod.into(),
-                    container: "app".into(),
-                    node: "n".into(),
+                    container: container.into(),
+                    node: format!("node-{}", part.target_id),
                     target_id: part.target_id,
                     window_id: part.window_id,
                     stack_id: id,
                     value: *value,
                     count: 1,
                     insert_id: part.insert_id,
-                    app_version: "1.2".into(),
+                    app_version: version.into(),
                 })
                 .await
                 .expect("sample");
@@ -197,9 +233,21 @@ fn queries(from: i64, to: i64) -> Vec<(&'static str, String)> {
     vec![
         ("flamegraph", format!("flamegraph?{scope}")),
         ("flamegraph pod-b", format!("flamegraph?{scope}&pod=pod-b")),
+        (
+            "flamegraph version",
+            format!("flamegraph?{scope}&version=1.3"),
+        ),
+        (
+            "flamegraph labels",
+            format!("flamegraph?{scope}&namespace=ns-a&container=app&node=node-1"),
+        ),
         ("top", format!("top?{scope}&sort=total")),
         ("timeline", format!("timeline?{scope}&step=3600")),
         ("tags", format!("tags?{scope}&label=pod&step=3600")),
+        (
+            "tags version",
+            format!("tags?{scope}&label=version&step=7200"),
+        ),
         (
             "diff",
             format!(
@@ -307,21 +355,17 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
     let first = pass(&rolled, &bounded, now, &mut ids).await.expect("pass");
     let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
     assert!(first.more && !report.more, "{first:?} / {report:?}");
-    // Every hour with windows (the first window is 40 min before `base`).
-    let hours: Vec<u32> = first
-        .built
-        .iter()
-        .chain(&report.built)
-        .map(|d| d.bucket)
-        .collect();
-    assert_eq!(
-        hours,
-        (0..5)
-            .rev()
-            .map(|h| base - 3600 + h * 3600)
-            .collect::<Vec<_>>(),
-        "every closed hour with windows, newest first"
+    assert!(
+        first.failed.is_empty() && report.failed.is_empty(),
+        "{report:?}"
     );
+    assert_eq!(
+        hours_of(&first.built),
+        [base + 2 * 3600, base + 3 * 3600],
+        "the newest first"
+    );
+    // Then every other hour with windows (the first is 40 min before `base`).
+    assert_eq!(hours_of(&report.built), [base - 3600, base, base + 3600]);
     let again = pass(&rolled, &options, now, &mut ids).await.expect("pass");
     assert!(
         again.built.is_empty() && !again.more,
@@ -384,20 +428,20 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
 
     let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
     assert_eq!(
-        report.built,
-        vec![
-            Due {
-                service: SERVICE.into(),
-                profile_type: "cpu".into(),
-                bucket: base + 2 * 3600
-            },
-            Due {
-                service: SERVICE.into(),
-                profile_type: "cpu".into(),
-                bucket: base + 3600
-            },
-        ],
+        hours_of(&report.built),
+        [base + 3600, base + 2 * 3600],
         "exactly the hours written to are rebuilt"
+    );
+    // Another consumer whose pass listed an hour before it was rebuilt builds
+    // nothing when its turn comes: a build with the hour's count exists.
+    let listed = Due {
+        service: SERVICE.into(),
+        profile_type: "cpu".into(),
+        bucket: base + 3600,
+    };
+    assert!(
+        !build(&rolled, &listed, ids.take()).await.expect("build"),
+        "an hour already current is not built again"
     );
     let (resolution, total) = agree(&rolled_api, &raw_api, from, to, "rebuilt").await;
     assert_eq!(total, expected + 1000);
@@ -456,7 +500,10 @@ async fn a_database_before_migration_8_is_read_raw() {
     common::seed(&clickhouse_client().with_database(&database), start).await;
     let (_api, base, log) = start_api_at(&clickhouse_url(), &database, &[]);
     // Two hours and more: whole hours the API would read from rollups.
-    let (from, to) = (i64::from(start - 3 * 3600) * 1000, i64::from(start + 60) * 1000);
+    let (from, to) = (
+        i64::from(start - 3 * 3600) * 1000,
+        i64::from(start + 60) * 1000,
+    );
     let (status, fg) = get(&format!(
         "{base}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}"
     ))

@@ -186,8 +186,8 @@ pub fn shard_key(table: &str) -> Option<&'static str> {
         | table::TARGET_STATUS
         | "insert_attempts" => Some("cityHash64(service, target_id)"),
         table::STACKS => Some("cityHash64(service, stack_id)"),
-        // An hour's rows and its builds on one shard: readers choose a build
-        // with a local `IN`, as they choose a window part's copy.
+        // An hour's rows and its builds on one shard (readers name the builds
+        // they read as literals, so correctness does not depend on it).
         table::SAMPLES_ROLLUP | table::ROLLUP_BUILDS => {
             Some("cityHash64(service, profile_type, bucket_start)")
         }
