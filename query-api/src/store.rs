@@ -311,18 +311,14 @@ impl Store {
         // in no fixed order (it differs between servers and runs): ordering by
         // id makes every answer built from the stacks (names table, ties in
         // the tree, exports) the same bytes for the same stored data.
-        let mut merged: std::collections::BTreeMap<u64, StackSum> =
-            std::collections::BTreeMap::new();
-        for sum in raw_sums.into_iter().chain(rolled_sums) {
-            let entry = merged.entry(sum.stack_id).or_insert(StackSum {
-                stack_id: sum.stack_id,
-                value: 0,
-                rows: 0,
-            });
-            entry.value += sum.value;
-            entry.rows += sum.rows;
-        }
-        let sums: Vec<StackSum> = merged.into_values().collect();
+        let sums = add_up(
+            raw_sums.into_iter().chain(rolled_sums),
+            |s| s.stack_id,
+            |a, b| {
+                a.value += b.value;
+                a.rows += b.rows;
+            },
+        );
         let mut frames: std::collections::HashMap<u64, Vec<String>> =
             std::collections::HashMap::new();
         // `IN (SELECT arrayJoin(…))` builds a set once; `has(ids, stack_id)`
@@ -525,17 +521,15 @@ impl Store {
                 "GROUP BY time ORDER BY time",
             )
             .await?;
-        let mut merged: std::collections::BTreeMap<u32, Bucket> = std::collections::BTreeMap::new();
-        for b in raw_rows.into_iter().chain(rolled_rows) {
-            let entry = merged.entry(b.time).or_insert(Bucket {
-                time: b.time,
-                value: 0,
-                rows: 0,
-            });
-            entry.value += b.value;
-            entry.rows += b.rows;
-        }
-        Ok((merged.into_values().collect(), resolution))
+        let buckets = add_up(
+            raw_rows.into_iter().chain(rolled_rows),
+            |b| b.time,
+            |a, b| {
+                a.value += b.value;
+                a.rows += b.rows;
+            },
+        );
+        Ok((buckets, resolution))
     }
 
     /// The selection's summed value per value of `label` and `step_s`
@@ -761,6 +755,25 @@ fn within(ranges: &[(u32, u32)], whole: bool) -> String {
         .collect::<Vec<_>>()
         .join(" OR ");
     format!(" AND ({ranges})")
+}
+
+/// `rows` of a raw and a rolled-up read, the rows of one key added into one
+/// (`add`), in key order.
+fn add_up<K: Ord, T>(
+    rows: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+    add: impl Fn(&mut T, T),
+) -> Vec<T> {
+    let mut merged: std::collections::BTreeMap<K, T> = std::collections::BTreeMap::new();
+    for row in rows {
+        match merged.entry(key(&row)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => add(e.get_mut(), row),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(row);
+            }
+        }
+    }
+    merged.into_values().collect()
 }
 
 /// Adds `row` into `pairs` (summing a (tag, time) pair seen before); false
