@@ -6,6 +6,8 @@
 //! rows no reader would count. The stream through it, with a node killed, is
 //! the `cluster-node-kill` scenario (`scenarios.rs`).
 
+mod support;
+
 use clickhouse::Row;
 use javelin_loadtest::cluster::{CLUSTER, PrivateCluster};
 use javelin_schema::clickhouse_error::{ErrorClass, classify};
@@ -307,5 +309,144 @@ async fn cluster_migration_7_keeps_every_row_on_every_shard() {
     assert_eq!(
         total, expected,
         "every row, once, through the Distributed table"
+    );
+}
+
+/// Rollups on a cluster: rows of 40 targets (both shards) over three hours go
+/// in through the Distributed tables, the consumer's builder rolls the closed
+/// hours up through them (the hours' rows and builds land on the shard of
+/// their hour, not of their targets), and the query API answers the flamegraph
+/// and top table from rollups exactly as it does from raw windows.
+#[tokio::test]
+async fn rollups_on_a_cluster_answer_as_raw_windows() {
+    use javelin_consumer::rollup::{BuildIds, RollupOptions, pass};
+    use javelin_loadtest::query_view::QueryView;
+    use javelin_schema::rows::StoredPartRow;
+
+    let name = unique_name("cluster_rollup");
+    let cluster = PrivateCluster::start(&name).expect("a private cluster");
+    let database = unique_name("javelin_cluster_rollup");
+    let topology = Topology::Cluster(CLUSTER.into());
+    let options = MigrateOptions {
+        topology: topology.clone(),
+        ..MigrateOptions::default()
+    };
+    migrate(&node(cluster.url()), &database, options)
+        .await
+        .expect("migrate");
+    let features = javelin_schema::migrations::ServerFeatures::detect(&node(cluster.url()))
+        .await
+        .expect("version");
+    let client =
+        topology.reader(topology.writer(node(cluster.url()).with_database(&database), features));
+    let now = u32::try_from(javelin_loadtest::now_ms() / 1000).expect("now");
+    let base = now / 3600 * 3600 - 5 * 3600;
+    let mut samples = client
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    let mut stored = client
+        .insert::<StoredPartRow>(table::STORED_PARTS)
+        .await
+        .expect("insert");
+    let mut expected = 0;
+    for target_id in 1..=40u64 {
+        // One window per target every 50 min from 13 s past `base`.
+        for w in 0..4u32 {
+            let window_start = base + 13 + w * 3000;
+            let window_id = target_id * 1000 + u64::from(w);
+            for stack_id in 1..=3u64 {
+                let value = i64::try_from(target_id * 10 + stack_id).expect("small");
+                expected += value;
+                samples
+                    .write(&SampleRow {
+                        service: "svc".into(),
+                        profile_type: "cpu".into(),
+                        window_start,
+                        cluster: String::new(),
+                        namespace: String::new(),
+                        pod: format!("pod-{target_id}"),
+                        container: String::new(),
+                        node: String::new(),
+                        target_id,
+                        window_id,
+                        stack_id,
+                        value,
+                        count: 1,
+                        insert_id: 1,
+                        app_version: String::new(),
+                    })
+                    .await
+                    .expect("row");
+            }
+            stored
+                .write(&StoredPartRow {
+                    service: "svc".into(),
+                    profile_type: "cpu".into(),
+                    window_start,
+                    target_id,
+                    window_id,
+                    insert_id: 1,
+                    stored_at: window_start + 60,
+                })
+                .await
+                .expect("stored part");
+        }
+    }
+    samples.end().await.expect("samples");
+    stored.end().await.expect("stored parts");
+
+    let rollups = RollupOptions {
+        every: std::time::Duration::from_secs(60),
+        grace: std::time::Duration::ZERO,
+        max_builds: 10,
+        retention_days: 7,
+    };
+    let report = pass(&client, &rollups, now, &mut BuildIds::default())
+        .await
+        .expect("a pass through the Distributed tables");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(
+        report.built.len(),
+        3,
+        "the three hours with windows: {report:?}"
+    );
+
+    let binary = support::bin("javelin-query");
+    let cluster_flag = ["--clickhouse-cluster".to_string(), CLUSTER.to_string()];
+    let rolled =
+        QueryView::start(&binary, &cluster.url(), &database, &cluster_flag).expect("query API");
+    let raw_flags = [
+        cluster_flag.to_vec(),
+        vec!["--read-rollups".into(), "false".into()],
+    ]
+    .concat();
+    let raw = QueryView::start(&binary, &cluster.url(), &database, &raw_flags).expect("query API");
+    // From 20 min before `base`'s hour to 10 min after the third: the three
+    // whole hours from rollups, the edges raw.
+    let (from, to) = (
+        i64::from(base - 1200) * 1000,
+        i64::from(base + 3 * 3600 + 600) * 1000,
+    );
+    let rolled_totals = rolled.totals("svc", "cpu", from, to).await.expect("totals");
+    let raw_totals = raw.totals("svc", "cpu", from, to).await.expect("totals");
+    assert_eq!(rolled_totals, raw_totals);
+    assert_eq!(rolled_totals.flamegraph, expected);
+    let http = reqwest::Client::new();
+    let fg: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/flamegraph?service=svc&type=cpu&from={from}&to={to}",
+            rolled.base_url()
+        ))
+        .send()
+        .await
+        .expect("flamegraph")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        fg["metadata"]["resolution"]["rollup_buckets"], 3,
+        "answered from the rollups: {}",
+        fg["metadata"]
     );
 }
