@@ -62,7 +62,7 @@ struct Args {
     #[arg(long, env = "JAVELIN_READ_ROLLUPS", default_value_t = true, action = clap::ArgAction::Set)]
     read_rollups: bool,
     /// Days of data the database keeps (the consumer's and `migrate`'s `--retention-days`):
-    /// hours within an hour of it are read raw, not from rollups that may be expiring.
+    /// hours whose rollups reach it are read raw, not from rollups that may be expiring.
     #[arg(long, env = "JAVELIN_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=7))]
     retention_days: u32,
     /// Most (label value, time bucket) pairs one tag breakdown (`/api/v1/tags`) reads into the API

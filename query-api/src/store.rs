@@ -736,7 +736,7 @@ fn once_sql(columns: &str, tail: &str, sel: &Selection, within: &str) -> String 
          WHERE {}{within} AND {}
          {tail}",
         sel.clauses(),
-        javelin_schema::exactly_once::filter()
+        javelin_schema::exactly_once::filter_within(within)
     )
 }
 

@@ -21,13 +21,20 @@ pub const SCOPE: &str = "service = ? AND profile_type = ? AND window_start >= to
 /// whose start is in a range; its `?` are bound as (service, profile_type,
 /// from_s, to_s) twice.
 pub fn filter() -> String {
+    filter_within("")
+}
+
+/// [`filter`] with `within` (` AND <a condition on window_start>`, no `?`)
+/// narrowing the `stored_parts` rows it reads: a read of a few raw hours of
+/// a long range builds its set from those hours only.
+pub fn filter_within(within: &str) -> String {
     format!(
         "(window_id, insert_id) IN (
              SELECT window_id, min(insert_id) FROM stored_parts
-             WHERE {SCOPE}
+             WHERE {SCOPE}{within}
                AND NOT (insert_id != 0 AND (target_id, window_start) IN (
                    SELECT target_id, window_start FROM stored_parts
-                   WHERE {SCOPE} AND insert_id = 0))
+                   WHERE {SCOPE}{within} AND insert_id = 0))
              GROUP BY window_id)"
     )
 }

@@ -41,19 +41,23 @@ pub const PARTS_PER_BUCKET: &str = "SELECT toUInt32(intDiv(toUInt32(window_start
      GROUP BY bucket";
 
 /// The first hour a read from `from_s` at `now_s` may take from rollups: a
-/// whole hour, and one whose rollup rows are at least an hour from their TTL
-/// (`retention_days` after the hour's start). The TTL merges of the rollup
-/// tables and of `stored_parts` run at their own times, so near that edge a
-/// rollup may be gone while its hour still looks current.
+/// whole hour whose rollup rows have not reached their TTL (`retention_days`
+/// after the hour's start; a minute's margin for clocks). Past it, the TTL
+/// merges of the rollup tables and of `stored_parts` run at their own times,
+/// so a rollup may be gone while its hour still looks current; before it, no
+/// TTL deletes a row.
 pub fn first_readable_bucket(from_s: u32, now_s: u32, retention_days: u32) -> u32 {
     let kept_since = now_s
         .saturating_sub(retention_days.saturating_mul(86_400))
-        .saturating_add(RESOLUTION_S);
+        .saturating_add(CLOCK_MARGIN_S);
     from_s
         .max(kept_since)
         .div_ceil(RESOLUTION_S)
         .saturating_mul(RESOLUTION_S)
 }
+
+/// How far the query API's clock may be behind the server's.
+const CLOCK_MARGIN_S: u32 = 60;
 
 /// One `rollup_builds` row, as [`BUILDS`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
@@ -104,7 +108,7 @@ mod tests {
     }
 
     #[test]
-    fn rollups_are_read_from_the_first_whole_hour_an_hour_inside_retention() {
+    fn rollups_are_read_from_the_first_whole_hour_whose_ttl_is_ahead() {
         let now = 1_796_086_713; // 01:38:33 UTC
         // A day back: the next whole hour.
         assert_eq!(
@@ -116,16 +120,19 @@ mod tests {
             first_readable_bucket(bucket_of(now), now, 7),
             bucket_of(now)
         );
-        // Seven days back with 7-day retention: not before now - 7 d + 1 h.
-        let edge = now - 7 * 86_400 + 3600;
+        // Seven days back with 7-day retention: the next whole hour, whose
+        // rollup expires 7 d after its start, still ahead.
+        let from = now - 7 * 86_400;
+        assert_eq!(first_readable_bucket(from, now, 7), bucket_of(from) + 3600);
+        // Within the clock margin of the edge: the hour after.
+        let now = bucket_of(now) + 30;
         assert_eq!(
             first_readable_bucket(now - 7 * 86_400, now, 7),
-            edge.div_ceil(3600) * 3600
+            bucket_of(now) + 3600 - 7 * 86_400
         );
-        // With one day kept, a day-long range starts an hour late.
         assert_eq!(
             first_readable_bucket(now - 86_400, now, 1),
-            (now - 86_400 + 3600).div_ceil(3600) * 3600
+            bucket_of(now) + 3600 - 86_400
         );
     }
 
