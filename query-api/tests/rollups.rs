@@ -381,6 +381,23 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         "the ragged edges only: {resolution}"
     );
 
+    // A build interrupted after its rows, before its `rollup_builds` row (a
+    // newer id than every recorded build of the hour): never read.
+    rolled
+        .query(
+            "INSERT INTO samples_rollup (service, profile_type, resolution, bucket_start, build_id,
+                 namespace, pod, container, node, app_version, stack_id, value, count)
+             SELECT ?, 'cpu', 3600, toDateTime(?), toUInt64(18446744073709551000), 'ns-a', 'pod-a',
+                 'app', 'node-1', '1.2', toUInt64(42), toInt64(1000000), toInt64(1)",
+        )
+        .bind(SERVICE)
+        .bind(base + 3600)
+        .execute()
+        .await
+        .expect("an unrecorded build's rows");
+    let (_, total) = agree(&rolled_api, &raw_api, from, to, "an unrecorded build").await;
+    assert_eq!(total, expected, "an unrecorded build is not read");
+
     // A redelivery into a closed hour: a second copy of a part, a later attempt.
     let again: Vec<Part> = parts
         .iter()
