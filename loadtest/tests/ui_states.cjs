@@ -11,6 +11,9 @@
 //   scan_limit   an API whose row limit every query exceeds: the 422 message
 //   auth         an API with --auth-token ($JAVELIN_UI_TOKEN): sign-in form,
 //                a wrong token, the right one, sign-out
+//   rollups      a range over closed hours the driver rolled up
+//                ($JAVELIN_UI_RANGE = "<service>,<from ms>,<to ms>"): the
+//                summary says which resolution answered
 //   unavailable  ClickHouse stopped and started again by the driver: asks it
 //                with a line "ui-states: stop-clickhouse" / "ui-states:
 //                start-clickhouse" on stdout and waits for "ok" on stdin
@@ -303,6 +306,26 @@ async function auth(browser) {
   await page.close();
 }
 
+// ---- rollups -----------------------------------------------------------------
+
+// What the page shows for a range the API answers partly from rollups, beside
+// the API's own answer for the same selection.
+async function rollups(browser) {
+  const [service, from, to] = (process.env.JAVELIN_UI_RANGE || "").split(",");
+  check(service && from && to, "JAVELIN_UI_RANGE names a service and a range");
+  const q = new URLSearchParams({ service, type: "cpu", from, to });
+  const fg = await api(`/api/v1/flamegraph?${q}`);
+  Object.assign(findings, { resolution: fg.metadata.resolution, total: fg.total });
+  const page = await open(browser);
+  await page.goto(`${base}/?view=flamegraph&${q}`);
+  await page.waitForFunction(() => window.javelin.drawn > 0);
+  findings.summary = await page.textContent("#summary");
+  findings.pageTotal = (await hook(page)).flameTotal;
+  await shot(page, "1-rolled-up");
+  check(page.errors.length === 0, "no page errors: " + page.errors.join("; "));
+  await page.close();
+}
+
 // ---- unavailable -------------------------------------------------------------
 
 async function unavailable(browser) {
@@ -357,7 +380,7 @@ async function unavailable(browser) {
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
   try {
-    const run = { order, scan_limit: scanLimit, auth, unavailable }[scenario];
+    const run = { order, scan_limit: scanLimit, auth, rollups, unavailable }[scenario];
     check(run, "unknown scenario");
     await run(browser);
   } finally {

@@ -11,6 +11,9 @@
 //!   message, not an outage;
 //! - with `--auth-token`: the sign-in form, a wrong token refused, the right
 //!   one shows data and stays in sessionStorage only, sign-out forgets it;
+//! - a range over closed hours the consumer rolled up: the summary says how
+//!   many hours came from rollups and how much was read raw, and the total is
+//!   the API's (every window counted once);
 //! - ClickHouse stopped (a private server): a banner, the last good view kept
 //!   and marked stale; started again: the next periodic refresh clears it.
 //!
@@ -213,6 +216,85 @@ async fn seed(url: &str, database: &str) {
     status.end().await.expect("status");
 }
 
+/// The service whose windows are hours old (rolled up by the test).
+const HISTORY: &str = "ui-history";
+
+/// Writes [`HISTORY`]'s windows: one every 10 min, 7 s past the ten minutes,
+/// over the three closed hours before the last one (each window 1 s of cpu).
+/// Returns the first of those hours (epoch seconds).
+async fn seed_history(url: &str, database: &str) -> u32 {
+    let db = clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false)
+        .with_database(database);
+    let first_hour = now_s() / 3600 * 3600 - 4 * 3600;
+    let shape = stacks_of(HISTORY);
+    let mut stacks = db.insert::<StackRow>(table::STACKS).await.expect("insert");
+    for (frames, _) in &shape {
+        stacks
+            .write(&StackRow {
+                service: HISTORY.into(),
+                stack_id: stack_id_of_names(frames),
+                frames: frames.clone(),
+                lines: vec![],
+                frame_types: vec![],
+                last_seen: now_s(),
+            })
+            .await
+            .expect("stack");
+    }
+    stacks.end().await.expect("stacks");
+    let mut samples = db
+        .insert::<SampleRow>(table::SAMPLES)
+        .await
+        .expect("insert");
+    let mut stored = db
+        .insert::<StoredPartRow>(table::STORED_PARTS)
+        .await
+        .expect("insert");
+    for j in 0..18 {
+        let start = first_hour + 600 * j + 7;
+        let id = window_id(9, ProfileType::Cpu, i64::from(start) * 1000, 0);
+        for (frames, ms) in &shape {
+            samples
+                .write(&SampleRow {
+                    service: HISTORY.into(),
+                    profile_type: "cpu".into(),
+                    window_start: start,
+                    cluster: "c".into(),
+                    namespace: "ns".into(),
+                    pod: "history-0".into(),
+                    container: "app".into(),
+                    node: "n".into(),
+                    target_id: 9,
+                    window_id: id,
+                    stack_id: stack_id_of_names(frames),
+                    value: ms * 1_000_000,
+                    count: 1,
+                    insert_id: 1,
+                    app_version: String::new(),
+                })
+                .await
+                .expect("sample");
+        }
+        stored
+            .write(&StoredPartRow {
+                service: HISTORY.into(),
+                profile_type: "cpu".into(),
+                window_start: start,
+                target_id: 9,
+                window_id: id,
+                insert_id: 1,
+                stored_at: start + 12,
+            })
+            .await
+            .expect("stored part");
+    }
+    samples.end().await.expect("samples");
+    stored.end().await.expect("stored parts");
+    first_hour
+}
+
 async fn drop_database(url: &str, database: &str) {
     let _ = clickhouse::Client::default()
         .with_url(url)
@@ -394,6 +476,67 @@ async fn sign_in_refuses_a_wrong_token_and_sign_out_forgets_the_right_one() {
         findings["wrongMessage"]
             .as_str()
             .is_some_and(|m| m.contains("not accepted")),
+        "{findings}"
+    );
+    drop_database(&clickhouse_url(), &run).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_of_rolled_up_hours_says_so_in_the_summary() {
+    use javelin_consumer::rollup::{BuildIds, RollupOptions, pass};
+
+    let _serial = SERIAL.lock().await;
+    let (run, logs, shots) = run_dirs("ui_rollups");
+    seed(&clickhouse_url(), &run).await;
+    let first_hour = seed_history(&clickhouse_url(), &run).await;
+    let db = clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_validation(false)
+        .with_database(&run);
+    let options = RollupOptions {
+        every: std::time::Duration::from_secs(300),
+        grace: std::time::Duration::from_secs(300),
+        max_builds: 48,
+        retention_days: 7,
+    };
+    let report = pass(&db, &options, now_s(), &mut BuildIds::default())
+        .await
+        .expect("a rollup pass");
+    // (The other services' previous hour may be closed and quiet too.)
+    let mut built: Vec<u32> = report
+        .built
+        .iter()
+        .filter(|d| d.service == HISTORY)
+        .map(|d| d.bucket)
+        .collect();
+    built.sort_unstable();
+    assert_eq!(
+        built,
+        [first_hour, first_hour + 3600, first_hour + 7200],
+        "{report:?}"
+    );
+
+    // From 20 min (and 123 ms) into the first hour to 457 ms past the third:
+    // two whole hours from rollups, 40 min of the first read raw (windows
+    // at :20, :30, :40 and :50), and the last 457 ms (no window; the API
+    // reads whole seconds, so 1 s).
+    let from_ms = (i64::from(first_hour) + 1200) * 1000 + 123;
+    let to_ms = (i64::from(first_hour) + 3 * 3600) * 1000 + 457;
+    let (_api, base) = start_api(&clickhouse_url(), &run, &[], &logs, "query");
+    let range = format!("{HISTORY},{from_ms},{to_ms}");
+    let findings = browser(
+        "rollups",
+        &base,
+        (&logs, &shots),
+        &[("JAVELIN_UI_RANGE", range.as_str())],
+        |v| Err(format!("unexpected request {v}")),
+    );
+    assert_eq!(findings["resolution"]["rollup_buckets"], 2, "{findings}");
+    assert_eq!(findings["total"], 16_000_000_000_i64, "{findings}");
+    assert_eq!(findings["pageTotal"], findings["total"], "{findings}");
+    let summary = findings["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("2 h from hourly rollups, 40 min from raw windows"),
         "{findings}"
     );
     drop_database(&clickhouse_url(), &run).await;
