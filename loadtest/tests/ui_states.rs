@@ -68,6 +68,54 @@ fn stacks_of(service: &str) -> Vec<(Vec<String>, i64)> {
     ]
 }
 
+/// Writes one window of `shape` for (service, pod, target id) starting at
+/// `start`: its samples and its `stored_parts` row (stored 12 s after its
+/// start); returns its window id.
+async fn write_window(
+    samples: &mut clickhouse::insert::Insert<SampleRow>,
+    stored: &mut clickhouse::insert::Insert<StoredPartRow>,
+    (service, pod, target_id): (&str, &str, u64),
+    start: u32,
+    shape: &[(Vec<String>, i64)],
+) -> u64 {
+    let id = window_id(target_id, ProfileType::Cpu, i64::from(start) * 1000, 0);
+    for (frames, ms) in shape {
+        samples
+            .write(&SampleRow {
+                service: service.to_string(),
+                profile_type: "cpu".into(),
+                window_start: start,
+                cluster: "c".into(),
+                namespace: "ns".into(),
+                pod: pod.to_string(),
+                container: "app".into(),
+                node: "n".into(),
+                target_id,
+                window_id: id,
+                stack_id: stack_id_of_names(frames),
+                value: ms * 1_000_000,
+                count: 1,
+                insert_id: 1,
+                app_version: String::new(),
+            })
+            .await
+            .expect("sample");
+    }
+    stored
+        .write(&StoredPartRow {
+            service: service.to_string(),
+            profile_type: "cpu".into(),
+            window_start: start,
+            target_id,
+            window_id: id,
+            insert_id: 1,
+            stored_at: start + 12,
+        })
+        .await
+        .expect("stored part");
+    id
+}
+
 /// Migrates `database` on the server at `url` and writes [`SERVICES`]' windows
 /// (the third-newest of each truncated), stacks, ledger and target status.
 async fn seed(url: &str, database: &str) {
@@ -115,41 +163,14 @@ async fn seed(url: &str, database: &str) {
         }
         for k in 1..=WINDOWS {
             let start = now - 60 * k;
-            let id = window_id(target_id, ProfileType::Cpu, i64::from(start) * 1000, 0);
-            for (frames, ms) in &shape {
-                samples
-                    .write(&SampleRow {
-                        service: service.to_string(),
-                        profile_type: "cpu".into(),
-                        window_start: start,
-                        cluster: "c".into(),
-                        namespace: "ns".into(),
-                        pod: pod.clone(),
-                        container: "app".into(),
-                        node: "n".into(),
-                        target_id,
-                        window_id: id,
-                        stack_id: stack_id_of_names(frames),
-                        value: ms * 1_000_000,
-                        count: 1,
-                        insert_id: 1,
-                        app_version: String::new(),
-                    })
-                    .await
-                    .expect("sample");
-            }
-            stored
-                .write(&StoredPartRow {
-                    service: service.to_string(),
-                    profile_type: "cpu".into(),
-                    window_start: start,
-                    target_id,
-                    window_id: id,
-                    insert_id: 1,
-                    stored_at: start + 12,
-                })
-                .await
-                .expect("stored part");
+            let id = write_window(
+                &mut samples,
+                &mut stored,
+                (service, &pod, target_id),
+                start,
+                &shape,
+            )
+            .await;
             let truncated = k == 3;
             ledger
                 .write(&LedgerRow {
@@ -254,41 +275,14 @@ async fn seed_history(url: &str, database: &str) -> u32 {
         .expect("insert");
     for j in 0..18 {
         let start = first_hour + 600 * j + 7;
-        let id = window_id(9, ProfileType::Cpu, i64::from(start) * 1000, 0);
-        for (frames, ms) in &shape {
-            samples
-                .write(&SampleRow {
-                    service: HISTORY.into(),
-                    profile_type: "cpu".into(),
-                    window_start: start,
-                    cluster: "c".into(),
-                    namespace: "ns".into(),
-                    pod: "history-0".into(),
-                    container: "app".into(),
-                    node: "n".into(),
-                    target_id: 9,
-                    window_id: id,
-                    stack_id: stack_id_of_names(frames),
-                    value: ms * 1_000_000,
-                    count: 1,
-                    insert_id: 1,
-                    app_version: String::new(),
-                })
-                .await
-                .expect("sample");
-        }
-        stored
-            .write(&StoredPartRow {
-                service: HISTORY.into(),
-                profile_type: "cpu".into(),
-                window_start: start,
-                target_id: 9,
-                window_id: id,
-                insert_id: 1,
-                stored_at: start + 12,
-            })
-            .await
-            .expect("stored part");
+        write_window(
+            &mut samples,
+            &mut stored,
+            (HISTORY, "history-0", 9),
+            start,
+            &shape,
+        )
+        .await;
     }
     samples.end().await.expect("samples");
     stored.end().await.expect("stored parts");
