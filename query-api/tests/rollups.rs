@@ -4,7 +4,8 @@
 //! answer (flamegraph, pod-filtered flamegraph, top, hourly timeline and tag
 //! breakdown, diff)
 //! must equal the other database's raw one, also after a redelivery and a
-//! replay into a closed hour, before and after the rebuild.
+//! replay into a closed hour, before and after the rebuild; and while the
+//! server refuses every build (the rollup table missing), and after.
 
 mod common;
 
@@ -496,6 +497,84 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
             .execute()
             .await
             .expect("drop");
+    }
+}
+
+/// The server refusing every build (the rollup table missing: detached, as a
+/// failed restore or an operator's mistake leaves it): the pass goes on over
+/// every hour, counts each failure with the server's error, records no build,
+/// and every answer stays the raw one; with the table back, the next pass
+/// builds them all and the answers are still the raw ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
+    let server = clickhouse_client();
+    let rolled_db = unique_name("rollup_refused");
+    let raw_db = unique_name("rollup_refused_raw");
+    for db in [&rolled_db, &raw_db] {
+        migrate(&server, db, MigrateOptions::default())
+            .await
+            .expect("migrate");
+    }
+    let rolled = server.clone().with_database(&rolled_db);
+    let raw = server.clone().with_database(&raw_db);
+    let now = common::now_s();
+    let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
+    let parts = windows(base);
+    write(&rolled, &parts).await;
+    write(&raw, &parts).await;
+    let from = i64::from(base) * 1000 - 1_234_567;
+    let to = i64::from(base + 3 * 3600) * 1000 + 777_123;
+    let (_api_a, rolled_api, _) = start_api_at(&clickhouse_url(), &rolled_db, &[]);
+    let (_api_b, raw_api, _) = start_api_at(&clickhouse_url(), &raw_db, &[]);
+    let options = RollupOptions {
+        every: std::time::Duration::from_secs(60),
+        grace: std::time::Duration::ZERO,
+        max_builds: 100,
+        retention_days: 7,
+    };
+    let hours = [
+        base - 3600,
+        base,
+        base + 3600,
+        base + 2 * 3600,
+        base + 3 * 3600,
+    ];
+    let mut ids = BuildIds::default();
+
+    rolled
+        .query("DETACH TABLE samples_rollup")
+        .execute()
+        .await
+        .expect("detach");
+    let refused = pass(&rolled, &options, now, &mut ids)
+        .await
+        .expect("the pass itself goes on");
+    let mut failed: Vec<u32> = refused.failed.iter().map(|(d, _)| d.bucket).collect();
+    failed.sort_unstable();
+    assert_eq!(failed, hours, "every hour tried and failed: {refused:?}");
+    assert!(refused.built.is_empty(), "{refused:?}");
+    assert!(
+        refused
+            .failed
+            .iter()
+            .all(|(_, e)| e.contains("Code: 60") && e.contains("samples_rollup")),
+        "the server's error is kept: {refused:?}"
+    );
+    let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "builds refused").await;
+    assert_eq!(resolution["rollup_buckets"], 0, "no build is read");
+
+    rolled
+        .query("ATTACH TABLE samples_rollup")
+        .execute()
+        .await
+        .expect("attach");
+    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(hours_of(&report.built), hours, "retried: every hour built");
+    let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "built after the fault").await;
+    assert_eq!(resolution["rollup_buckets"], 3);
+    for db in [&rolled_db, &raw_db] {
+        common::drop_database(db).await;
     }
 }
 
