@@ -282,8 +282,8 @@ async fn clickhouse_failures_are_classified_logged_once_and_kept_from_the_caller
     assert!(a.text.contains("retry later"), "{}", a.text);
     assert_logged_once(&log, "down-1", "Connection refused", &base).await;
 
-    // Timeout and internal, from one hand-made database: `samples` is a view
-    // that sleeps 0.5 s per row (4 rows: 2 s > the 1 s allowed), and
+    // Timeout and internal, from one hand-made database: `stored_parts` (which
+    // the service list reads) is a view that sleeps 0.5 s per row (4 rows: 2 s > the 1 s allowed), and
     // `target_status` shows one column of the many of our row type (the
     // answer ends before the row does: the decoder finds not enough data).
     let database = unique_name("query_errors_ch");
@@ -291,7 +291,7 @@ async fn clickhouse_failures_are_classified_logged_once_and_kept_from_the_caller
     for sql in [
         format!("CREATE DATABASE {database}"),
         format!(
-            "CREATE VIEW {database}.samples AS SELECT toString(number) AS service, now() AS window_start \
+            "CREATE VIEW {database}.stored_parts AS SELECT toString(number) AS service, now() AS window_start \
              FROM numbers(4) WHERE sleepEachRow(0.5) = 0"
         ),
         // `SELECT *` returns the one ordinary column: the 4 bytes of 'svc'.

@@ -231,7 +231,13 @@ fn answer(mut v: Value) -> Value {
 fn queries(from: i64, to: i64) -> Vec<(&'static str, String)> {
     let scope = format!("service={SERVICE}&type=cpu&from={from}&to={to}");
     let half = from + (to - from) / 2;
+    let listed = format!("service={SERVICE}&from={from}&to={to}");
     vec![
+        ("services", format!("services?from={from}&to={to}")),
+        ("profile types", format!("profile-types?{listed}")),
+        ("pods", format!("labels?{listed}&label=pod")),
+        ("versions", format!("labels?{listed}&label=version")),
+        ("nodes", format!("labels?{listed}&label=node")),
         ("flamegraph", format!("flamegraph?{scope}")),
         ("flamegraph pod-b", format!("flamegraph?{scope}&pod=pod-b")),
         (
@@ -319,7 +325,17 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
     let now = common::now_s();
     // Six hours back: every hour of the range is closed.
     let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
-    let parts = windows(base);
+    let mut parts = windows(base);
+    // A pod seen only inside a whole (rolled-up) hour: its label values are
+    // listed from the rollups.
+    parts.push(Part {
+        pod: "pod-c",
+        target_id: 3,
+        start_ms: i64::from(base + 3600) * 1000 + 1_234_567,
+        window_id: 0xc0de,
+        insert_id: 1,
+        stacks: vec![(vec!["main", "serve", "c-only"], 777)],
+    });
     let expected: i64 = parts
         .iter()
         .filter(|p| {
@@ -500,11 +516,13 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
     }
 }
 
-/// The server refusing every build (the rollup table missing: detached, as a
-/// failed restore or an operator's mistake leaves it): the pass goes on over
-/// every hour, counts each failure with the server's error, records no build,
-/// and every answer stays the raw one; with the table back, the next pass
-/// builds them all and the answers are still the raw ones.
+/// The server refusing every build (the rollup table missing, detached before
+/// any build was recorded): the pass goes on over every hour, counts each
+/// failure with the server's error, records no build, and every answer stays
+/// the raw one; with the table back, the next pass builds them all and the
+/// answers are still the raw ones. (Not drilled: `samples_rollup` missing
+/// while builds are recorded; rolled-up reads then fail with the server's
+/// error rather than fall back to raw.)
 #[tokio::test(flavor = "multi_thread")]
 async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
     let server = clickhouse_client();
@@ -572,6 +590,79 @@ async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(hours_of(&report.built), hours, "retried: every hour built");
     let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "built after the fault").await;
+    assert_eq!(resolution["rollup_buckets"], 3);
+    for db in [&rolled_db, &raw_db] {
+        common::drop_database(db).await;
+    }
+}
+
+/// docs/operations/replay.md's "re-ingesting a range that ClickHouse lost":
+/// samples of a part were lost before its hour was built (the build is short,
+/// and names the hour's full `stored_parts` count), then the range is cleared
+/// the way the runbook says (every day partition of `samples`, `stored_parts`,
+/// `samples_rollup` and `rollup_builds`) and written again. The short build
+/// must not be read once the count is back to what it saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_cleared_and_replayed_as_the_runbook_says_is_read_exactly() {
+    let server = clickhouse_client();
+    let rolled_db = unique_name("rollup_cleared");
+    let raw_db = unique_name("rollup_cleared_raw");
+    for db in [&rolled_db, &raw_db] {
+        migrate(&server, db, MigrateOptions::default())
+            .await
+            .expect("migrate");
+    }
+    let rolled = server.clone().with_database(&rolled_db);
+    let raw = server.clone().with_database(&raw_db);
+    let now = common::now_s();
+    let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
+    let parts = windows(base);
+    // The first part of the second whole hour lost its samples, not its record.
+    let lost = parts
+        .iter()
+        .position(|p| p.start_ms / 1000 >= i64::from(base + 3600))
+        .expect("a part in the hour");
+    let mut damaged = parts.clone();
+    damaged[lost].stacks.clear();
+    write(&rolled, &damaged).await;
+    write(&raw, &parts).await;
+    let options = RollupOptions {
+        every: std::time::Duration::from_secs(60),
+        grace: std::time::Duration::ZERO,
+        max_builds: 100,
+        retention_days: 7,
+    };
+    let mut ids = BuildIds::default();
+    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    assert_eq!(report.built.len(), 5, "{report:?}");
+
+    // The runbook: drop the range's days from the four tables, replay.
+    for table in ["samples", "stored_parts", "samples_rollup", "rollup_builds"] {
+        let days = server
+            .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
+            .bind(&rolled_db)
+            .bind(table)
+            .fetch_all::<String>()
+            .await
+            .expect("partitions");
+        for day in days {
+            rolled
+                .query(&format!("ALTER TABLE {table} DROP PARTITION '{day}'"))
+                .execute()
+                .await
+                .expect("drop partition");
+        }
+    }
+    write(&rolled, &parts).await;
+    let from = i64::from(base) * 1000 - 1_234_567;
+    let to = i64::from(base + 3 * 3600) * 1000 + 777_123;
+    let (_api_a, rolled_api, _) = start_api_at(&clickhouse_url(), &rolled_db, &[]);
+    let (_api_b, raw_api, _) = start_api_at(&clickhouse_url(), &raw_db, &[]);
+    let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "replayed").await;
+    assert_eq!(resolution["rollup_buckets"], 0, "nothing built since");
+    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    assert_eq!(report.built.len(), 5, "{report:?}");
+    let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "rebuilt").await;
     assert_eq!(resolution["rollup_buckets"], 3);
     for db in [&rolled_db, &raw_db] {
         common::drop_database(db).await;
