@@ -72,3 +72,61 @@ fn bench_consumer_stores_every_row_through_the_consumer_and_the_ceiling() {
         );
     }
 }
+
+/// bench-query-long at a hundredth of its week (5 pods × 150 stacks, the
+/// scan limit lowered to match): the raw week is refused, the UI's pickers
+/// and every long-range answer come back from rollups with the raw totals
+/// (the bench exits non-zero otherwise), and raw label listings are refused.
+#[test]
+fn bench_query_long_answers_a_week_and_its_pickers_from_rollups() {
+    let logs = std::env::temp_dir().join(unique_name("bench_query_long_test"));
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let file = |name: &str| std::fs::File::create(logs.join(name)).expect("log file");
+    let mut child = Command::new(bin("javelin-loadtest"))
+        .arg("bench-query-long")
+        .args(["--clickhouse-url", &clickhouse_url()])
+        .args(["--pods", "5", "--stacks", "150", "--requests", "5"])
+        .args(["--max-rows-scanned", "2000000", "--check-targets", "false"])
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("javelin-loadtest runs");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    let _ = std::fs::remove_dir_all(&logs);
+    let status =
+        status.unwrap_or_else(|| panic!("bench-query-long ran past 600 s:\n{stdout}\n{stderr}"));
+    assert!(
+        status.success(),
+        "bench-query-long failed:\n{stdout}\n{stderr}"
+    );
+    for line in [
+        "7560000 sample rows (1 service × 7 days × 5 pods",
+        "the raw 7 days at --max-rows-scanned 2000000: HTTP 422",
+        "rollups services: HTTP 200, 1 listed",
+        "rollups pods: HTTP 200, 5 listed",
+        "rollups nodes: HTTP 200, 5 listed",
+        "raw pods: HTTP 422",
+    ] {
+        assert!(stdout.contains(line), "the report says {line:?}:\n{stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("| 7 days | flamegraph | rollups |")
+                && l.contains(" h rolled + ")),
+        "the week's flamegraph from rollups:\n{stdout}"
+    );
+}
