@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use javelin_schema::testkit::{clickhouse_url, kafka_brokers, unique_name};
@@ -17,39 +17,22 @@ fn bench_consumer_stores_every_row_through_the_consumer_and_the_ceiling() {
     let (windows, stacks) = (16u32, 40u32);
     let tcp_port =
         std::env::var("JAVELIN_CLICKHOUSE_TCP_PORT").unwrap_or_else(|_| "19000".to_string());
-    // Output to files (no pipe to fill while waiting), the run bounded: a
-    // stuck consumer would otherwise hold the benchmark for its own 30 min.
-    let logs = std::env::temp_dir().join(unique_name("bench_consumer_test"));
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let file = |name: &str| std::fs::File::create(logs.join(name)).expect("log file");
-    let mut child = Command::new(bin("javelin-loadtest"))
-        .arg("bench-consumer")
-        .args(["--brokers", &kafka_brokers()])
-        .args(["--clickhouse-url", &clickhouse_url()])
-        .args(["--clickhouse-tcp-port", &tcp_port])
-        .args(["--windows", &windows.to_string()])
-        .args(["--stacks", &stacks.to_string()])
-        .stdout(file("stdout"))
-        .stderr(file("stderr"))
-        .spawn()
-        .expect("javelin-loadtest runs");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
-    let (stdout, stderr) = (read("stdout"), read("stderr"));
-    let _ = std::fs::remove_dir_all(&logs);
-    let status =
-        status.unwrap_or_else(|| panic!("bench-consumer ran past 300 s:\n{stdout}\n{stderr}"));
+    let (status, stdout, stderr) = run_bounded(
+        "bench-consumer",
+        &[
+            "--brokers",
+            &kafka_brokers(),
+            "--clickhouse-url",
+            &clickhouse_url(),
+            "--clickhouse-tcp-port",
+            &tcp_port,
+            "--windows",
+            &windows.to_string(),
+            "--stacks",
+            &stacks.to_string(),
+        ],
+        Duration::from_secs(300),
+    );
     assert!(
         status.success(),
         "bench-consumer failed:\n{stdout}\n{stderr}"
@@ -79,35 +62,24 @@ fn bench_consumer_stores_every_row_through_the_consumer_and_the_ceiling() {
 /// (the bench exits non-zero otherwise), and raw label listings are refused.
 #[test]
 fn bench_query_long_answers_a_week_and_its_pickers_from_rollups() {
-    let logs = std::env::temp_dir().join(unique_name("bench_query_long_test"));
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let file = |name: &str| std::fs::File::create(logs.join(name)).expect("log file");
-    let mut child = Command::new(bin("javelin-loadtest"))
-        .arg("bench-query-long")
-        .args(["--clickhouse-url", &clickhouse_url()])
-        .args(["--pods", "5", "--stacks", "150", "--requests", "5"])
-        .args(["--max-rows-scanned", "2000000", "--check-targets", "false"])
-        .stdout(file("stdout"))
-        .stderr(file("stderr"))
-        .spawn()
-        .expect("javelin-loadtest runs");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
-    let (stdout, stderr) = (read("stdout"), read("stderr"));
-    let _ = std::fs::remove_dir_all(&logs);
-    let status =
-        status.unwrap_or_else(|| panic!("bench-query-long ran past 600 s:\n{stdout}\n{stderr}"));
+    let (status, stdout, stderr) = run_bounded(
+        "bench-query-long",
+        &[
+            "--clickhouse-url",
+            &clickhouse_url(),
+            "--pods",
+            "5",
+            "--stacks",
+            "150",
+            "--requests",
+            "5",
+            "--max-rows-scanned",
+            "2000000",
+            "--check-targets",
+            "false",
+        ],
+        Duration::from_secs(600),
+    );
     assert!(
         status.success(),
         "bench-query-long failed:\n{stdout}\n{stderr}"
@@ -129,4 +101,38 @@ fn bench_query_long_answers_a_week_and_its_pickers_from_rollups() {
                 && l.contains(" h rolled + ")),
         "the week's flamegraph from rollups:\n{stdout}"
     );
+}
+
+/// Runs `javelin-loadtest <bench> <args>` with its output in files (no pipe to
+/// fill while waiting), bounded by `limit` (a stuck run would otherwise hold
+/// the suite for its own timeouts); its exit status, stdout and stderr.
+fn run_bounded(bench: &str, args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
+    let logs = std::env::temp_dir().join(unique_name("bench_test"));
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let file = |name: &str| std::fs::File::create(logs.join(name)).expect("log file");
+    let mut child = Command::new(bin("javelin-loadtest"))
+        .arg(bench)
+        .args(args)
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("javelin-loadtest runs");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    let (stdout, stderr) = (read("stdout"), read("stderr"));
+    let _ = std::fs::remove_dir_all(&logs);
+    let status =
+        status.unwrap_or_else(|| panic!("{bench} ran past {limit:?}:\n{stdout}\n{stderr}"));
+    (status, stdout, stderr)
 }

@@ -16,7 +16,7 @@ use javelin_schema::rollup::RESOLUTION_S;
 use javelin_schema::rows::{LedgerRow, SampleRow, StackRow, StoredPartRow, table};
 use javelin_schema::stack_id_of_names;
 use javelin_schema::testkit::chdb::ChdbServer;
-use javelin_schema::testkit::{clickhouse_client, clickhouse_url, unique_name};
+use javelin_schema::testkit::{Reaped, clickhouse_client, clickhouse_url, unique_name};
 use serde_json::Value;
 
 const SERVICE: &str = "roll";
@@ -299,6 +299,74 @@ async fn agree(rolled: &str, raw: &str, from: i64, to: i64, when: &str) -> (Valu
     (resolution, total)
 }
 
+/// A database the builder rolls up and one left raw, both migrated on the
+/// same server, written the same windows.
+struct Twin {
+    server: clickhouse::Client,
+    names: [String; 2],
+    rolled: clickhouse::Client,
+    raw: clickhouse::Client,
+}
+
+impl Twin {
+    async fn migrated(server: &clickhouse::Client, prefix: &str) -> Twin {
+        let names = [
+            unique_name(&format!("{prefix}_on")),
+            unique_name(&format!("{prefix}_off")),
+        ];
+        for db in &names {
+            migrate(server, db, MigrateOptions::default())
+                .await
+                .expect("migrate");
+        }
+        Twin {
+            server: server.clone(),
+            rolled: server.clone().with_database(&names[0]),
+            raw: server.clone().with_database(&names[1]),
+            names,
+        }
+    }
+
+    /// A query API over each, at `url`: (their processes, rolled-up, raw).
+    fn apis(&self, url: &str) -> ([Reaped; 2], String, String) {
+        let (a, rolled, _) = start_api_at(url, &self.names[0], &[]);
+        let (b, raw, _) = start_api_at(url, &self.names[1], &[]);
+        ([a, b], rolled, raw)
+    }
+
+    async fn drop(self) {
+        for db in &self.names {
+            self.server
+                .query(&format!("DROP DATABASE {db}"))
+                .execute()
+                .await
+                .expect("drop");
+        }
+    }
+}
+
+/// Six hours back: every hour of [`windows`]' range is closed.
+fn base_of(now: u32) -> u32 {
+    (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S
+}
+
+/// The range the tests read, at odd milliseconds: 20 min 34.567 s before the
+/// first whole hour to 12 min 57.123 s after the third.
+fn ragged_range(base: u32) -> (i64, i64) {
+    (
+        i64::from(base) * 1000 - 1_234_567,
+        i64::from(base + 3 * 3600) * 1000 + 777_123,
+    )
+}
+
+/// The builder's options in these tests: every closed hour due at once.
+const OPTIONS: RollupOptions = RollupOptions {
+    every: std::time::Duration::from_secs(60),
+    grace: std::time::Duration::ZERO,
+    max_builds: 100,
+    retention_days: 7,
+};
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rolled_up_hours_answer_exactly_as_raw_windows_on_18_16() {
     exactly_as_raw(&clickhouse_client(), &clickhouse_url()).await;
@@ -313,18 +381,10 @@ async fn rolled_up_hours_answer_exactly_as_raw_windows_on_26_9() {
 /// The whole drill on the ClickHouse at `url`: built, written to after the
 /// build (a redelivery and a replay), rebuilt; every answer equal to the raw one.
 async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
-    let rolled_db = unique_name("rollup_on");
-    let raw_db = unique_name("rollup_off");
-    for db in [&rolled_db, &raw_db] {
-        migrate(server, db, MigrateOptions::default())
-            .await
-            .expect("migrate");
-    }
-    let rolled = server.clone().with_database(&rolled_db);
-    let raw = server.clone().with_database(&raw_db);
+    let twin = Twin::migrated(server, "rollup").await;
+    let (rolled, raw) = (&twin.rolled, &twin.raw);
     let now = common::now_s();
-    // Six hours back: every hour of the range is closed.
-    let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
+    let base = base_of(now);
     let mut parts = windows(base);
     // A pod seen only inside a whole (rolled-up) hour: its label values are
     // listed from the rollups.
@@ -344,33 +404,24 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         })
         .flat_map(|p| p.stacks.iter().map(|(_, v)| *v))
         .sum();
-    write(&rolled, &parts).await;
-    write(&raw, &parts).await;
-    // A range at odd milliseconds: 20 min 34.567 s before the first whole
-    // hour to 12 min 57.123 s after the third.
-    let from = i64::from(base) * 1000 - 1_234_567;
-    let to = i64::from(base + 3 * 3600) * 1000 + 777_123;
-    let (_api_a, rolled_api, _) = start_api_at(url, &rolled_db, &[]);
-    let (_api_b, raw_api, _) = start_api_at(url, &raw_db, &[]);
+    write(rolled, &parts).await;
+    write(raw, &parts).await;
+    let (from, to) = ragged_range(base);
+    let (_apis, rolled_api, raw_api) = twin.apis(url);
 
     let (resolution, total) = agree(&rolled_api, &raw_api, from, to, "nothing built").await;
     assert_eq!(total, expected, "the seeded total");
     assert_eq!(resolution["rollup_buckets"], 0);
 
-    let options = RollupOptions {
-        every: std::time::Duration::from_secs(60),
-        grace: std::time::Duration::ZERO,
-        max_builds: 100,
-        retention_days: 7,
-    };
+    let options = OPTIONS;
     let mut ids = BuildIds::default();
     // A pass builds at most `max_builds` hours, newest first, and says more are due.
     let bounded = RollupOptions {
         max_builds: 2,
         ..options.clone()
     };
-    let first = pass(&rolled, &bounded, now, &mut ids).await.expect("pass");
-    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    let first = pass(rolled, &bounded, now, &mut ids).await.expect("pass");
+    let report = pass(rolled, &options, now, &mut ids).await.expect("pass");
     assert!(first.more && !report.more, "{first:?} / {report:?}");
     assert!(
         first.failed.is_empty() && report.failed.is_empty(),
@@ -383,7 +434,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
     );
     // Then every other hour with windows (the first is 40 min before `base`).
     assert_eq!(hours_of(&report.built), [base - 3600, base, base + 3600]);
-    let again = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    let again = pass(rolled, &options, now, &mut ids).await.expect("pass");
     assert!(
         again.built.is_empty() && !again.more,
         "nothing is due again: {again:?}"
@@ -460,7 +511,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         "the two hours written to are read raw"
     );
 
-    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    let report = pass(rolled, &options, now, &mut ids).await.expect("pass");
     assert_eq!(
         hours_of(&report.built),
         [base + 3600, base + 2 * 3600],
@@ -474,7 +525,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         bucket: base + 3600,
     };
     assert!(
-        !build(&rolled, &listed, ids.take()).await.expect("build"),
+        !build(rolled, &listed, ids.take()).await.expect("build"),
         "an hour already current is not built again"
     );
     let (resolution, total) = agree(&rolled_api, &raw_api, from, to, "rebuilt").await;
@@ -507,13 +558,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
     );
     let (resolution, _) = agree(&rolled_api, &raw_api, inside.0, inside.1, "inside an hour").await;
     assert_eq!(resolution["rollup_seconds"], Value::Null);
-    for db in [&rolled_db, &raw_db] {
-        server
-            .query(&format!("DROP DATABASE {db}"))
-            .execute()
-            .await
-            .expect("drop");
-    }
+    twin.drop().await;
 }
 
 /// The server refusing every build (the rollup table missing, detached before
@@ -525,31 +570,16 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
 /// error rather than fall back to raw.)
 #[tokio::test(flavor = "multi_thread")]
 async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
-    let server = clickhouse_client();
-    let rolled_db = unique_name("rollup_refused");
-    let raw_db = unique_name("rollup_refused_raw");
-    for db in [&rolled_db, &raw_db] {
-        migrate(&server, db, MigrateOptions::default())
-            .await
-            .expect("migrate");
-    }
-    let rolled = server.clone().with_database(&rolled_db);
-    let raw = server.clone().with_database(&raw_db);
+    let twin = Twin::migrated(&clickhouse_client(), "rollup_refused").await;
+    let rolled = &twin.rolled;
     let now = common::now_s();
-    let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
+    let base = base_of(now);
     let parts = windows(base);
-    write(&rolled, &parts).await;
-    write(&raw, &parts).await;
-    let from = i64::from(base) * 1000 - 1_234_567;
-    let to = i64::from(base + 3 * 3600) * 1000 + 777_123;
-    let (_api_a, rolled_api, _) = start_api_at(&clickhouse_url(), &rolled_db, &[]);
-    let (_api_b, raw_api, _) = start_api_at(&clickhouse_url(), &raw_db, &[]);
-    let options = RollupOptions {
-        every: std::time::Duration::from_secs(60),
-        grace: std::time::Duration::ZERO,
-        max_builds: 100,
-        retention_days: 7,
-    };
+    write(rolled, &parts).await;
+    write(&twin.raw, &parts).await;
+    let (from, to) = ragged_range(base);
+    let (_apis, rolled_api, raw_api) = twin.apis(&clickhouse_url());
+    let options = OPTIONS;
     let hours = [
         base - 3600,
         base,
@@ -564,7 +594,7 @@ async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
         .execute()
         .await
         .expect("detach");
-    let refused = pass(&rolled, &options, now, &mut ids)
+    let refused = pass(rolled, &options, now, &mut ids)
         .await
         .expect("the pass itself goes on");
     let mut failed: Vec<u32> = refused.failed.iter().map(|(d, _)| d.bucket).collect();
@@ -586,14 +616,12 @@ async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
         .execute()
         .await
         .expect("attach");
-    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    let report = pass(rolled, &options, now, &mut ids).await.expect("pass");
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(hours_of(&report.built), hours, "retried: every hour built");
     let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "built after the fault").await;
     assert_eq!(resolution["rollup_buckets"], 3);
-    for db in [&rolled_db, &raw_db] {
-        common::drop_database(db).await;
-    }
+    twin.drop().await;
 }
 
 /// docs/operations/replay.md's "re-ingesting a range that ClickHouse lost":
@@ -605,17 +633,10 @@ async fn builds_the_server_refuses_leave_answers_exact_and_are_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_range_cleared_and_replayed_as_the_runbook_says_is_read_exactly() {
     let server = clickhouse_client();
-    let rolled_db = unique_name("rollup_cleared");
-    let raw_db = unique_name("rollup_cleared_raw");
-    for db in [&rolled_db, &raw_db] {
-        migrate(&server, db, MigrateOptions::default())
-            .await
-            .expect("migrate");
-    }
-    let rolled = server.clone().with_database(&rolled_db);
-    let raw = server.clone().with_database(&raw_db);
+    let twin = Twin::migrated(&server, "rollup_cleared").await;
+    let rolled = &twin.rolled;
     let now = common::now_s();
-    let base = (now - 6 * 3600) / RESOLUTION_S * RESOLUTION_S;
+    let base = base_of(now);
     let parts = windows(base);
     // The first part of the second whole hour lost its samples, not its record.
     let lost = parts
@@ -624,23 +645,18 @@ async fn a_range_cleared_and_replayed_as_the_runbook_says_is_read_exactly() {
         .expect("a part in the hour");
     let mut damaged = parts.clone();
     damaged[lost].stacks.clear();
-    write(&rolled, &damaged).await;
-    write(&raw, &parts).await;
-    let options = RollupOptions {
-        every: std::time::Duration::from_secs(60),
-        grace: std::time::Duration::ZERO,
-        max_builds: 100,
-        retention_days: 7,
-    };
+    write(rolled, &damaged).await;
+    write(&twin.raw, &parts).await;
+    let options = OPTIONS;
     let mut ids = BuildIds::default();
-    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    let report = pass(rolled, &options, now, &mut ids).await.expect("pass");
     assert_eq!(report.built.len(), 5, "{report:?}");
 
     // The runbook: drop the range's days from the four tables, replay.
     for table in ["samples", "stored_parts", "samples_rollup", "rollup_builds"] {
         let days = server
             .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active")
-            .bind(&rolled_db)
+            .bind(&twin.names[0])
             .bind(table)
             .fetch_all::<String>()
             .await
@@ -653,20 +669,16 @@ async fn a_range_cleared_and_replayed_as_the_runbook_says_is_read_exactly() {
                 .expect("drop partition");
         }
     }
-    write(&rolled, &parts).await;
-    let from = i64::from(base) * 1000 - 1_234_567;
-    let to = i64::from(base + 3 * 3600) * 1000 + 777_123;
-    let (_api_a, rolled_api, _) = start_api_at(&clickhouse_url(), &rolled_db, &[]);
-    let (_api_b, raw_api, _) = start_api_at(&clickhouse_url(), &raw_db, &[]);
+    write(rolled, &parts).await;
+    let (from, to) = ragged_range(base);
+    let (_apis, rolled_api, raw_api) = twin.apis(&clickhouse_url());
     let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "replayed").await;
     assert_eq!(resolution["rollup_buckets"], 0, "nothing built since");
-    let report = pass(&rolled, &options, now, &mut ids).await.expect("pass");
+    let report = pass(rolled, &options, now, &mut ids).await.expect("pass");
     assert_eq!(report.built.len(), 5, "{report:?}");
     let (resolution, _) = agree(&rolled_api, &raw_api, from, to, "rebuilt").await;
     assert_eq!(resolution["rollup_buckets"], 3);
-    for db in [&rolled_db, &raw_db] {
-        common::drop_database(db).await;
-    }
+    twin.drop().await;
 }
 
 /// A query API of this release against a database before migration 8 (upgraded
