@@ -107,6 +107,21 @@ pub struct BenchOverheadArgs {
     /// Seconds between a switch of the profiler and the next period, in paired mode.
     #[arg(long, default_value_t = 3)]
     pub settle_secs: u64,
+    /// Paired mode: one JVM per workload and round runs the on-periods of
+    /// every configuration in turn (off, A, off, B, off, A, …; the first
+    /// configuration rotates by round), `--paired N` of each, so the
+    /// configurations are compared within each JVM (each against the first
+    /// of `--configs`) and its JIT outcome cancels. JFR configurations only
+    /// (async-profiler stays loaded).
+    #[arg(long)]
+    pub alternate: bool,
+    /// Paired mode: start and stop an empty JFR recording (`settings=none`)
+    /// as soon as the JVM answers, before its warm-up: JFR's one-time
+    /// start-up (the retransformation that deoptimizes every compiled method,
+    /// and stays after `JFR.stop`) then falls in no period, and the periods
+    /// compare what recording costs while it runs.
+    #[arg(long)]
+    pub prime_jfr: bool,
     /// Continue the interrupted run whose JSON report this is (same flags):
     /// its runs are kept, the plan resumes after them, the report is rewritten
     /// in place. Paired mode: the JVMs without periods in it run (failed ones again).
@@ -503,6 +518,9 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
             "`{}` is measured in paired mode only (--paired N): it is started by jcmd",
             c.name()
         );
+    }
+    if args.paired == 0 && (args.alternate || args.prime_jfr) {
+        bail!("--alternate and --prime-jfr apply to paired mode only (--paired N)");
     }
     let bench = Bench::prepare(args)?;
     let needs_agent = args.configs.iter().any(|c| c.agent().is_some());

@@ -42,6 +42,15 @@
 //! first `JFR.start`) outside every period. Its first off-period records too,
 //! so its "never profiled" column does not mean that.
 //!
+//! `--alternate` puts every configuration's on-periods in one JVM (`off, A,
+//! off, B, off, A, …`, the first configuration rotating by round), so two
+//! configurations are compared within the same JIT outcome: the "within one
+//! JVM" table is, per JVM, the mean on-vs-neighbours ratio of each
+//! configuration minus the first one's, with an exact sign test over JVMs.
+//! `--prime-jfr` starts and stops an empty JFR recording before the warm-up,
+//! so JFR's one-time start-up (it deoptimizes every compiled method) falls in
+//! no period and every on-period is "JFR recording", not "JFR starting".
+//!
 //! A JVM that fails is reported and the run goes on (three in a row end it);
 //! `--resume <report>` runs the JVMs the report has no periods of.
 
@@ -61,12 +70,20 @@ use javelin_agent::recorder::jfr::{CpuSampler, JfrRecorder, JfrSettings};
 /// The name of the anchor's JFR recording started by `jcmd`.
 const ANCHOR_RECORDING: &str = "javelinpairedanchor";
 
+/// The name of `--prime-jfr`'s empty recording.
+const PRIME_RECORDING: &str = "javelinpairedprime";
+
 /// One measured period.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(super) struct Period {
     pub round: u64,
     pub workload: String,
+    /// The on-period's configuration (an off-period: its JVM's).
     pub config: String,
+    /// The JVM's configurations joined by `+` with `--alternate`; empty
+    /// otherwise (the JVM is `config`'s alone).
+    #[serde(default)]
+    pub jvm: String,
     /// 0, 1, 2, …: even periods are off, odd ones on.
     pub index: usize,
     pub on: bool,
@@ -158,45 +175,122 @@ struct Dumps {
     prefix: String,
 }
 
+/// The configurations one JVM switches on: every on-period's in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OnPeriods {
+    /// On-period `k` (the `k`-th, from 0) runs `configs[k % len]`.
+    pub configs: Vec<Config>,
+    /// On-periods in all.
+    pub count: usize,
+}
+
+impl OnPeriods {
+    /// One configuration, `pairs` times.
+    fn single(config: Config, pairs: usize) -> OnPeriods {
+        OnPeriods {
+            configs: vec![config],
+            count: pairs,
+        }
+    }
+
+    /// `--alternate`: every configuration `pairs` times, in turn, starting
+    /// with the one `round` picks. The rotation shares out the first
+    /// on-period (the one beside the never-profiled period) over rounds; it
+    /// keeps the cyclic order, so with three configurations or more each
+    /// always follows the same one (with two, each follows the other).
+    fn alternating(configs: &[Config], pairs: usize, round: u64) -> OnPeriods {
+        let start = (round % configs.len().max(1) as u64) as usize;
+        let mut rotated = configs.to_vec();
+        rotated.rotate_left(start);
+        OnPeriods {
+            count: pairs * rotated.len(),
+            configs: rotated,
+        }
+    }
+
+    /// The configuration of period `index` (on-periods are the odd ones).
+    fn at(&self, index: usize) -> Config {
+        self.configs[(index / 2) % self.configs.len()]
+    }
+
+    /// The JVM's key in its periods: empty for one configuration.
+    fn jvm_key(&self) -> String {
+        if self.configs.len() == 1 {
+            return String::new();
+        }
+        let mut names: Vec<&str> = self.configs.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.join("+")
+    }
+
+    /// Period `index`'s `config` field: the configuration of an on-period or
+    /// of a one-configuration JVM; an alternating JVM's off-periods carry
+    /// its key.
+    fn label(&self, index: usize) -> String {
+        if index % 2 == 1 || self.configs.len() == 1 {
+            self.at(index).name().into()
+        } else {
+            self.jvm_key()
+        }
+    }
+}
+
+/// The JVM a period belongs to, with its round and workload.
+fn jvm_of(p: &Period) -> &str {
+    if p.jvm.is_empty() { &p.config } else { &p.jvm }
+}
+
 impl Bench {
-    /// The periods of one JVM running `workload`, `config` switched on in
-    /// `pairs` periods between off-periods.
+    /// The periods of one JVM running `workload`, the configurations of `ons`
+    /// switched on in its on-periods between off-periods.
     pub(super) fn run_paired(
         &self,
         order: usize,
         round: u64,
         workload: Workload,
-        config: Config,
-        pairs: usize,
+        ons: &OnPeriods,
     ) -> anyhow::Result<Vec<Period>> {
-        if config == Config::None {
+        if ons.configs.contains(&Config::None) || ons.configs.is_empty() {
             bail!("`none` has no on-periods: the off-periods are the baseline");
         }
-        let tag = format!("{order:03}-paired-{}-{}", workload.name(), config.name());
+        let jvm_key = ons.jvm_key();
+        // Only a JVM of one configuration records through its off-periods.
+        let throughout = ons.configs.len() == 1 && ons.configs[0].records_throughout();
+        let name = if jvm_key.is_empty() {
+            ons.configs[0].name().to_string()
+        } else {
+            jvm_key.replace('+', "-")
+        };
+        let tag = format!("{order:03}-paired-{}-{name}", workload.name());
         // An `asprof` recording, removed however the JVM's run ends.
         let removed = Removed(
             std::env::temp_dir().join(format!("javelin-overhead-{}-{tag}.jfr", std::process::id())),
         );
         let recording = removed.0.as_path();
         let mut jvm = Jvm::start(self, workload, &self.jvm_options, &tag)?;
+        if self.args.prime_jfr {
+            self.prime_jfr(jvm.pid)?;
+        }
+        // After priming: the recompilation it causes is part of the warm-up.
         let warm = Instant::now() + Duration::from_secs(self.args.warmup_secs);
         self.idle_until(&mut jvm, None, warm)?;
-        if config.records_throughout() {
+        if throughout {
             // Started a settle before the first period, as an on-switch is.
-            self.start_jcmd_recording(config, jvm.pid)?;
+            self.start_jcmd_recording(ons.configs[0], jvm.pid)?;
         }
         let period = Duration::from_secs(self.args.period_secs);
         let settle = Duration::from_secs(self.args.settle_secs);
-        let mut periods = Vec::with_capacity(2 * pairs + 1);
-        for index in 0..=2 * pairs {
+        let mut periods = Vec::with_capacity(2 * ons.count + 1);
+        for index in 0..=2 * ons.count {
             let on = index % 2 == 1;
+            let config = ons.at(index);
             let mut switch = None;
             if on {
                 let tag = format!("{tag}-p{index}");
                 switch = Some(self.switch_on(config, &mut jvm, recording, &tag)?);
             }
             self.idle_until(&mut jvm, switch.as_mut(), Instant::now() + settle)?;
-            if on || config.records_throughout() {
+            if on || throughout {
                 check_evidence(config, jvm.pid, recording)?;
             } else {
                 // Stopped means stopped: no recording open, whatever stays loaded.
@@ -253,7 +347,8 @@ impl Bench {
             periods.push(Period {
                 round,
                 workload: workload.name().into(),
-                config: config.name().into(),
+                config: ons.label(index),
+                jvm: jvm_key.clone(),
                 index,
                 on,
                 ops_per_sec: ops as f64 / measured_secs,
@@ -269,11 +364,28 @@ impl Bench {
                     .collect(),
             });
         }
-        if config.records_throughout() {
+        if throughout {
             self.stop_jcmd_recording(jvm.pid)?;
         }
         jvm.exit()?;
         Ok(periods)
+    }
+
+    /// `--prime-jfr`: an empty recording started and stopped, which
+    /// initializes JFR in the JVM (see the flag).
+    fn prime_jfr(&self, pid: u32) -> anyhow::Result<()> {
+        let reply = self.jcmd(
+            pid,
+            &format!("JFR.start name={PRIME_RECORDING} settings=none"),
+        )?;
+        if !reply.contains("Started recording") {
+            bail!("priming JFR: JFR.start: {}", reply.trim());
+        }
+        let reply = self.jcmd(pid, &format!("JFR.stop name={PRIME_RECORDING}"))?;
+        if !reply.contains("Stopped recording") {
+            bail!("priming JFR: JFR.stop: {}", reply.trim());
+        }
+        Ok(())
     }
 
     /// Sleeps until `until`, failing early if the JVM or the agent exits;
@@ -482,20 +594,23 @@ pub(super) fn summarize(
         for c in configs {
             let cell: Vec<&Period> = periods
                 .iter()
-                .filter(|p| p.workload == w.name() && p.config == c.name())
+                .filter(|p| p.workload == w.name() && p.on && p.config == c.name())
                 .collect();
             if cell.is_empty() {
                 continue;
             }
-            let mut rounds: Vec<u64> = cell.iter().map(|p| p.round).collect();
-            rounds.sort_unstable();
-            rounds.dedup();
+            // The JVMs with on-periods of `c`: (round, JVM key).
+            let mut jvms: Vec<(u64, &str)> = cell.iter().map(|p| (p.round, jvm_of(p))).collect();
+            jvms.sort_unstable();
+            jvms.dedup();
             let (mut ratios, mut per_jvm, mut first, mut later) = (vec![], vec![], vec![], vec![]);
             let (mut first_on_rss, mut peak_rss, mut first_on) = (vec![], vec![], vec![]);
             let mut thread_deltas: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            for round in &rounds {
-                let jvm: Vec<&Period> =
-                    cell.iter().copied().filter(|p| p.round == *round).collect();
+            for (round, key) in &jvms {
+                let jvm: Vec<&Period> = periods
+                    .iter()
+                    .filter(|p| p.workload == w.name() && p.round == *round && jvm_of(p) == *key)
+                    .collect();
                 let at = |index: usize| jvm.iter().find(|p| p.index == index);
                 let mut own = Vec::new();
                 for p in &jvm {
@@ -505,8 +620,12 @@ pub(super) fn summarize(
                         } else {
                             later.push(p.ops_per_sec);
                         }
-                    } else if let (Some(a), Some(b)) = (at(p.index - 1), at(p.index + 1)) {
-                        own.push(p.ops_per_sec / ((a.ops_per_sec + b.ops_per_sec) / 2.0));
+                    } else if p.config != c.name() {
+                        // Another configuration's on-period of an alternating JVM.
+                    } else if let (Some(ratio), Some(a), Some(b)) =
+                        (neighbour_ratio(&jvm, p), at(p.index - 1), at(p.index + 1))
+                    {
+                        own.push(ratio);
                         let groups: BTreeSet<&String> =
                             [a, p, b].iter().flat_map(|q| q.thread_cpu.keys()).collect();
                         for g in groups {
@@ -522,14 +641,20 @@ pub(super) fn summarize(
                     per_jvm.push(own.iter().sum::<f64>() / own.len() as f64);
                 }
                 ratios.extend(own);
-                if let (Some(off), Some(on)) = (at(0), at(1)) {
+                // Against the never-profiled period: the JVMs whose first
+                // on-period is `c`'s.
+                if let (Some(off), Some(on)) = (at(0), at(1).filter(|p| p.config == c.name())) {
                     first_on.push(on.ops_per_sec / off.ops_per_sec);
                     let mib = |kib: u64| (kib as f64 - off.jvm_rss_kib as f64) / 1024.0;
                     first_on_rss.push(mib(on.jvm_rss_kib));
-                    peak_rss.push(mib(jvm.iter().map(|p| p.jvm_hwm_kib).max().unwrap_or(0)));
+                    // The peak is the JVM's lifetime one: an alternating
+                    // JVM's holds the other configurations' periods too.
+                    if off.jvm.is_empty() {
+                        peak_rss.push(mib(jvm.iter().map(|p| p.jvm_hwm_kib).max().unwrap_or(0)));
+                    }
                 }
             }
-            let on: Vec<&&Period> = cell.iter().filter(|p| p.on).collect();
+            let on = &cell;
             let parts: Vec<f64> = on.iter().filter_map(|p| p.agent_window_parts).collect();
             let agent_cpu: Vec<f64> = on
                 .iter()
@@ -538,7 +663,7 @@ pub(super) fn summarize(
             out.push(PairedSummary {
                 workload: w.name(),
                 config: c.name(),
-                jvms: rounds.len(),
+                jvms: jvms.len(),
                 on_periods: ratios.len(),
                 ratio: Spread::of(&ratios),
                 ratio_per_jvm: Spread::of(&per_jvm),
@@ -550,7 +675,12 @@ pub(super) fn summarize(
                 agent_window_parts: Spread::of(&parts),
                 agent_cpu_secs_per_jvm_hour: Spread::of(&agent_cpu),
                 other_cpu_per_sec: Spread::of(
-                    &cell.iter().map(|p| p.other_cpu_per_sec).collect::<Vec<_>>(),
+                    &periods
+                        .iter()
+                        .filter(|p| p.workload == w.name() && jvms.contains(&(p.round, jvm_of(p))))
+                        .filter(|p| !p.on || p.config == c.name())
+                        .map(|p| p.other_cpu_per_sec)
+                        .collect::<Vec<_>>(),
                 ),
                 thread_cpu_on_minus_off: thread_cpu_shown(thread_deltas),
             });
@@ -559,14 +689,133 @@ pub(super) fn summarize(
     out
 }
 
+/// `--alternate`: one configuration against another within the same JVMs.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct WithinJvm {
+    pub workload: &'static str,
+    pub config: &'static str,
+    /// The first configuration of `--configs`.
+    pub against: &'static str,
+    pub jvms: usize,
+    /// Per JVM: the mean of `config`'s on-period ratios (each to its
+    /// neighbouring off-periods) minus the mean of `against`'s, in
+    /// percentage points; negative: `config` costs more.
+    pub difference_pp: Option<Spread>,
+    /// JVMs in which `config` cost more than `against`.
+    pub dearer_in: usize,
+    /// Two-sided sign test of `dearer_in` of `jvms` (no JVM ties).
+    pub sign_test_p: f64,
+}
+
+/// An on-period's ops/s ÷ the mean of the off-periods either side, in `jvm`
+/// (the periods of one JVM).
+fn neighbour_ratio(jvm: &[&Period], p: &Period) -> Option<f64> {
+    let at = |index: usize| jvm.iter().find(|q| q.index == index);
+    let (a, b) = (at(p.index.checked_sub(1)?)?, at(p.index + 1)?);
+    Some(p.ops_per_sec / ((a.ops_per_sec + b.ops_per_sec) / 2.0))
+}
+
+/// `--alternate`'s comparison: every configuration after the first against
+/// the first, per JVM that ran both.
+pub(super) fn within_jvm(
+    workloads: &[Workload],
+    configs: &[Config],
+    periods: &[Period],
+) -> Vec<WithinJvm> {
+    let Some((against, rest)) = configs.split_first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for w in workloads {
+        let mut jvms: Vec<(u64, &str)> = periods
+            .iter()
+            .filter(|p| p.workload == w.name() && !p.jvm.is_empty())
+            .map(|p| (p.round, p.jvm.as_str()))
+            .collect();
+        jvms.sort_unstable();
+        jvms.dedup();
+        for c in rest {
+            let mut differences = Vec::new();
+            for (round, key) in &jvms {
+                let jvm: Vec<&Period> = periods
+                    .iter()
+                    .filter(|p| p.workload == w.name() && p.round == *round && p.jvm == *key)
+                    .collect();
+                let mean_of = |config: Config| -> Option<f64> {
+                    let r: Vec<f64> = jvm
+                        .iter()
+                        .filter(|p| p.on && p.config == config.name())
+                        .filter_map(|p| neighbour_ratio(&jvm, p))
+                        .collect();
+                    (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64)
+                };
+                if let (Some(x), Some(base)) = (mean_of(*c), mean_of(*against)) {
+                    differences.push((x - base) * 100.0);
+                }
+            }
+            if differences.is_empty() {
+                continue;
+            }
+            let dearer_in = differences.iter().filter(|d| **d < 0.0).count();
+            let cheaper_in = differences.iter().filter(|d| **d > 0.0).count();
+            out.push(WithinJvm {
+                workload: w.name(),
+                config: c.name(),
+                against: against.name(),
+                jvms: differences.len(),
+                difference_pp: Spread::of(&differences),
+                dearer_in,
+                sign_test_p: sign_test(dearer_in, cheaper_in),
+            });
+        }
+    }
+    out
+}
+
+/// `--configs` in the order given, without `none` and repeats: the first is
+/// what `--alternate` compares the others against (`cells` sorts them).
+fn as_given(configs: &[Config]) -> Vec<Config> {
+    let mut out: Vec<Config> = Vec::new();
+    for c in configs {
+        if *c != Config::None && !out.contains(c) {
+            out.push(*c);
+        }
+    }
+    out
+}
+
+/// Two-sided sign test: the chance of a split at least as uneven as `a` to
+/// `b` when either side is equally likely.
+fn sign_test(a: usize, b: usize) -> f64 {
+    let n = a + b;
+    if n == 0 {
+        return 1.0;
+    }
+    let k = a.max(b);
+    // P(X ≥ k) for X ~ Binomial(n, ½), doubled.
+    let mut tail = 0.0;
+    let mut choose = 1.0; // C(n, 0)
+    for i in 0..=n {
+        if i >= k {
+            tail += choose;
+        }
+        choose = choose * (n - i) as f64 / (i + 1) as f64;
+    }
+    (2.0 * tail / 2f64.powi(n as i32)).min(1.0)
+}
+
 /// The periods of the report resumed, checked against this run's flags:
 /// only whole JVMs of this plan with this many pairs.
 fn resumed_periods(
     old: &serde_json::Value,
     header: &super::Header,
-    (pairs, period_secs, settle_secs): (usize, u64, u64),
+    (pairs, period_secs, settle_secs, prime_jfr): (usize, u64, u64, bool),
     plan: &[(u64, Workload, Config)],
 ) -> anyhow::Result<Vec<Period>> {
+    // Reports from before `--prime-jfr` have no field: not primed.
+    if old["prime_jfr"].as_bool().unwrap_or(false) != prime_jfr {
+        bail!("the report resumed differs in --prime-jfr: resume with the same flags");
+    }
     if old["pairs"].as_u64() != Some(pairs as u64) {
         bail!(
             "the report resumed has --paired {}, not {pairs}",
@@ -758,6 +1007,49 @@ pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
     out
 }
 
+/// The `--alternate` table.
+pub(super) fn within_jvm_markdown(rows: &[WithinJvm]) -> String {
+    let mut out = String::from(
+        "Within the same JVMs (`--alternate`), per JVM: the mean on-period ratio of `config` minus that of `against`:\n\n\
+         | workload | config | against | JVMs | difference, pp: median (min … max) | JVMs where dearer | sign test p |\n\
+         |---|---|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let d = r.difference_pp.map_or("—".into(), |d| {
+            format!("{:+.1} ({:+.1} … {:+.1})", d.median, d.min, d.max)
+        });
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {d} | {} of {} | {:.2} |\n",
+            r.workload, r.config, r.against, r.jvms, r.dearer_in, r.jvms, r.sign_test_p
+        ));
+    }
+    out
+}
+
+/// `--alternate` switches every configuration in one JVM: only JFR ones
+/// (async-profiler stays loaded after its stop, and the next JFR period
+/// would run beside it), not one that records through its off-periods, and
+/// not resumed (a report's JVMs are found by one configuration).
+fn check_alternating(configs: &[Config], resume: bool) -> anyhow::Result<()> {
+    if configs.len() < 2 {
+        bail!("--alternate needs two configurations or more (--configs a,b)");
+    }
+    for c in configs {
+        let jfr = c.agent().is_some_and(|(asprof, _)| !asprof)
+            || (c.jcmd_jfr().is_some() && !c.records_throughout());
+        if !jfr {
+            bail!(
+                "--alternate runs JFR configurations only, switched on and off in one JVM: `{}` is not one",
+                c.name()
+            );
+        }
+    }
+    if resume {
+        bail!("--resume does not apply to --alternate runs");
+    }
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 struct PairedReport {
     #[serde(flatten)]
@@ -765,10 +1057,14 @@ struct PairedReport {
     pairs: usize,
     period_secs: u64,
     settle_secs: u64,
+    alternate: bool,
+    prime_jfr: bool,
     warnings: Vec<String>,
     /// JVMs that failed (the run goes on; see [`FAILURES_IN_A_ROW`]).
     failures: Vec<String>,
     summaries: Vec<PairedSummary>,
+    /// `--alternate`: the configurations against the first, within JVMs.
+    within_jvm: Vec<WithinJvm>,
     periods: Vec<Period>,
 }
 
@@ -788,10 +1084,28 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
         bail!("--paired needs a profiler configuration (the off-periods are `none`)");
     }
     let pairs = args.paired as usize;
+    if args.alternate {
+        check_alternating(&configs, args.resume.is_some())?;
+    }
     let plan: Vec<(u64, Workload, Config)> = super::plan(args)
         .into_iter()
         .filter(|(_, _, c)| *c != Config::None)
         .collect();
+    // What each JVM switches on: one configuration, or (`--alternate`) all.
+    let jvms: Vec<(u64, Workload, OnPeriods)> = if args.alternate {
+        (0..args.rounds)
+            .flat_map(|round| {
+                let configs = &configs;
+                workloads
+                    .iter()
+                    .map(move |w| (round, *w, OnPeriods::alternating(configs, pairs, round)))
+            })
+            .collect()
+    } else {
+        plan.iter()
+            .map(|(r, w, c)| (*r, *w, OnPeriods::single(*c, pairs)))
+            .collect()
+    };
     let resumed = args
         .resume
         .as_deref()
@@ -802,6 +1116,8 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
         pairs,
         period_secs: args.period_secs,
         settle_secs: args.settle_secs,
+        alternate: args.alternate,
+        prime_jfr: args.prime_jfr,
         warnings: configs
             .iter()
             .map(|c| window_warning(*c, args.period_secs))
@@ -811,8 +1127,16 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
             .collect(),
         failures: Vec::new(),
         summaries: Vec::new(),
+        within_jvm: Vec::new(),
         periods: Vec::new(),
     };
+    if args.alternate && !args.rounds.is_multiple_of(configs.len() as u64) {
+        report.warnings.push(format!(
+            "--rounds {} is not a multiple of the {} configurations: they do not go first (beside the never-profiled period) equally often",
+            args.rounds,
+            configs.len()
+        ));
+    }
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -821,7 +1145,7 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
             report.periods = resumed_periods(
                 old,
                 &report.header,
-                (pairs, args.period_secs, args.settle_secs),
+                (pairs, args.period_secs, args.settle_secs, args.prime_jfr),
                 &plan,
             )?;
             previous.clone()
@@ -838,29 +1162,37 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
             ))
         }
     };
-    let done = |report: &PairedReport, (round, workload, config): (u64, Workload, Config)| {
-        report
-            .periods
-            .iter()
-            .any(|p| p.round == round && p.workload == workload.name() && p.config == config.name())
+    // A resumed report holds single-configuration JVMs only (see `check_alternating`).
+    let done = |report: &PairedReport, (round, workload, ons): &(u64, Workload, OnPeriods)| {
+        report.periods.iter().any(|p| {
+            p.round == *round && p.workload == workload.name() && p.config == ons.configs[0].name()
+        })
     };
-    let todo = plan.iter().filter(|p| !done(&report, **p)).count();
+    let todo = jvms.iter().filter(|j| !done(&report, j)).count();
+    let on_periods = jvms.first().map_or(0, |(_, _, ons)| ons.count as u64);
     eprintln!(
         "bench-overhead --paired {pairs}: {todo} of {} JVMs to run, ~{} s each; report (rewritten after every JVM): {}",
-        plan.len(),
+        jvms.len(),
         args.warmup_secs
-            + (2 * args.paired + 1) * (args.period_secs + args.settle_secs)
-            + 5 * args.paired,
+            + (2 * on_periods + 1) * (args.period_secs + args.settle_secs)
+            + 5 * on_periods,
         path.display()
     );
     let mut in_a_row = 0;
-    for (order, &(round, workload, config)) in plan.iter().enumerate() {
-        if done(&report, (round, workload, config)) {
+    for (order, job) in jvms.iter().enumerate() {
+        if done(&report, job) {
             continue;
         }
-        let label = format!("round {} {} {}", round + 1, workload.name(), config.name());
+        let (round, workload, ons) = job;
+        let names: Vec<&str> = ons.configs.iter().map(|c| c.name()).collect();
+        let label = format!(
+            "round {} {} {}",
+            round + 1,
+            workload.name(),
+            names.join(", ")
+        );
         bench.wait_for_idle();
-        match bench.run_paired(order, round, workload, config, pairs) {
+        match bench.run_paired(order, *round, *workload, ons) {
             Ok(periods) => {
                 let show: Vec<String> = periods
                     .iter()
@@ -869,23 +1201,26 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
                 eprintln!(
                     "[{}/{}] {label}: {}",
                     order + 1,
-                    plan.len(),
+                    jvms.len(),
                     show.join(", ")
                 );
                 report.periods.extend(periods);
                 in_a_row = 0;
             }
             Err(e) => {
-                eprintln!("[{}/{}] {label}: FAILED: {e:#}", order + 1, plan.len());
+                eprintln!("[{}/{}] {label}: FAILED: {e:#}", order + 1, jvms.len());
                 report.failures.push(format!("{label}: {e:#}"));
                 in_a_row += 1;
             }
         }
         report.header.loadavg_end = super::loadavg();
         report.summaries = summarize(&workloads, &configs, &report.periods);
+        if args.alternate {
+            report.within_jvm = within_jvm(&workloads, &as_given(&args.configs), &report.periods);
+        }
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
         if in_a_row == FAILURES_IN_A_ROW {
-            eprintln!("{FAILURES_IN_A_ROW} JVMs in a row failed: stopping (see --resume)");
+            eprintln!("{FAILURES_IN_A_ROW} JVMs in a row failed: stopping");
             break;
         }
     }
@@ -897,14 +1232,22 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
         h.loadavg_start, h.loadavg_end
     );
     println!(
-        "- {}; JVM options `{}`; {} worker threads; warm-up {} s; {} on-periods of {} s per JVM between off-periods",
+        "- {}; JVM options `{}`; {} worker threads; warm-up {} s; {} on-periods of {} s per JVM{} between off-periods",
         h.java,
         h.jvm_options.join(" "),
         h.threads,
         h.warmup_secs,
         pairs,
-        report.period_secs
+        report.period_secs,
+        if args.alternate {
+            " and configuration, the configurations in turn (--alternate)"
+        } else {
+            ""
+        }
     );
+    if args.prime_jfr {
+        println!("- JFR primed before the warm-up (--prime-jfr): no period holds its start-up");
+    }
     println!("- agent: `{}`", h.agent_binary);
     println!(
         "- asprof anchor: `{}`; JDK presets by `jcmd JFR.start settings=…`",
@@ -915,12 +1258,23 @@ pub(super) fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     println!();
     print!("{}", markdown(&report.summaries));
+    if args.alternate {
+        println!(
+            "\nWith --alternate, the first-on and RSS columns count only the JVMs whose first on-period is the row's configuration, and the peak RSS is not shown (it is the JVM's lifetime peak, over every configuration)."
+        );
+        print!("\n{}", within_jvm_markdown(&report.within_jvm));
+    }
     println!("report: {}", path.display());
     if !report.failures.is_empty() {
+        let rerun = if args.alternate {
+            // `check_alternating`: an alternating run is not resumed.
+            "rerun the run".to_string()
+        } else {
+            format!("rerun them with --resume {}", path.display())
+        };
         bail!(
-            "{} JVMs failed (rerun them with --resume {}):\n{}",
+            "{} JVMs failed ({rerun}):\n{}",
             report.failures.len(),
-            path.display(),
             report.failures.join("\n")
         );
     }
@@ -936,6 +1290,7 @@ mod tests {
             round,
             workload: "mixed".into(),
             config: "asprof".into(),
+            jvm: String::new(),
             index,
             on: index % 2 == 1,
             ops_per_sec,
@@ -1002,6 +1357,145 @@ mod tests {
         let (group, delta) = &s.thread_cpu_on_minus_off[0];
         assert_eq!(group, "C2 CompilerThread");
         assert!((delta - 0.1).abs() < 1e-9, "{delta}");
+    }
+
+    /// The periods of an alternating JVM: `ops` per period, on-periods'
+    /// configurations from `ons`.
+    fn alternating_jvm(round: u64, ons: &OnPeriods, ops: &[f64]) -> Vec<Period> {
+        let key = ons.jvm_key();
+        ops.iter()
+            .enumerate()
+            .map(|(index, ops)| Period {
+                config: ons.label(index),
+                jvm: key.clone(),
+                ops_per_sec: *ops,
+                workload: "cpu".into(),
+                // The RSS grows by 10 MiB a period.
+                ..period(round, index, *ops, 300 + 10 * index as u64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn alternating_jvms_compare_their_configurations_within_each_jvm() {
+        let configs = [Config::JfrProfile, Config::AgentJfr10s];
+        let first = OnPeriods::alternating(&configs, 2, 0);
+        let second = OnPeriods::alternating(&configs, 2, 1);
+        // The order rotates by round; each configuration twice.
+        assert_eq!(first.count, 4);
+        let order =
+            |o: &OnPeriods| -> Vec<&str> { (1..8).step_by(2).map(|i| o.at(i).name()).collect() };
+        assert_eq!(
+            order(&first),
+            [
+                "jfr-profile",
+                "agent-jfr-10s",
+                "jfr-profile",
+                "agent-jfr-10s"
+            ]
+        );
+        assert_eq!(
+            order(&second),
+            [
+                "agent-jfr-10s",
+                "jfr-profile",
+                "agent-jfr-10s",
+                "jfr-profile"
+            ]
+        );
+        assert_eq!(first.jvm_key(), second.jvm_key());
+        // JVM 1 is fast, JVM 2 half as fast; in both the agent costs 10 %
+        // and the preset 5 % of the neighbouring off-periods.
+        let mut periods = alternating_jvm(
+            0,
+            &first,
+            &[100.0, 95.0, 100.0, 90.0, 100.0, 95.0, 100.0, 90.0, 100.0],
+        );
+        periods.extend(alternating_jvm(
+            1,
+            &second,
+            &[50.0, 45.0, 50.0, 47.5, 50.0, 45.0, 50.0, 47.5, 50.0],
+        ));
+        let rows = within_jvm(&[Workload::Cpu], &configs, &periods);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let r = &rows[0];
+        assert_eq!(
+            (r.config, r.against, r.jvms, r.dearer_in),
+            ("agent-jfr-10s", "jfr-profile", 2, 2)
+        );
+        let d = r.difference_pp.expect("differences");
+        assert!(
+            (d.min + 5.0).abs() < 1e-9 && (d.max + 5.0).abs() < 1e-9,
+            "{d:?}"
+        );
+        assert!((r.sign_test_p - 0.5).abs() < 1e-9, "{}", r.sign_test_p);
+        // The per-configuration summary takes only its own on-periods, each
+        // against its own JVM's neighbours, and only the JVM whose first
+        // on-period is its own against the never-profiled period.
+        let s = summarize(&[Workload::Cpu], &configs, &periods);
+        assert_eq!(s.len(), 2);
+        for (summary, ratio, first_on) in [(&s[0], 0.95, 0.95), (&s[1], 0.90, 0.90)] {
+            assert_eq!((summary.jvms, summary.on_periods), (2, 4), "{summary:?}");
+            let r = summary.ratio.expect("ratios");
+            assert!(
+                (r.min - ratio).abs() < 1e-9 && (r.max - ratio).abs() < 1e-9,
+                "{r:?}"
+            );
+            let f = summary.first_on_vs_never_profiled.expect("first on");
+            assert!((f.median - first_on).abs() < 1e-9, "{f:?}");
+            assert_eq!(f.min, f.max, "one JVM each: {f:?}");
+            // Period 1 against period 0; no lifetime peak (it spans both
+            // configurations).
+            let rss = summary.first_on_extra_rss_mib.expect("first-on RSS");
+            assert!((rss.median - 10.0).abs() < 1e-9, "{rss:?}");
+            assert!(summary.peak_extra_rss_mib.is_none(), "{summary:?}");
+        }
+    }
+
+    #[test]
+    fn the_within_jvm_anchor_is_the_first_configuration_given() {
+        let given = [
+            Config::None,
+            Config::JfrProfile,
+            Config::AgentJfr10s,
+            Config::JfrProfile,
+        ];
+        assert_eq!(
+            as_given(&given),
+            [Config::JfrProfile, Config::AgentJfr10s],
+            "`none` and repeats dropped, the order kept"
+        );
+    }
+
+    #[test]
+    fn the_sign_test_is_two_sided_and_exact() {
+        assert!((sign_test(4, 0) - 0.125).abs() < 1e-12);
+        assert!((sign_test(0, 4) - 0.125).abs() < 1e-12);
+        // 8 of 8: 2/256; 7 of 8: 2·9/256.
+        assert!((sign_test(8, 0) - 2.0 / 256.0).abs() < 1e-12);
+        assert!((sign_test(7, 1) - 18.0 / 256.0).abs() < 1e-12);
+        assert_eq!(sign_test(2, 2), 1.0);
+        assert_eq!(sign_test(0, 0), 1.0);
+    }
+
+    #[test]
+    fn only_jfr_configurations_alternate() {
+        let ok = [
+            Config::AgentJfr10s,
+            Config::JfrProfile,
+            Config::JfrAgentEventsDump10s,
+        ];
+        check_alternating(&ok, false).expect("JFR configurations alternate");
+        let err = |c: &[Config], resume| {
+            format!("{:#}", check_alternating(c, resume).expect_err("refused"))
+        };
+        assert!(err(&[Config::AgentJfr10s], false).contains("two configurations"));
+        assert!(err(&[Config::AgentJfr, Config::Asprof], false).contains("`asprof` is not one"));
+        assert!(err(&[Config::AgentAsprof, Config::AgentJfr], false).contains("`agent-asprof`"));
+        assert!(
+            err(&[Config::JfrDumpsOnly2s, Config::AgentJfr], false).contains("`jfr-dumps-only-2s`")
+        );
+        assert!(err(&ok, true).contains("--resume"));
     }
 
     #[test]
