@@ -240,6 +240,19 @@ fn jvm_of(p: &Period) -> &str {
     if p.jvm.is_empty() { &p.config } else { &p.jvm }
 }
 
+/// Every period of one JVM: `workload`'s in `round`, keyed by [`jvm_of`].
+fn periods_of_jvm<'a>(
+    periods: &'a [Period],
+    workload: &str,
+    round: u64,
+    key: &str,
+) -> Vec<&'a Period> {
+    periods
+        .iter()
+        .filter(|p| p.workload == workload && p.round == round && jvm_of(p) == key)
+        .collect()
+}
+
 impl Bench {
     /// The periods of one JVM running `workload`, the configurations of `ons`
     /// switched on in its on-periods between off-periods.
@@ -607,10 +620,7 @@ pub(super) fn summarize(
             let (mut first_on_rss, mut peak_rss, mut first_on) = (vec![], vec![], vec![]);
             let mut thread_deltas: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for (round, key) in &jvms {
-                let jvm: Vec<&Period> = periods
-                    .iter()
-                    .filter(|p| p.workload == w.name() && p.round == *round && jvm_of(p) == *key)
-                    .collect();
+                let jvm = periods_of_jvm(periods, w.name(), *round, key);
                 let at = |index: usize| jvm.iter().find(|p| p.index == index);
                 let mut own = Vec::new();
                 for p in &jvm {
@@ -737,10 +747,7 @@ pub(super) fn within_jvm(
         for c in rest {
             let mut differences = Vec::new();
             for (round, key) in &jvms {
-                let jvm: Vec<&Period> = periods
-                    .iter()
-                    .filter(|p| p.workload == w.name() && p.round == *round && p.jvm == *key)
-                    .collect();
+                let jvm = periods_of_jvm(periods, w.name(), *round, key);
                 let mean_of = |config: Config| -> Option<f64> {
                     let r: Vec<f64> = jvm
                         .iter()
