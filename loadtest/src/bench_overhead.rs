@@ -127,6 +127,11 @@ pub struct BenchOverheadArgs {
     /// in place. Paired mode: the JVMs without periods in it run (failed ones again).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Print the tables of this finished `--paired` JSON report, from its
+    /// periods, and run nothing (`--workloads` and `--configs` as it was run
+    /// with: they pick the rows and the within-JVM anchor).
+    #[arg(long, conflicts_with = "resume")]
+    pub summarize: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -521,6 +526,9 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
     }
     if args.paired == 0 && (args.alternate || args.prime_jfr) {
         bail!("--alternate and --prime-jfr apply to paired mode only (--paired N)");
+    }
+    if let Some(report) = &args.summarize {
+        return paired::summarize_report(args, report);
     }
     let bench = Bench::prepare(args)?;
     let needs_agent = args.configs.iter().any(|c| c.agent().is_some());

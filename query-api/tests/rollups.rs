@@ -93,6 +93,12 @@ fn windows(base: u32) -> Vec<Part> {
     parts
 }
 
+/// Whether the agent cut a part short (some are, so the ledger's account of a
+/// rolled-up range has truncations to count).
+fn truncated(part: &Part) -> bool {
+    part.window_id % 4 == 1
+}
+
 /// The labels of a target: (namespace, container, version).
 fn labels(target_id: u64) -> (&'static str, &'static str, &'static str) {
     if target_id == 1 {
@@ -176,13 +182,18 @@ async fn write(db: &clickhouse::Client, parts: &[Part]) {
                 stacks: part.stacks.len() as u64,
                 dropped_events: u64::from(part.target_id == 2),
                 dropped_stacks: 0,
-                truncated: 0,
+                truncated: u8::from(truncated(part)),
                 jfr_bytes: 0,
                 parse_micros: 0,
                 topic: "t".into(),
                 partition: 0,
                 offset: 0,
-                status: "accepted".into(),
+                status: if truncated(part) {
+                    "truncated"
+                } else {
+                    "accepted"
+                }
+                .into(),
                 reason: String::new(),
                 ingested_at: window_start + 70,
                 ingest_latency_ms: 1000,
@@ -550,6 +561,9 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         fg["metadata"]["dropped_events"],
         in_range.iter().filter(|p| p.target_id == 2).count()
     );
+    let cut = in_range.iter().filter(|p| truncated(p)).count();
+    assert!(cut > 0, "the fixture truncates some parts in the range");
+    assert_eq!(fg["metadata"]["truncated_parts"], cut);
 
     // A range inside one hour is read raw.
     let inside = (

@@ -46,13 +46,16 @@
 //! off, B, off, A, …`, the first configuration rotating by round), so two
 //! configurations are compared within the same JIT outcome: the "within one
 //! JVM" table is, per JVM, the mean on-vs-neighbours ratio of each
-//! configuration minus the first one's, with an exact sign test over JVMs.
+//! configuration minus the first one's, with an exact sign test over JVMs,
+//! and the same difference with the order taken out (later periods of a JVM
+//! run slower, so whichever goes first looks cheaper: see [`Balanced`]).
 //! `--prime-jfr` starts and stops an empty JFR recording before the warm-up,
 //! so JFR's one-time start-up (it deoptimizes every compiled method) falls in
 //! no period and every on-period is "JFR recording", not "JFR starting".
 //!
 //! A JVM that fails is reported and the run goes on (three in a row end it);
-//! `--resume <report>` runs the JVMs the report has no periods of.
+//! `--resume <report>` runs the JVMs the report has no periods of, and
+//! `--summarize <report>` prints a finished report's tables again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -715,6 +718,68 @@ pub(super) struct WithinJvm {
     pub dearer_in: usize,
     /// Two-sided sign test of `dearer_in` of `jvms` (no JVM ties).
     pub sign_test_p: f64,
+    /// The difference with the order of the two taken out: see [`Balanced`].
+    pub balanced: Option<Balanced>,
+}
+
+/// The per-JVM difference corrected for which of the two configurations ran
+/// first in the JVM. Throughput drifts over a JVM's life, so a position can
+/// look cheaper than the other whatever runs in it; the rounds rotate the
+/// order, and the mean of the two orders' mean differences cancels that.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(super) struct Balanced {
+    /// `config` minus `against`, pp (negative: `config` costs more): the mean
+    /// of the mean difference where `config` went first and where it went second.
+    pub difference_pp: f64,
+    /// Half-width of its 95 % confidence interval (Student's t, the spread
+    /// within each order pooled, JVMs − 2 degrees of freedom).
+    pub ci95_pp: f64,
+    /// How much cheaper the configuration that goes first looks, pp.
+    pub first_cheaper_pp: f64,
+}
+
+impl Balanced {
+    /// From (difference, whether `config` went first) per JVM; `None` unless
+    /// both orders occur and there are at least three JVMs.
+    fn of(jvms: &[(f64, bool)]) -> Option<Balanced> {
+        let group = |first: bool| -> Vec<f64> {
+            jvms.iter()
+                .filter(|(_, f)| *f == first)
+                .map(|(d, _)| *d)
+                .collect()
+        };
+        let (a, b) = (group(true), group(false));
+        let df = jvms.len().checked_sub(2).filter(|df| *df > 0)?;
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (ma, mb) = (mean(&a), mean(&b));
+        let squares = |v: &[f64], m: f64| v.iter().map(|x| (x - m).powi(2)).sum::<f64>();
+        let pooled = (squares(&a, ma) + squares(&b, mb)) / df as f64;
+        let se = (pooled / 4.0 * (1.0 / a.len() as f64 + 1.0 / b.len() as f64)).sqrt();
+        Some(Balanced {
+            difference_pp: (ma + mb) / 2.0,
+            ci95_pp: t_975(df) * se,
+            first_cheaper_pp: (ma - mb) / 2.0,
+        })
+    }
+}
+
+/// Student's t, two-sided 95 %, for `df` degrees of freedom (df > 30: rounded up).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => TABLE[df - 1],
+        31..=60 => 2.0,
+        61..=120 => 1.98,
+        _ => 1.96,
+    }
 }
 
 /// An on-period's ops/s ÷ the mean of the off-periods either side, in `jvm`
@@ -745,7 +810,8 @@ pub(super) fn within_jvm(
         jvms.sort_unstable();
         jvms.dedup();
         for c in rest {
-            let mut differences = Vec::new();
+            // Per JVM: (difference, whether `c` went first).
+            let mut ordered = Vec::new();
             for (round, key) in &jvms {
                 let jvm = periods_of_jvm(periods, w.name(), *round, key);
                 let mean_of = |config: Config| -> Option<f64> {
@@ -756,13 +822,21 @@ pub(super) fn within_jvm(
                         .collect();
                     (!r.is_empty()).then(|| r.iter().sum::<f64>() / r.len() as f64)
                 };
+                // Which of the two had the earlier on-period in this JVM.
+                let first_on = |config: Config| {
+                    jvm.iter()
+                        .filter(|p| p.on && p.config == config.name())
+                        .map(|p| p.index)
+                        .min()
+                };
                 if let (Some(x), Some(base)) = (mean_of(*c), mean_of(*against)) {
-                    differences.push((x - base) * 100.0);
+                    ordered.push(((x - base) * 100.0, first_on(*c) < first_on(*against)));
                 }
             }
-            if differences.is_empty() {
+            if ordered.is_empty() {
                 continue;
             }
+            let differences: Vec<f64> = ordered.iter().map(|(d, _)| *d).collect();
             let dearer_in = differences.iter().filter(|d| **d < 0.0).count();
             let cheaper_in = differences.iter().filter(|d| **d > 0.0).count();
             out.push(WithinJvm {
@@ -773,6 +847,7 @@ pub(super) fn within_jvm(
                 difference_pp: Spread::of(&differences),
                 dearer_in,
                 sign_test_p: sign_test(dearer_in, cheaper_in),
+                balanced: Balanced::of(&ordered),
             });
         }
     }
@@ -1018,18 +1093,32 @@ pub(super) fn markdown(summaries: &[PairedSummary]) -> String {
 pub(super) fn within_jvm_markdown(rows: &[WithinJvm]) -> String {
     let mut out = String::from(
         "Within the same JVMs (`--alternate`), per JVM: the mean on-period ratio of `config` minus that of `against`:\n\n\
-         | workload | config | against | JVMs | difference, pp: median (min … max) | JVMs where dearer | sign test p |\n\
-         |---|---|---|---:|---:|---:|---:|\n",
+         | workload | config | against | JVMs | difference, pp: median (min … max) | JVMs where dearer | sign test p | order-balanced difference, pp [95 % CI] | the first in a JVM looks cheaper by, pp |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let d = r.difference_pp.map_or("—".into(), |d| {
             format!("{:+.1} ({:+.1} … {:+.1})", d.median, d.min, d.max)
         });
+        let (balanced, order) = r.balanced.map_or(("—".into(), "—".into()), |b| {
+            (
+                format!(
+                    "{:+.1} [{:+.1}, {:+.1}]",
+                    b.difference_pp,
+                    b.difference_pp - b.ci95_pp,
+                    b.difference_pp + b.ci95_pp
+                ),
+                format!("{:+.1}", b.first_cheaper_pp),
+            )
+        });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {d} | {} of {} | {:.2} |\n",
+            "| {} | {} | {} | {} | {d} | {} of {} | {:.2} | {balanced} | {order} |\n",
             r.workload, r.config, r.against, r.jvms, r.dearer_in, r.jvms, r.sign_test_p
         ));
     }
+    out.push_str(
+        "\nOrder-balanced: the mean of the mean difference in the JVMs where `config` went first and in those where it went second (rounds rotate the order), which cancels a position effect (throughput drifting over a JVM's life); its interval pools the spread within each order (Student's t, JVMs − 2 degrees of freedom). `—`: one order only, or fewer than three JVMs.\n",
+    );
     out
 }
 
@@ -1073,6 +1162,37 @@ struct PairedReport {
     /// `--alternate`: the configurations against the first, within JVMs.
     within_jvm: Vec<WithinJvm>,
     periods: Vec<Period>,
+}
+
+/// `--summarize`: the tables of a report already written, from its periods
+/// (the `--workloads` and `--configs` given are the tables' rows, the first
+/// configuration given the within-JVM anchor).
+pub(super) fn summarize_report(
+    args: &super::BenchOverheadArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (workloads, mut configs) = super::cells(args);
+    configs.retain(|c| *c != Config::None);
+    let (workloads, configs, given) = (&workloads, &configs, &as_given(&args.configs));
+    let old = super::read_resumed(path)?;
+    let periods: Vec<Period> = serde_json::from_value(old["periods"].clone())
+        .with_context(|| format!("the periods of {}", path.display()))?;
+    if periods.is_empty() {
+        bail!("{} holds no periods", path.display());
+    }
+    println!(
+        "## bench-overhead --paired, summarized from {}\n",
+        path.display()
+    );
+    println!("- command: `{}`\n", old["command"].as_str().unwrap_or("?"));
+    print!("{}", markdown(&summarize(workloads, configs, &periods)));
+    if old["alternate"].as_bool().unwrap_or(false) {
+        print!(
+            "\n{}",
+            within_jvm_markdown(&within_jvm(workloads, given, &periods))
+        );
+    }
+    Ok(())
 }
 
 /// Failed JVMs in a row that end the run: something systemic (no broker, a
@@ -1472,6 +1592,45 @@ mod tests {
             [Config::JfrProfile, Config::AgentJfr10s],
             "`none` and repeats dropped, the order kept"
         );
+    }
+
+    #[test]
+    fn the_order_balanced_difference_cancels_which_configuration_went_first() {
+        // Whatever runs first looks 1 pp cheaper, the configurations cost
+        // alike: the median difference says "dearer", the balanced one 0.
+        let position_only = [(1.0, true), (-1.0, false), (1.0, true), (-1.0, false)];
+        let b = Balanced::of(&position_only).expect("both orders");
+        assert!(b.difference_pp.abs() < 1e-12, "{b:?}");
+        assert!((b.first_cheaper_pp - 1.0).abs() < 1e-12, "{b:?}");
+        assert!(b.ci95_pp.abs() < 1e-12, "no spread within an order: {b:?}");
+        // Unequal orders (rounds not a multiple of the configurations): the
+        // plain mean (+0.5) would carry the position; the balanced one not.
+        let b = Balanced::of(&[(1.0, true), (1.0, true), (1.0, true), (-1.0, false)])
+            .expect("both orders");
+        assert!(b.difference_pp.abs() < 1e-12, "{b:?}");
+        // The cpu run of 2026-12-02 (8 JVMs, agent at 10-s windows against
+        // the preset), per JVM to 0.05 pp: by hand, mean within the orders
+        // +1.375 and −1.325, pooled variance 8.825 / 6, se 0.43, t(6) 2.447.
+        let run = [
+            (1.45, true),
+            (-0.75, false),
+            (2.8, true),
+            (-0.8, false),
+            (2.1, true),
+            (-2.1, false),
+            (-0.85, true),
+            (-1.65, false),
+        ];
+        let b = Balanced::of(&run).expect("both orders");
+        assert!((b.difference_pp - 0.025).abs() < 1e-9, "{b:?}");
+        assert!((b.first_cheaper_pp - 1.35).abs() < 1e-9, "{b:?}");
+        let se = (8.825 / 6.0 / 4.0 * 0.5_f64).sqrt();
+        assert!((b.ci95_pp - 2.447 * se).abs() < 1e-3, "{b:?}");
+        // One order only, or two JVMs (no degree of freedom left): none.
+        assert!(Balanced::of(&[(1.0, true), (2.0, true), (3.0, true)]).is_none());
+        assert!(Balanced::of(&[(1.0, true), (2.0, false)]).is_none());
+        assert_eq!(t_975(1), 12.706);
+        assert_eq!(t_975(500), 1.96);
     }
 
     #[test]
