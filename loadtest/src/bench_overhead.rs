@@ -129,7 +129,8 @@ pub struct BenchOverheadArgs {
     pub resume: Option<PathBuf>,
     /// Print the tables of this finished `--paired` JSON report, from its
     /// periods, and run nothing (`--workloads` and `--configs` as it was run
-    /// with: they pick the rows and the within-JVM anchor).
+    /// with: they pick the rows and the within-JVM anchor; every other flag
+    /// is ignored).
     #[arg(long, conflicts_with = "resume")]
     pub summarize: Option<PathBuf>,
 }
@@ -516,6 +517,9 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
         eprintln!("bench-overhead: interrupted");
         std::process::exit(143);
     });
+    if let Some(report) = &args.summarize {
+        return paired::summarize_report(args, report);
+    }
     if args.paired == 0
         && let Some(c) = args.configs.iter().find(|c| c.paired_only())
     {
@@ -526,9 +530,6 @@ pub async fn run(args: &BenchOverheadArgs) -> anyhow::Result<()> {
     }
     if args.paired == 0 && (args.alternate || args.prime_jfr) {
         bail!("--alternate and --prime-jfr apply to paired mode only (--paired N)");
-    }
-    if let Some(report) = &args.summarize {
-        return paired::summarize_report(args, report);
     }
     let bench = Bench::prepare(args)?;
     let needs_agent = args.configs.iter().any(|c| c.agent().is_some());

@@ -30,13 +30,16 @@ struct Part {
     window_id: u64,
     insert_id: u64,
     stacks: Vec<(Vec<&'static str>, i64)>,
+    /// The agent cut the part short (its ledger row says `truncated`).
+    truncated: bool,
 }
 
 /// Windows every 7 min 13.417 s from 40 min before `base` for 4 h, two pods
 /// with their own namespace, container, node and version, none from `base` +
 /// 1 h 20 min to + 1 h 50 min (a gap inside one hour), values that differ per
 /// window; and three windows on edges: exactly on an hour, on the first second
-/// of the range and in its last millisecond.
+/// of the range and in its last millisecond. Every fourth window's parts were
+/// truncated by the agent.
 fn windows(base: u32) -> Vec<Part> {
     let mut parts = Vec::new();
     let first = i64::from(base) * 1000 - 40 * 60_000 + 417;
@@ -64,6 +67,7 @@ fn windows(base: u32) -> Vec<Part> {
                     0,
                 ),
                 insert_id: 1,
+                truncated: k % 4 == 1,
                 stacks: vec![
                     (vec!["main", "serve", "parse"], v),
                     (vec!["main", "serve", "render"], 2 * v + 1),
@@ -87,16 +91,11 @@ fn windows(base: u32) -> Vec<Part> {
             start_ms,
             window_id: 0xed9e + n as u64,
             insert_id: 1,
+            truncated: false,
             stacks: vec![(vec!["main", "edge"], 100 + n as i64)],
         });
     }
     parts
-}
-
-/// Whether the agent cut a part short (some are, so the ledger's account of a
-/// rolled-up range has truncations to count).
-fn truncated(part: &Part) -> bool {
-    part.window_id % 4 == 1
 }
 
 /// The labels of a target: (namespace, container, version).
@@ -182,13 +181,13 @@ async fn write(db: &clickhouse::Client, parts: &[Part]) {
                 stacks: part.stacks.len() as u64,
                 dropped_events: u64::from(part.target_id == 2),
                 dropped_stacks: 0,
-                truncated: u8::from(truncated(part)),
+                truncated: u8::from(part.truncated),
                 jfr_bytes: 0,
                 parse_micros: 0,
                 topic: "t".into(),
                 partition: 0,
                 offset: 0,
-                status: if truncated(part) {
+                status: if part.truncated {
                     "truncated"
                 } else {
                     "accepted"
@@ -405,6 +404,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         start_ms: i64::from(base + 3600) * 1000 + 1_234_567,
         window_id: 0xc0de,
         insert_id: 1,
+        truncated: false,
         stacks: vec![(vec!["main", "serve", "c-only"], 777)],
     });
     let expected: i64 = parts
@@ -498,6 +498,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         start_ms: i64::from(base + 2 * 3600) * 1000 + 1_999_001,
         window_id: 0x5eed,
         insert_id: 3,
+        truncated: true,
         stacks: vec![(vec!["main", "serve", "replayed"], 1000)],
     };
     for db in [&rolled, &raw] {
@@ -561,7 +562,7 @@ async fn exactly_as_raw(server: &clickhouse::Client, url: &str) {
         fg["metadata"]["dropped_events"],
         in_range.iter().filter(|p| p.target_id == 2).count()
     );
-    let cut = in_range.iter().filter(|p| truncated(p)).count();
+    let cut = in_range.iter().filter(|p| p.truncated).count();
     assert!(cut > 0, "the fixture truncates some parts in the range");
     assert_eq!(fg["metadata"]["truncated_parts"], cut);
 

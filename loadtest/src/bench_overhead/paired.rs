@@ -47,8 +47,8 @@
 //! configurations are compared within the same JIT outcome: the "within one
 //! JVM" table is, per JVM, the mean on-vs-neighbours ratio of each
 //! configuration minus the first one's, with an exact sign test over JVMs,
-//! and the same difference with the order taken out (later periods of a JVM
-//! run slower, so whichever goes first looks cheaper: see [`Balanced`]).
+//! and the same difference with the order taken out (whichever went first
+//! looked cheaper: see [`Balanced`]).
 //! `--prime-jfr` starts and stops an empty JFR recording before the warm-up,
 //! so JFR's one-time start-up (it deoptimizes every compiled method) falls in
 //! no period and every on-period is "JFR recording", not "JFR starting".
@@ -723,16 +723,17 @@ pub(super) struct WithinJvm {
 }
 
 /// The per-JVM difference corrected for which of the two configurations ran
-/// first in the JVM. Throughput drifts over a JVM's life, so a position can
-/// look cheaper than the other whatever runs in it; the rounds rotate the
-/// order, and the mean of the two orders' mean differences cancels that.
+/// first in the JVM. A position in the JVM can look cheaper than the other
+/// whatever runs in it (seen: the first, by 1.3 pp, cause unknown); the
+/// rounds rotate the order, and the mean of the two orders' mean
+/// differences cancels that, also when the orders hold unequal counts.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(super) struct Balanced {
     /// `config` minus `against`, pp (negative: `config` costs more): the mean
     /// of the mean difference where `config` went first and where it went second.
     pub difference_pp: f64,
-    /// Half-width of its 95 % confidence interval (Student's t, the spread
-    /// within each order pooled, JVMs − 2 degrees of freedom).
+    /// Half-width of its 95 % confidence interval (Welch: each order's own
+    /// spread, Student's t at the Welch–Satterthwaite degrees of freedom).
     pub ci95_pp: f64,
     /// How much cheaper the configuration that goes first looks, pp.
     pub first_cheaper_pp: f64,
@@ -740,7 +741,7 @@ pub(super) struct Balanced {
 
 impl Balanced {
     /// From (difference, whether `config` went first) per JVM; `None` unless
-    /// both orders occur and there are at least three JVMs.
+    /// each order holds at least two JVMs (a spread within each to go on).
     fn of(jvms: &[(f64, bool)]) -> Option<Balanced> {
         let group = |first: bool| -> Vec<f64> {
             jvms.iter()
@@ -749,15 +750,27 @@ impl Balanced {
                 .collect()
         };
         let (a, b) = (group(true), group(false));
-        let df = jvms.len().checked_sub(2).filter(|df| *df > 0)?;
-        if a.is_empty() || b.is_empty() {
+        if a.len() < 2 || b.len() < 2 {
             return None;
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (ma, mb) = (mean(&a), mean(&b));
-        let squares = |v: &[f64], m: f64| v.iter().map(|x| (x - m).powi(2)).sum::<f64>();
-        let pooled = (squares(&a, ma) + squares(&b, mb)) / df as f64;
-        let se = (pooled / 4.0 * (1.0 / a.len() as f64 + 1.0 / b.len() as f64)).sqrt();
+        // Each order's squared standard error of its mean: the orders'
+        // spreads differ, so they are not pooled (Welch).
+        let se2 = |v: &[f64], m: f64| {
+            let n = v.len() as f64;
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) / n
+        };
+        let (ua, ub) = (se2(&a, ma), se2(&b, mb));
+        let se = 0.5 * (ua + ub).sqrt();
+        // Welch–Satterthwaite degrees of freedom, rounded down (a wider interval).
+        let df = if ua + ub > 0.0 {
+            let d = (ua + ub).powi(2)
+                / (ua.powi(2) / (a.len() - 1) as f64 + ub.powi(2) / (b.len() - 1) as f64);
+            (d.floor() as usize).max(1)
+        } else {
+            a.len() + b.len() - 2
+        };
         Some(Balanced {
             difference_pp: (ma + mb) / 2.0,
             ci95_pp: t_975(df) * se,
@@ -766,7 +779,8 @@ impl Balanced {
     }
 }
 
-/// Student's t, two-sided 95 %, for `df` degrees of freedom (df > 30: rounded up).
+/// Student's t, two-sided 95 %, for `df` degrees of freedom (past 30, that of
+/// the lowest df of its bracket: never narrower than the true interval).
 fn t_975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -776,9 +790,9 @@ fn t_975(df: usize) -> f64 {
     match df {
         0 => f64::INFINITY,
         1..=30 => TABLE[df - 1],
-        31..=60 => 2.0,
-        61..=120 => 1.98,
-        _ => 1.96,
+        31..=60 => 2.040,
+        61..=120 => 2.000,
+        _ => 1.980,
     }
 }
 
@@ -847,7 +861,11 @@ pub(super) fn within_jvm(
                 difference_pp: Spread::of(&differences),
                 dearer_in,
                 sign_test_p: sign_test(dearer_in, cheaper_in),
-                balanced: Balanced::of(&ordered),
+                // "First" is only one position against another with two
+                // configurations; with more, the slots between them vary.
+                balanced: (configs.len() == 2)
+                    .then(|| Balanced::of(&ordered))
+                    .flatten(),
             });
         }
     }
@@ -1117,7 +1135,7 @@ pub(super) fn within_jvm_markdown(rows: &[WithinJvm]) -> String {
         ));
     }
     out.push_str(
-        "\nOrder-balanced: the mean of the mean difference in the JVMs where `config` went first and in those where it went second (rounds rotate the order), which cancels a position effect (throughput drifting over a JVM's life); its interval pools the spread within each order (Student's t, JVMs − 2 degrees of freedom). `—`: one order only, or fewer than three JVMs.\n",
+        "\nOrder-balanced: the mean of the mean difference in the JVMs where `config` went first and in those where it went second (rounds rotate the order), which cancels a position effect (in these runs, whichever went first looked cheaper); its 95 % interval takes each order's own spread (Welch). `—`: fewer than two JVMs in either order, or more than two configurations alternating.\n",
     );
     out
 }
@@ -1175,10 +1193,28 @@ pub(super) fn summarize_report(
     configs.retain(|c| *c != Config::None);
     let (workloads, configs, given) = (&workloads, &configs, &as_given(&args.configs));
     let old = super::read_resumed(path)?;
+    if old.get("pairs").is_none() {
+        bail!(
+            "{} is not a `--paired` report (fresh-JVM reports print their tables when run)",
+            path.display()
+        );
+    }
     let periods: Vec<Period> = serde_json::from_value(old["periods"].clone())
         .with_context(|| format!("the periods of {}", path.display()))?;
-    if periods.is_empty() {
-        bail!("{} holds no periods", path.display());
+    for w in workloads {
+        for c in configs {
+            if !periods
+                .iter()
+                .any(|p| p.on && p.workload == w.name() && p.config == c.name())
+            {
+                bail!(
+                    "{} has no `{}` periods on `{}`: give the --workloads and --configs it was run with",
+                    path.display(),
+                    c.name(),
+                    w.name()
+                );
+            }
+        }
     }
     println!(
         "## bench-overhead --paired, summarized from {}\n",
@@ -1604,13 +1640,21 @@ mod tests {
         assert!((b.first_cheaper_pp - 1.0).abs() < 1e-12, "{b:?}");
         assert!(b.ci95_pp.abs() < 1e-12, "no spread within an order: {b:?}");
         // Unequal orders (rounds not a multiple of the configurations): the
-        // plain mean (+0.5) would carry the position; the balanced one not.
-        let b = Balanced::of(&[(1.0, true), (1.0, true), (1.0, true), (-1.0, false)])
-            .expect("both orders");
+        // plain mean (+0.2) would carry the position; the balanced one not.
+        let b = Balanced::of(&[
+            (1.0, true),
+            (1.0, true),
+            (1.0, true),
+            (-1.0, false),
+            (-1.0, false),
+        ])
+        .expect("both orders");
         assert!(b.difference_pp.abs() < 1e-12, "{b:?}");
         // The cpu run of 2026-12-02 (8 JVMs, agent at 10-s windows against
-        // the preset), per JVM to 0.05 pp: by hand, mean within the orders
-        // +1.375 and −1.325, pooled variance 8.825 / 6, se 0.43, t(6) 2.447.
+        // the preset), per JVM to 0.05 pp. By hand: means within the orders
+        // +1.375 and −1.325; squared standard errors 7.5125/3/4 = 0.6260 and
+        // 1.3125/3/4 = 0.1094; se ½·√0.7354 = 0.4288; Welch df 4.02 → 4,
+        // t(4) 2.776: ±1.190.
         let run = [
             (1.45, true),
             (-0.75, false),
@@ -1624,13 +1668,13 @@ mod tests {
         let b = Balanced::of(&run).expect("both orders");
         assert!((b.difference_pp - 0.025).abs() < 1e-9, "{b:?}");
         assert!((b.first_cheaper_pp - 1.35).abs() < 1e-9, "{b:?}");
-        let se = (8.825 / 6.0 / 4.0 * 0.5_f64).sqrt();
-        assert!((b.ci95_pp - 2.447 * se).abs() < 1e-3, "{b:?}");
-        // One order only, or two JVMs (no degree of freedom left): none.
-        assert!(Balanced::of(&[(1.0, true), (2.0, true), (3.0, true)]).is_none());
-        assert!(Balanced::of(&[(1.0, true), (2.0, false)]).is_none());
+        assert!((b.ci95_pp - 1.190).abs() < 1e-3, "{b:?}");
+        // An order with one JVM has no spread to go on: none.
+        assert!(Balanced::of(&[(1.0, true), (2.0, true), (3.0, false)]).is_none());
+        assert!(Balanced::of(&[(1.0, true), (2.0, true)]).is_none());
         assert_eq!(t_975(1), 12.706);
-        assert_eq!(t_975(500), 1.96);
+        assert_eq!(t_975(31), 2.040);
+        assert_eq!(t_975(500), 1.980);
     }
 
     #[test]
